@@ -1,0 +1,1 @@
+"""Runtime shared by every Tailor service: settings, logging, gRPC plumbing, errors, storage."""

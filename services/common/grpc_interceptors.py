@@ -1,0 +1,169 @@
+"""The server interceptor every Tailor gRPC service runs: call context, errors, access log, metrics.
+
+For each call it
+1. reads the request id and organization from the metadata and binds them for the
+   handler (:mod:`services.common.tenancy`) and for every log line;
+2. refuses a call without an organization (UNAUTHENTICATED), except the health
+   and reflection services, which probes and tools call anonymously;
+3. maps exceptions to a status, in this one place: a
+   :class:`~services.common.errors.TailorError` becomes its status code with a
+   ``google.rpc.ErrorInfo`` detail (reason = OpenAI-style code, metadata.param =
+   the field at fault); anything else becomes INTERNAL with a generic message,
+   and its traceback is logged;
+4. writes one access log line and records Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from prometheus_client import Counter, Histogram
+
+from services.common.errors import TailorError, Unauthenticated
+from services.common.tenancy import (
+    ORGANIZATION_METADATA_KEY,
+    REQUEST_ID_METADATA_KEY,
+    call_context,
+    validate_organization_id,
+)
+
+log = structlog.get_logger("tailor.grpc")
+
+ERROR_DOMAIN = "tailor"
+# Services that answer without an organization: Kubernetes probes and grpcurl call them bare.
+ANONYMOUS_SERVICE_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+RPC_HANDLED = Counter(
+    "tailor_grpc_server_handled_total", "RPCs completed, by method and status code.", ["method", "code"]
+)
+RPC_DURATION = Histogram(
+    "tailor_grpc_server_handling_seconds",
+    "Time from a call's start to its end, by method.",
+    ["method"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
+)
+
+
+def status_from_exception(exc: BaseException) -> tuple[grpc.StatusCode, grpc.Status | None]:
+    """The status a failure is answered with; the one mapping of errors to gRPC codes.
+
+    Returns the code and, for domain errors, a rich status (message + ErrorInfo) to abort with.
+    """
+    if isinstance(exc, TailorError):
+        info = error_details_pb2.ErrorInfo(
+            reason=exc.code, domain=ERROR_DOMAIN, metadata={"param": exc.param} if exc.param else {}
+        )
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        status = status_pb2.Status(code=exc.status_code.value[0], message=exc.message, details=[detail])
+        return exc.status_code, rpc_status.to_status(status)
+    return grpc.StatusCode.INTERNAL, None
+
+
+class ServerCallInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every RPC handler with context binding, tenancy, error mapping and access logging."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED itself
+            return handler
+        method = handler_call_details.method
+        metadata = {k: v for k, v in handler_call_details.invocation_metadata or () if isinstance(v, str)}
+        anonymous = method.startswith(ANONYMOUS_SERVICE_PREFIXES)
+        return _wrap_handler(handler, lambda: _Call(method, metadata, anonymous))
+
+
+class _Call:
+    """One call's context, entered around the handler's whole execution (every streamed item included)."""
+
+    def __init__(self, method: str, metadata: dict[str, str], anonymous: bool) -> None:
+        self.method = method
+        self.anonymous = anonymous
+        self.organization = metadata.get(ORGANIZATION_METADATA_KEY) or None
+        self.request_id = metadata.get(REQUEST_ID_METADATA_KEY) or uuid.uuid4().hex
+
+    @contextlib.asynccontextmanager
+    async def serving(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        with call_context(self.organization, self.request_id), structlog.contextvars.bound_contextvars(
+            request_id=self.request_id, organization=self.organization
+        ):
+            try:
+                self._check_organization()
+                yield
+            except grpc.aio.AbortError:
+                # the handler aborted deliberately (a protocol-level check); the code is already set
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                # the client went away or the deadline passed; nobody is left to answer
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                code, status = status_from_exception(exc)
+                if status is not None:
+                    await context.abort_with_status(status)
+                log.exception("unhandled error", method=self.method)
+                await context.abort(code, f"internal error (request id {self.request_id})")
+            finally:
+                self._record(code, time.perf_counter() - started)
+
+    def _check_organization(self) -> None:
+        if self.anonymous:
+            return
+        if self.organization is None:
+            raise Unauthenticated(
+                f"missing {ORGANIZATION_METADATA_KEY!r} metadata: internal calls must name an organization",
+                code="missing_organization",
+            )
+        validate_organization_id(self.organization)
+
+    def _record(self, code: grpc.StatusCode, duration: float) -> None:
+        RPC_HANDLED.labels(self.method, code.name).inc()
+        RPC_DURATION.labels(self.method).observe(duration)
+        if not self.anonymous:
+            log.info("rpc", method=self.method, status=code.name, duration_ms=round(duration * 1000, 2))
+
+
+def _wrap_handler(handler: grpc.RpcMethodHandler, new_call: Callable[[], _Call]) -> grpc.RpcMethodHandler:
+    """Returns a handler of the same arity whose behaviour runs inside a fresh :class:`_Call`."""
+    if handler.response_streaming:
+        inner_stream = handler.unary_stream or handler.stream_stream
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async with new_call().serving(context):
+                async for item in inner_stream(request, context):
+                    yield item
+
+        factory = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.request_streaming
+            else grpc.unary_stream_rpc_method_handler
+        )
+        return factory(streaming, handler.request_deserializer, handler.response_serializer)
+
+    inner_unary = handler.unary_unary or handler.stream_unary
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with new_call().serving(context):
+            return await inner_unary(request, context)
+
+    factory = (
+        grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
+    )
+    return factory(unary, handler.request_deserializer, handler.response_serializer)
