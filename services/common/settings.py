@@ -9,21 +9,27 @@ services on 127.0.0.1.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.base_models import BaseModelSpec, default_base_models
 
 MiB = 1024 * 1024
+_BASE_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 class CommonSettings(BaseSettings):
     """Knobs every service shares: where state lives, how to reach the others, logging."""
 
-    model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a malformed value may be a secret (API keys, S3 credentials)
+    model_config = SettingsConfigDict(
+        env_prefix="TAILOR_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(
         Path(".tailor"),
@@ -58,7 +64,7 @@ class CommonSettings(BaseSettings):
     )
     grpc_reflection: bool = Field(True, description="Serve gRPC reflection (grpcurl list/describe).")
     rpc_timeout_s: float = Field(
-        30.0, gt=0, description="Deadline of an internal unary RPC when the caller gives none."
+        30.0, gt=0, description="Deadline of an internal RPC when the caller gives none (long streams pass their own)."
     )
 
     # Where the services are, as seen by their callers.
@@ -74,6 +80,17 @@ class CommonSettings(BaseSettings):
         ),
     )
 
+    @field_validator("base_models")
+    @classmethod
+    def _names_fit_model_ids(cls, models: dict[str, BaseModelSpec]) -> dict[str, BaseModelSpec]:
+        # A base name is the second segment of `ft:{base}:{org}:{suffix}:{id}` and a URL path part.
+        for name in models:
+            if not _BASE_MODEL_NAME.match(name):
+                raise ValueError(
+                    f"base model name {name!r}: 1-128 letters, digits, '.', '_', '-' or '/', no ':'"
+                )
+        return models
+
     @property
     def models_dir(self) -> Path:
         """Where built-in base models are materialised."""
@@ -83,3 +100,14 @@ class CommonSettings(BaseSettings):
     def objects_dir(self) -> Path:
         """Root of the filesystem object store backend."""
         return self.data_dir / "objects"
+
+
+def load_settings(cls: type[SettingsT]) -> SettingsT:
+    """Reads ``cls`` from the environment; on invalid values exits with a message naming them."""
+    try:
+        return cls()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"TAILOR_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
+        )
+        raise SystemExit(f"invalid configuration: {problems}") from None
