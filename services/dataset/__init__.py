@@ -1,0 +1,1 @@
+"""The dataset service. Files: streamed uploads into the object store, validation, records."""

@@ -1,0 +1,1 @@
+"""The inference service. Generation on one base model with many LoRA adapters."""

@@ -1,0 +1,197 @@
+"""``python -m services.local_stack`` (``make up``): the whole platform on one machine.
+
+Starts the dataset, trainer, inference and gateway services as child processes on
+loopback with the embedded defaults (filesystem object store and SQLite under the
+data directory, the built-in ``tailor-tiny`` model, CPU), waits until each answers
+its health check, prints the base URL and the API key, and on Ctrl-C or SIGTERM
+stops them all. Children die with the launcher even when it is killed outright
+(``PR_SET_PDEATHSIG``), so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.base_models import resolve_base_model
+from services.common.settings import load_settings
+from services.gateway.config import GatewaySettings
+
+STARTUP_TIMEOUT_S = 180.0
+LOCAL_ORGANIZATION = "local"
+API_KEY_FILE = "local_api_key"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Child:
+    """One service process and how to tell it is up."""
+
+    name: str
+    health_target: str  # host:port for gRPC health, or an http URL
+    process: subprocess.Popen[bytes] | None = None
+
+
+def say(message: str) -> None:
+    print(f"[tailor] {message}", flush=True)
+
+
+def local_api_key(settings: GatewaySettings) -> str:
+    """The configured keys, or one generated once and kept (mode 0600) in the data directory."""
+    if settings.api_keys.get_secret_value():
+        return settings.api_keys.get_secret_value()
+    path = settings.data_dir / API_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"sk-tailor-{secrets.token_urlsafe(24)}={LOCAL_ORGANIZATION}\n")
+    return path.read_text().strip()
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask the kernel for SIGTERM when the launcher dies.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start_child(child: Child, env: dict[str, str]) -> None:
+    child.process = subprocess.Popen(
+        [sys.executable, "-m", f"services.{child.name}"],
+        env=env,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+
+
+async def is_healthy(child: Child) -> bool:
+    if child.health_target.startswith("http"):
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                return (await client.get(child.health_target)).status_code == 200
+        except httpx.HTTPError:
+            return False
+    async with grpc.aio.insecure_channel(child.health_target) as channel:
+        try:
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=2.0
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def wait_until_healthy(children: list[Child], stop: asyncio.Event) -> bool:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    pending = list(children)
+    while pending and not stop.is_set():
+        for child in list(pending):
+            assert child.process is not None
+            if child.process.poll() is not None:
+                say(f"{child.name} exited with code {child.process.returncode} while starting")
+                return False
+            if await is_healthy(child):
+                say(f"{child.name} is up ({child.health_target})")
+                pending.remove(child)
+        if time.monotonic() > deadline:
+            say(f"timed out after {STARTUP_TIMEOUT_S:.0f}s waiting for {', '.join(c.name for c in pending)}")
+            return False
+        if pending:
+            await asyncio.sleep(0.2)
+    return not pending
+
+
+def stop_children(children: list[Child], grace_s: float) -> None:
+    """SIGTERM every child, wait for the grace period, then SIGKILL whatever is left."""
+    running = [c for c in children if c.process is not None and c.process.poll() is None]
+    for child in running:
+        child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    deadline = time.monotonic() + grace_s
+    for child in running:
+        try:
+            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))  # type: ignore[union-attr]
+        except subprocess.TimeoutExpired:
+            say(f"{child.name} did not stop in {grace_s:.0f}s; killing it")
+            child.process.kill()  # type: ignore[union-attr]
+            child.process.wait()  # type: ignore[union-attr]
+
+
+async def run(settings: GatewaySettings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    for name, spec in settings.base_models.items():
+        if spec.is_builtin:
+            say(f"preparing base model {name}")
+            await asyncio.to_thread(resolve_base_model, name, settings)
+
+    api_keys = local_api_key(settings)
+    # Children inherit this environment (the user's TAILOR_* settings included), plus what
+    # makes the four processes agree: one data directory, one key list, listen = address.
+    env = dict(os.environ)
+    env.update(
+        TAILOR_DATA_DIR=str(settings.data_dir.resolve()),
+        TAILOR_API_KEYS=api_keys,
+        TAILOR_DATASET_LISTEN=settings.dataset_addr,
+        TAILOR_TRAINER_LISTEN=settings.trainer_addr,
+        TAILOR_INFERENCE_LISTEN=settings.inference_addr,
+        TAILOR_GATEWAY_HOST=settings.gateway_host,
+        TAILOR_GATEWAY_PORT=str(settings.gateway_port),
+        PYTHONUNBUFFERED="1",
+    )
+    children = [
+        Child("dataset", settings.dataset_addr),
+        Child("trainer", settings.trainer_addr),
+        Child("inference", settings.inference_addr),
+        Child("gateway", f"http://{settings.gateway_host}:{settings.gateway_port}/healthz"),
+    ]
+    try:
+        for child in children:
+            start_child(child, env)
+        if not await wait_until_healthy(children, stop):
+            return 0 if stop.is_set() else 1
+        key = api_keys.split(",")[0].partition("=")[0]
+        say("all services are up")
+        print(
+            f"\n  base URL : {settings.base_url}\n  API key  : {key}\n\n"
+            f"  export OPENAI_BASE_URL={settings.base_url}\n  export OPENAI_API_KEY={key}\n\n"
+            "  Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while not stop.is_set():
+            for child in children:
+                if child.process is not None and child.process.poll() is not None:
+                    say(f"{child.name} exited with code {child.process.returncode}; stopping the stack")
+                    return 1
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
+        say("stopping")
+        return 0
+    finally:
+        stop_children(children, grace_s=settings.grpc_shutdown_grace_s + 5)
+        say("stopped")
+
+
+def main() -> None:
+    settings = load_settings(GatewaySettings)
+    sys.exit(asyncio.run(run(settings)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""`make up`'s launcher: all four services come up on loopback, answer health, and stop cleanly.
+
+The launcher runs as a real subprocess on free ports and a fresh data directory, as a
+user would start it; the test reads what it prints and asks each service directly.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import psutil
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+STARTUP_TIMEOUT_S = 240
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Launcher:
+    """The launcher process, with its output read line by line in the background."""
+
+    def __init__(self, data_dir: Path, ports: dict[str, int] | None = None) -> None:
+        self.ports = {name: free_port() for name in ("dataset", "trainer", "inference", "gateway")}
+        self.ports.update(ports or {})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
+        env.update(
+            TAILOR_DATA_DIR=str(data_dir),
+            TAILOR_DATASET_ADDR=f"127.0.0.1:{self.ports['dataset']}",
+            TAILOR_TRAINER_ADDR=f"127.0.0.1:{self.ports['trainer']}",
+            TAILOR_INFERENCE_ADDR=f"127.0.0.1:{self.ports['inference']}",
+            TAILOR_GATEWAY_PORT=str(self.ports["gateway"]),
+            HF_HUB_OFFLINE="1",
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "services.local_stack"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            self.output.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"launcher never printed {text!r}; output:\n{''.join(self.output)}")
+
+    def drain(self) -> str:
+        while not self.lines.empty():
+            self.output.append(self.lines.get())
+        return "".join(self.output)
+
+    def children(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    started = Launcher(tmp_path / "data")
+    yield started
+    if started.process.poll() is None:
+        started.process.kill()
+        started.process.wait()
+
+
+def grpc_health(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    return response.status
+
+
+def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    return [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_make_up_serves_all_four_and_stops_them_on_sigterm(launcher: Launcher, tmp_path: Path) -> None:
+    launcher.wait_for("all services are up", STARTUP_TIMEOUT_S)
+    url_line = launcher.wait_for("base URL", 10)
+    key_line = launcher.wait_for("API key", 10)
+    gateway = launcher.ports["gateway"]
+    assert url_line.split()[-1] == f"http://127.0.0.1:{gateway}/v1"
+
+    # the generated key is stored privately in the data directory and printed
+    key_file = tmp_path / "data" / "local_api_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key, _, organization = key_file.read_text().strip().partition("=")
+    assert key_line.split()[-1] == key and organization == "local"
+
+    for name in ("dataset", "trainer", "inference"):
+        assert grpc_health(launcher.ports[name]) == health_pb2.HealthCheckResponse.SERVING, name
+    assert httpx.get(f"http://127.0.0.1:{gateway}/healthz").status_code == 200
+    ready = httpx.get(f"http://127.0.0.1:{gateway}/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["upstreams"] == {"dataset": "SERVING", "trainer": "SERVING", "inference": "SERVING"}
+
+    children = launcher.children()
+    assert len(children) == 4
+    launcher.process.send_signal(signal.SIGTERM)
+    assert launcher.process.wait(timeout=60) == 0, launcher.drain()
+    assert not wait_gone(children, timeout=5), "services left running after the launcher stopped"
+    assert "stopped" in launcher.drain()
+
+
+def test_services_die_with_a_killed_launcher(launcher: Launcher) -> None:
+    launcher.wait_for("all services are up", STARTUP_TIMEOUT_S)
+    children = launcher.children()
+    assert len(children) == 4
+    launcher.process.kill()  # no chance to clean up: the kernel's parent-death signal must do it
+    launcher.process.wait()
+    assert not wait_gone(children, timeout=30), "orphaned services after SIGKILL of the launcher"
+
+
+def test_a_service_that_cannot_start_stops_the_stack(tmp_path: Path) -> None:
+    # The dataset's port is taken, so it cannot bind: the launcher must say which service
+    # failed, stop the others and exit non-zero instead of hanging.
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        started = Launcher(tmp_path / "data", ports={"dataset": blocker.getsockname()[1]})
+        try:
+            started.wait_for("dataset exited with code", STARTUP_TIMEOUT_S)
+            assert started.process.wait(timeout=60) == 1
+        finally:
+            if started.process.poll() is None:
+                started.process.kill()
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if _is_stack_child(p, tmp_path)]
+    assert not wait_gone(leftovers, timeout=10)
+
+
+def _is_stack_child(process: psutil.Process, tmp_path: Path) -> bool:
+    try:
+        return "services." in " ".join(process.info["cmdline"] or []) and str(tmp_path) in str(
+            process.environ().get("TAILOR_DATA_DIR", "")
+        )
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
