@@ -1,0 +1,115 @@
+"""Durable records behind SQLAlchemy 2 (async): SQLite in the data directory, or Postgres.
+
+Each service that keeps records declares its own tables (its own ``DeclarativeBase``) and
+opens one :class:`Database` with its URL setting: ``sqlite+aiosqlite:///...`` by default,
+``postgresql+asyncpg://...`` in production. Blobs never go into SQL.
+
+Listings are newest first with OpenAI's cursor pagination (``after`` = the id of the last
+item of the previous page, exclusive). Rows are ordered by an autoincrement ``seq``
+column rather than by ``created_at`` (whole seconds tie often), so pages never skip or
+repeat a row; :func:`paginate` does this for any table that has ``seq`` and ``id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import MetaData, Select, event, text
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from services.common.errors import InvalidArgument, Unavailable
+
+RowT = TypeVar("RowT")
+
+
+def sqlite_url(path: Path) -> str:
+    """The async SQLite URL of a database file (its directory is created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite+aiosqlite:///{path.resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers proceed during a write; busy_timeout makes a second writer wait
+    # instead of failing at once; synchronous=NORMAL is durable across process crashes in WAL.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Database:
+    """An async engine and session factory for one service's tables."""
+
+    def __init__(self, url: str, metadata: MetaData, *, echo: bool = False) -> None:
+        self.url = url
+        self.metadata = metadata
+        self.engine: AsyncEngine = create_async_engine(url, echo=echo, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def create_schema(self) -> None:
+        """Creates missing tables (idempotent)."""
+        async with self.engine.begin() as connection:
+            await connection.run_sync(self.metadata.create_all)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction: committed on success, rolled back on any error.
+
+        A database that cannot be reached surfaces as UNAVAILABLE, not as an internal error.
+        """
+        try:
+            async with self.sessions() as session, session.begin():
+                yield session
+        except OperationalError as error:
+            raise Unavailable(f"the records database is unavailable: {error.orig}") from error
+
+    async def check(self) -> None:
+        """Readiness: a trivial query."""
+        async with self.transaction() as session:
+            await session.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+async def paginate(
+    session: AsyncSession,
+    query: Select[Any],
+    *,
+    seq: InstrumentedAttribute[int],
+    id_column: InstrumentedAttribute[str],
+    after: str | None,
+    limit: int,
+    newest_first: bool = True,
+) -> tuple[Sequence[Any], bool]:
+    """One page of ``query`` (already filtered, e.g. by organization) and whether more follow.
+
+    ``after`` must be the id of a row ``query`` can see: another organization's id is
+    refused exactly like an unknown one (INVALID_ARGUMENT on ``after``).
+    """
+    if after:
+        cursor = (await session.execute(query.with_only_columns(seq).where(id_column == after))).scalar()
+        if cursor is None:
+            raise InvalidArgument(f"after: no object with id {after!r} in this listing", param="after")
+        query = query.where(seq < cursor if newest_first else seq > cursor)
+    query = query.order_by(seq.desc() if newest_first else seq.asc()).limit(limit + 1)
+    rows = (await session.execute(query)).scalars().all()
+    return rows[:limit], len(rows) > limit
+
+
+async def first_or_none(session: AsyncSession, query: Select[tuple[RowT]]) -> RowT | None:
+    return (await session.execute(query.limit(1))).scalar_one_or_none()
+
+
+__all__ = ["Database", "first_or_none", "paginate", "sqlite_url"]
