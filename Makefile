@@ -12,7 +12,7 @@ EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
 PYTEST_ARGS ?=
 
-.PHONY: install proto up demo test test-gpu bench clean
+.PHONY: install proto up test test-gpu bench clean
 
 install: $(STAMP)
 
@@ -37,8 +37,10 @@ test: install
 test-gpu: install
 	$(PY) -m pytest -m gpu tests/gpu $(PYTEST_ARGS)
 
-bench: install
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+bench:
+	$(MAKE) install EXTRAS=dev,bench
+	@for b in bench/*.py; do case $$b in */report.py|*/__init__.py) continue;; esac; \
+		echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache
