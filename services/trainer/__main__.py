@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.trainer.config import TrainerSettings
-from services.trainer.server import build_server
 from services.common.grpc_server import run_service
 from services.common.settings import load_settings
+from services.trainer.config import TrainerSettings
+from services.trainer.server import build_server
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from services.common.object_store.base import (
 )
 from services.common.object_store.filesystem import FilesystemObjectStore
 from services.common.object_store.s3 import S3ObjectStore
-from services.common.settings import MiB, CommonSettings
+from services.common.settings import CommonSettings, MiB
 
 __all__ = [
     "FilesystemObjectStore",
