@@ -1,0 +1,117 @@
+"""The local executor: one worker subprocess per job attempt, on the trainer's machine.
+
+A subprocess gives crash isolation (a worker that dies takes nothing else with it)
+and frees its GPU memory when it exits. Each worker runs in its own process group,
+so stopping it also stops whatever it started. On Linux it is started through
+:mod:`die_with_parent <services.trainer.executors.die_with_parent>`, so the kernel
+kills it when the trainer dies (``PR_SET_PDEATHSIG``, SIGKILL: reports to a dead
+trainer go nowhere, and the GPU must be free for the attempt that replaces it): a
+trainer that is killed and restarted relaunches its jobs, and must not find the old
+workers still training beside the new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from services.trainer.config import TrainerSettings
+from services.trainer.executors.base import RUNNING, Executor, WorkerLaunch, WorkerStatus
+
+log = structlog.get_logger("tailor.trainer.local")
+
+_DIE_WITH_PARENT = Path(__file__).with_name("die_with_parent.py")
+
+
+def local_command(command: str) -> list[str]:
+    """The worker's argv: a leading ``python`` becomes the trainer's own interpreter (same virtualenv)."""
+    argv = shlex.split(command)
+    if argv and argv[0] == "python":
+        argv[0] = sys.executable
+    elif argv:
+        # die_with_parent execs a path, without a search of PATH.
+        argv[0] = shutil.which(argv[0]) or argv[0]
+    return argv
+
+
+def dying_with(parent_pid: int, argv: list[str]) -> list[str]:
+    """``argv`` wrapped so that the kernel kills it when ``parent_pid`` dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return argv
+    # -S: the wrapper needs no site-packages, and starts faster without them.
+    return [sys.executable, "-S", str(_DIE_WITH_PARENT), str(parent_pid), *argv]
+
+
+class LocalExecutor(Executor):
+    """Workers as child processes of the trainer."""
+
+    def __init__(self, settings: TrainerSettings) -> None:
+        self._argv = local_command(settings.trainer_worker_command)
+        self._stop_grace_s = settings.trainer_worker_stop_grace_s
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
+
+    async def launch(self, launch: WorkerLaunch, environment: dict[str, str]) -> None:
+        # The worker also inherits the trainer's environment (PATH, PYTHONPATH, its own TAILOR_* knobs).
+        process = await asyncio.create_subprocess_exec(
+            *dying_with(os.getpid(), self._argv),
+            env={**os.environ, **environment},
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._processes[launch.attempt_id] = process
+        log.info("worker started", job_id=launch.job_id, attempt_id=launch.attempt_id, pid=process.pid)
+
+    async def status(self, launch: WorkerLaunch) -> WorkerStatus:
+        process = self._processes.get(launch.attempt_id)
+        if process is None:
+            # Not one of ours: after a trainer restart, the old workers died with the old trainer.
+            return WorkerStatus(running=False, detail="the worker process is gone")
+        if process.returncode is None:
+            return RUNNING
+        return WorkerStatus(
+            running=False, exit_code=process.returncode, detail=_exit_detail(process.returncode)
+        )
+
+    async def stop(self, launch: WorkerLaunch) -> None:
+        process = self._processes.get(launch.attempt_id)
+        if process is None or process.returncode is not None:
+            return
+        _signal_group(process, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=self._stop_grace_s)
+        except TimeoutError:
+            log.warning("worker ignored SIGTERM; killing it", job_id=launch.job_id, pid=process.pid)
+            _signal_group(process, signal.SIGKILL)
+            await process.wait()
+
+    async def release(self, launch: WorkerLaunch) -> None:
+        self._processes.pop(launch.attempt_id, None)
+
+    async def close(self) -> None:
+        """Stops every worker still running: they would die with the trainer anyway."""
+        launches = [WorkerLaunch("", attempt_id, "") for attempt_id in self._processes]
+        await asyncio.gather(*(self.stop(launch) for launch in launches))
+        self._processes.clear()
+
+
+def _signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+
+
+def _exit_detail(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return f"the worker process was killed by signal {name}"
+    return f"the worker process exited with code {returncode}"

@@ -1,0 +1,322 @@
+"""Fine-tuning jobs as users see them: create, read, list, cancel, pause, resume; events and checkpoints.
+
+Create checks everything it can before storing anything: the fields and their
+ranges (:mod:`services.trainer.job_requests`), the model (a configured base model,
+or a fine-tuned model of the same organization to continue training from), and the
+files (:mod:`services.trainer.files`). A file the dataset service has not finished
+processing is not refused: the job waits in ``validating_files`` until it is, as on
+OpenAI, and fails if it turns out invalid.
+
+Create is safe against the SDK's automatic retries: a request carrying the
+idempotency key of an earlier one in the same organization returns that job (even
+if it has finished) instead of starting another, provided it asks for the same
+thing; a different request under the same key is refused.
+
+Every read and write is scoped by the caller's organization; another organization's
+job answers exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.database import first_or_none, paginate
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.ids import new_id, new_model_suffix
+from services.common.tenancy import current_organization
+from services.trainer.config import TrainerSettings
+from services.trainer.conversions import checkpoint_to_proto, event_to_proto, job_to_proto, set_fields
+from services.trainer.dataset_client import DatasetFiles
+from services.trainer.events import add_event
+from services.trainer.files import check_files
+from services.trainer.job_requests import MAX_SEED, check_request, method_type, request_fingerprint
+from services.trainer.lifecycle import clear_progress
+from services.trainer.records import (
+    CheckpointRecord,
+    EventRecord,
+    JobRecord,
+    Status,
+    TrainerRecords,
+    job_by_id,
+    now,
+)
+from services.trainer.registry import FINE_TUNED_PREFIX, ModelRegistry, registered_model
+from services.trainer.scheduler import Scheduler
+from tailor.trainer.v1 import job_pb2, trainer_service_pb2
+
+MAX_PAGE_SIZE = 100
+DEFAULT_JOBS_PAGE = 20
+DEFAULT_EVENTS_PAGE = 20
+DEFAULT_CHECKPOINTS_PAGE = 10
+
+
+def job_not_found(job_id: str) -> NotFound:
+    return NotFound(f"No fine-tuning job with id {job_id!r}.", param="job_id", code="job_not_found")
+
+
+def page_size(limit: int, default: int) -> int:
+    """The page size a request asks for: 0 means the default; 1-100 otherwise."""
+    if limit == 0:
+        return default
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE_SIZE}.", param="limit")
+    return limit
+
+
+@dataclass(frozen=True)
+class StartingPoint:
+    """The base model a job trains on and, when it continues a fine-tuned model, that adapter and its rank."""
+
+    base_model: str
+    adapter_uri: str = ""
+    lora_rank: int | None = None
+
+
+class JobService:
+    """The TrainerService's logic; the servicer in :mod:`services.trainer.server` only converts."""
+
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        records: TrainerRecords,
+        registry: ModelRegistry,
+        dataset: DatasetFiles,
+        scheduler: Scheduler,
+    ) -> None:
+        self._settings = settings
+        self._records = records
+        self._registry = registry
+        self._dataset = dataset
+        self._scheduler = scheduler
+
+    async def create(self, request: trainer_service_pb2.CreateJobRequest) -> job_pb2.Job:
+        """Checks and stores a new job in ``validating_files``; the scheduler takes it from there."""
+        organization = current_organization()
+        fingerprint = request_fingerprint(request)
+        if request.idempotency_key:
+            async with self._records.read() as session:
+                earlier = await _job_with_key(session, organization, request.idempotency_key, fingerprint)
+            if earlier is not None:
+                return job_to_proto(earlier)
+
+        check_request(request, max_lora_rank=self._settings.trainer_max_lora_rank)
+        method = method_type(request)
+        hyperparameters = set_fields(request.method.hyperparameters)
+        start = await self._starting_point(request.model, organization, hyperparameters.get("lora_rank"))
+        if start.lora_rank is not None:
+            hyperparameters["lora_rank"] = start.lora_rank
+        verdict = await check_files(self._dataset, request.training_file, request.validation_file, method)
+        if verdict.problem is not None:
+            problem = verdict.problem
+            raise InvalidArgument(problem.message, param=problem.param, code=problem.code)
+
+        job = JobRecord(
+            id=new_id("ftjob"),
+            organization_id=organization,
+            created_at=now(),
+            model=request.model,
+            base_model=start.base_model,
+            training_file=request.training_file,
+            validation_file=request.validation_file,
+            method_type=job_pb2.MethodType.Name(method),
+            hyperparameters=hyperparameters,
+            suffix=request.suffix,
+            seed=request.seed if request.HasField("seed") else secrets.randbelow(MAX_SEED + 1),
+            user_metadata=dict(request.metadata),
+            priority=request.priority,
+            idempotency_key=request.idempotency_key or None,
+            request_fingerprint=fingerprint,
+            model_id_segment=new_model_suffix(),
+            initial_adapter_uri=start.adapter_uri,
+            status=Status.VALIDATING_FILES,
+            result_files=[],
+        )
+        try:
+            async with self._records.write() as session:
+                session.add(job)
+                add_event(session, job, f"Created fine-tuning job: {job.id}")
+                add_event(session, job, f"Validating training file: {job.training_file}")
+                if job.validation_file:
+                    add_event(session, job, f"Validating validation file: {job.validation_file}")
+        except IntegrityError:
+            # The same key was stored by a concurrent retry of this request in the meantime.
+            async with self._records.read() as session:
+                earlier = await _job_with_key(session, organization, request.idempotency_key, fingerprint)
+            if earlier is None:
+                raise
+            return job_to_proto(earlier)
+        self._scheduler.wake()
+        return job_to_proto(job)
+
+    async def _starting_point(self, name: str, organization: str, requested_rank: object) -> StartingPoint:
+        """What training starts from: a base model, or a fine-tuned model of the organization."""
+        if self._registry.base_model(name) is not None:
+            return StartingPoint(base_model=name)
+        if name.startswith(FINE_TUNED_PREFIX):
+            async with self._records.read() as session:
+                model = await registered_model(session, name, organization)
+            if model is not None and self._registry.base_model(model.base_model) is not None:
+                if requested_rank is not None and requested_rank != model.lora_rank:
+                    raise InvalidArgument(
+                        f"hyperparameters.lora_rank must be {model.lora_rank}, the rank of `{name}` "
+                        "that training continues from.",
+                        param="hyperparameters.lora_rank",
+                    )
+                return StartingPoint(model.base_model, model.adapter_uri, model.lora_rank)
+        available = ", ".join(sorted(self._settings.base_models))
+        raise InvalidArgument(
+            f"The model `{name}` does not exist or you do not have access to it. "
+            f"Fine-tune a base model ({available}) or one of your fine-tuned models.",
+            param="model",
+            code="model_not_found",
+        )
+
+    async def get(self, job_id: str) -> job_pb2.Job:
+        async with self._records.read() as session:
+            return job_to_proto(await self._job(session, job_id))
+
+    async def list(self, limit: int, after: str, metadata: dict[str, str]) -> tuple[list[job_pb2.Job], bool]:
+        """The organization's jobs, newest first, optionally only those whose metadata has all the pairs."""
+        query = select(JobRecord).where(JobRecord.organization_id == current_organization())
+        for key, value in metadata.items():
+            query = query.where(JobRecord.user_metadata[key].as_string() == value)
+        async with self._records.read() as session:
+            rows, has_more = await paginate(
+                session,
+                query,
+                seq=JobRecord.seq,
+                id_column=JobRecord.id,
+                after=after or None,
+                limit=page_size(limit, DEFAULT_JOBS_PAGE),
+            )
+        return [job_to_proto(row) for row in rows], has_more
+
+    async def cancel(self, job_id: str) -> job_pb2.Job:
+        """Cancels an unfinished job: its worker (if any) is stopped now and nothing more of it is registered."""
+        async with self._records.write() as session:
+            job = await self._job(session, job_id)
+            if job.status in Status.FINISHED:
+                raise FailedPrecondition(
+                    f"The job {job_id} has already {_finished_verb(job.status)} and cannot be cancelled.",
+                    param="job_id",
+                    code="job_already_finished",
+                )
+            job.status = Status.CANCELLED
+            job.finished_at = now()
+            clear_progress(job)
+            add_event(session, job, "Fine-tuning job cancelled")
+            has_worker = job.attempt_id is not None
+        if has_worker:
+            # Whatever it wrote beyond the kept checkpoints is discarded once it is gone.
+            self._scheduler.stop_worker(job_id)
+        else:
+            self._scheduler.discard_outputs(job.id, job.organization_id)
+        return job_to_proto(job)
+
+    async def pause(self, job_id: str) -> job_pb2.Job:
+        """Pauses a queued or running job; a running worker checkpoints and exits."""
+        async with self._records.write() as session:
+            job = await self._job(session, job_id)
+            if job.status not in (Status.QUEUED, Status.RUNNING):
+                raise FailedPrecondition(
+                    f"Only queued or running jobs can be paused; the job {job_id} is "
+                    f"{_status_word(job.status)}.",
+                    param="job_id",
+                    code="job_not_pausable",
+                )
+            was_running = job.status == Status.RUNNING
+            launched = job.attempt_id is not None
+            job.status = Status.PAUSED
+            clear_progress(job)
+            add_event(session, job, "Fine-tuning job paused")
+        if was_running:
+            self._scheduler.expect_exit(job_id)
+        elif launched:
+            # Its worker has not claimed the job yet: nothing to save, so it is simply stopped.
+            self._scheduler.stop_worker(job_id)
+        return job_to_proto(job)
+
+    async def resume(self, job_id: str) -> job_pb2.Job:
+        """Puts a paused job back in the queue; its next worker continues from the last checkpoint."""
+        async with self._records.write() as session:
+            job = await self._job(session, job_id)
+            if job.status != Status.PAUSED:
+                raise FailedPrecondition(
+                    f"Only paused jobs can be resumed; the job {job_id} is {_status_word(job.status)}.",
+                    param="job_id",
+                    code="job_not_paused",
+                )
+            job.status = Status.QUEUED
+            # A pausing worker still on its way out is superseded: its reports are refused from now on.
+            job.attempt_id = None
+            add_event(session, job, "Fine-tuning job resumed")
+        self._scheduler.wake()
+        return job_to_proto(job)
+
+    async def list_events(self, job_id: str, limit: int, after: str) -> tuple[list[job_pb2.JobEvent], bool]:
+        """The job's events, newest first."""
+        async with self._records.read() as session:
+            job = await self._job(session, job_id)
+            rows, has_more = await paginate(
+                session,
+                select(EventRecord).where(EventRecord.job_id == job.id),
+                seq=EventRecord.seq,
+                id_column=EventRecord.id,
+                after=after or None,
+                limit=page_size(limit, DEFAULT_EVENTS_PAGE),
+            )
+        return [event_to_proto(row) for row in rows], has_more
+
+    async def list_checkpoints(
+        self, job_id: str, limit: int, after: str
+    ) -> tuple[list[job_pb2.Checkpoint], bool]:
+        """The job's kept checkpoints, newest first."""
+        async with self._records.read() as session:
+            job = await self._job(session, job_id)
+            rows, has_more = await paginate(
+                session,
+                select(CheckpointRecord).where(CheckpointRecord.job_id == job.id),
+                seq=CheckpointRecord.seq,
+                id_column=CheckpointRecord.id,
+                after=after or None,
+                limit=page_size(limit, DEFAULT_CHECKPOINTS_PAGE),
+            )
+        return [checkpoint_to_proto(row) for row in rows], has_more
+
+    async def _job(self, session: AsyncSession, job_id: str) -> JobRecord:
+        job = await job_by_id(session, job_id, current_organization())
+        if job is None:
+            raise job_not_found(job_id)
+        return job
+
+
+async def _job_with_key(
+    session: AsyncSession, organization: str, key: str, fingerprint: str
+) -> JobRecord | None:
+    """The job created earlier under this idempotency key; a different request under it is refused."""
+    query = select(JobRecord).where(
+        JobRecord.organization_id == organization, JobRecord.idempotency_key == key
+    )
+    earlier = await first_or_none(session, query)
+    if earlier is not None and earlier.request_fingerprint != fingerprint:
+        raise InvalidArgument(
+            "This idempotency key was already used for a different fine-tuning job request.",
+            param="idempotency_key",
+            code="idempotency_key_reused",
+        )
+    return earlier
+
+
+def _status_word(status: str) -> str:
+    return status.removeprefix("JOB_STATUS_").lower()
+
+
+def _finished_verb(status: str) -> str:
+    return {Status.SUCCEEDED: "succeeded", Status.FAILED: "failed", Status.CANCELLED: "been cancelled"}[
+        status
+    ]

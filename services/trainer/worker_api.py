@@ -1,0 +1,353 @@
+"""The trainer's side of the worker progress contract (WorkerService in worker_service.proto).
+
+A worker is launched for one attempt of one job and reports under its organization.
+Every report is checked the same way first: the job must exist in that organization
+(else NOT_FOUND) and the report must come from the job's current attempt (else
+FAILED_PRECONDITION ``stale_attempt``: the worker was superseded and must stop).
+Then the job's status decides:
+
+* running: the report is taken, and the answer says CONTINUE;
+* paused: the worker is finishing its pause checkpoint; reports are taken, and the
+  answer says PAUSE (save a checkpoint, report it, exit);
+* cancelled: heartbeats and events are answered with CANCEL and stored nowhere;
+  checkpoints and success are refused (FAILED_PRECONDITION), so nothing of a
+  cancelled job is registered;
+* succeeded or failed: every report is refused.
+
+Any report is also the worker's heartbeat.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.base_models import resolve_base_model
+from services.common.database import first_or_none
+from services.common.errors import FailedPrecondition, NotFound, TailorError
+from services.common.ids import new_id
+from services.common.object_store import ObjectStore
+from services.common.tenancy import current_organization
+from services.trainer.config import TrainerSettings
+from services.trainer.conversions import checkpoint_to_proto, job_to_proto, set_fields
+from services.trainer.events import WARN, add_event, add_worker_event
+from services.trainer.lifecycle import clear_progress, end_attempt_badly, mark_failed, resume_point
+from services.trainer.records import (
+    CheckpointRecord,
+    JobRecord,
+    ModelRecord,
+    Status,
+    TrainerRecords,
+    job_by_id,
+    latest_checkpoint,
+    now,
+)
+from services.trainer.registry import (
+    CHECKPOINT,
+    FINE_TUNED,
+    checkpoint_model_name,
+    fine_tuned_model_name,
+    register_model,
+)
+from services.trainer.scheduler import Scheduler
+from services.trainer.storage import delete_prefixes, job_output, output_prefix
+from tailor.trainer.v1 import job_pb2
+from tailor.trainer.v1 import worker_service_pb2 as worker_pb2
+
+CONTINUE = worker_pb2.WORKER_DIRECTIVE_CONTINUE
+CANCEL = worker_pb2.WORKER_DIRECTIVE_CANCEL
+PAUSE = worker_pb2.WORKER_DIRECTIVE_PAUSE
+_TRAINING = (Status.RUNNING, Status.PAUSED)
+
+
+class WorkerApi:
+    """The WorkerService's logic; the servicer in :mod:`services.trainer.server` only converts."""
+
+    def __init__(
+        self, settings: TrainerSettings, records: TrainerRecords, scheduler: Scheduler, store: ObjectStore
+    ) -> None:
+        self._settings = settings
+        self._records = records
+        self._scheduler = scheduler
+        self._store = store
+
+    async def claim(self, worker: worker_pb2.WorkerIdentity) -> worker_pb2.TrainingPlan:
+        """Marks the job RUNNING for this attempt and returns its plan (again, if the claim is repeated)."""
+        async with self._records.write() as session:
+            job = await self._job_of_attempt(session, worker)
+            if job.status not in (Status.QUEUED, Status.RUNNING):
+                raise _not_trainable(job)
+            try:
+                # Not built here (that needs torch): the worker builds a built-in model itself.
+                base = resolve_base_model(job.base_model, self._settings, build=False)
+            except TailorError as error:
+                message = f"The base model `{job.base_model}` is no longer available: {error.message}"
+                mark_failed(session, job, code="base_model_unavailable", message=message)
+                base = None
+            else:
+                checkpoint = await latest_checkpoint(session, job.id)
+                if job.status == Status.QUEUED:
+                    job.status = Status.RUNNING
+                    resumed = f" from the checkpoint at step {checkpoint.step_number}" if checkpoint else ""
+                    add_event(session, job, f"Fine-tuning job started{resumed}")
+                plan = worker_pb2.TrainingPlan(
+                    job=job_to_proto(job),
+                    base_model=base.name,
+                    base_model_source=base.location,
+                    base_learning_rate=base.spec.lora_learning_rate,
+                    max_seq_length=base.spec.max_seq_length,
+                    output_prefix=output_prefix(job.organization_id, job.id),
+                    resume_from_uri=checkpoint.state_uri if checkpoint else "",
+                    initial_adapter_uri=job.initial_adapter_uri,
+                    heartbeat_interval_s=self._settings.trainer_heartbeat_interval_s,
+                )
+        if base is None:
+            raise _not_trainable(job)  # after the commit: the job stays failed
+        return plan
+
+    async def report_started(self, request: worker_pb2.ReportStartedRequest) -> int:
+        """Writes the resolved hyperparameters back into the job and notes the total steps."""
+        async with self._records.write() as session:
+            job = await self._job_of_attempt(session, request.worker)
+            directive = _directive(job)
+            if directive != CANCEL:
+                resolved = set_fields(request.resolved_method.hyperparameters)
+                job.hyperparameters = {**job.hyperparameters, **resolved}
+                job.total_steps = request.total_steps or None
+                clear_progress(job)
+        return directive
+
+    async def report_events(self, request: worker_pb2.ReportEventsRequest) -> int:
+        """Stores the worker's events and progress (the estimated finish follows the pace so far)."""
+        async with self._records.write() as session:
+            job = await self._job_of_attempt(session, request.worker)
+            directive = _directive(job)
+            if directive == CANCEL:
+                return directive
+            for event in request.events:
+                add_worker_event(session, job, event)
+            if request.current_step:
+                _note_progress(job, request.current_step)
+        return directive
+
+    async def report_checkpoint(
+        self, request: worker_pb2.ReportCheckpointRequest
+    ) -> tuple[job_pb2.Checkpoint, int]:
+        """Registers the checkpoint as ``…:ckpt-step-N`` and keeps only the newest few."""
+        async with self._records.write() as session:
+            job = await self._job_of_attempt(session, request.worker)
+            _refuse_unless_training(job)
+            prefix = output_prefix(job.organization_id, job.id)
+            adapter_uri = job_output(request.adapter_uri, prefix, "adapter_uri")
+            state_uri = job_output(request.state_uri, prefix, "state_uri")
+            checkpoint = await self._store_checkpoint(session, job, request, adapter_uri, state_uri)
+            stale_prefixes = await self._rotate_checkpoints(session, job)
+            answer = checkpoint_to_proto(checkpoint), _directive(job)
+        await delete_prefixes(self._store, stale_prefixes)
+        return answer
+
+    async def report_succeeded(self, request: worker_pb2.ReportSucceededRequest) -> job_pb2.Job:
+        """Registers the fine-tuned model and ends the job as succeeded."""
+        async with self._records.write() as session:
+            job = await self._job_of_attempt(session, request.worker)
+            _refuse_unless_training(job)
+            adapter_uri = job_output(
+                request.adapter_uri, output_prefix(job.organization_id, job.id), "adapter_uri"
+            )
+            name = fine_tuned_model_name(
+                job.base_model, job.organization_id, job.suffix, job.model_id_segment
+            )
+            await _upsert_model(
+                session,
+                job,
+                name=name,
+                kind=FINE_TUNED,
+                adapter_uri=adapter_uri,
+                lora_rank=request.lora_rank or int(job.hyperparameters.get("lora_rank", 0)),
+            )
+            job.status = Status.SUCCEEDED
+            job.fine_tuned_model = name
+            job.trained_tokens = request.trained_tokens
+            job.result_files = list(request.result_files)
+            job.finished_at = now()
+            clear_progress(job)
+            add_event(session, job, f"New fine-tuned model created: {name}")
+            add_event(session, job, "The job has successfully completed")
+        return job_to_proto(job)
+
+    async def report_failed(self, request: worker_pb2.ReportFailedRequest) -> job_pb2.Job:
+        """Ends the attempt: a retryable failure is retried from the last checkpoint while retries last."""
+        error = request.error
+        async with self._records.write() as session:
+            job = await self._job_of_attempt(session, request.worker)
+            if job.status in (Status.SUCCEEDED, Status.FAILED):
+                raise _not_trainable(job)
+            if job.status == Status.PAUSED and request.retryable:
+                # A paused job stays paused; resuming it starts a fresh attempt anyway.
+                where = await resume_point(session, job)
+                message = f"{error.message} The job stays paused; resuming continues from {where}."
+                add_event(session, job, message, level=WARN)
+            elif job.status != Status.CANCELLED:
+                await end_attempt_badly(
+                    session,
+                    job,
+                    code=error.code or "training_failed",
+                    message=error.message or "Training failed.",
+                    param=error.param,
+                    retryable=request.retryable,
+                    retries=self._settings.trainer_worker_retries,
+                )
+        return job_to_proto(job)
+
+    async def _job_of_attempt(self, session: AsyncSession, worker: worker_pb2.WorkerIdentity) -> JobRecord:
+        job = await job_by_id(session, worker.job_id, current_organization())
+        if job is None:
+            raise NotFound(
+                f"No fine-tuning job with id {worker.job_id!r}.", param="job_id", code="job_not_found"
+            )
+        if job.attempt_id != worker.attempt_id or not worker.attempt_id:
+            raise FailedPrecondition(
+                f"Attempt {worker.attempt_id!r} is no longer the one training job {job.id}; stop.",
+                param="attempt_id",
+                code="stale_attempt",
+            )
+        self._scheduler.heard_from(job.id, worker.attempt_id)
+        return job
+
+    async def _store_checkpoint(
+        self,
+        session: AsyncSession,
+        job: JobRecord,
+        request: worker_pb2.ReportCheckpointRequest,
+        adapter_uri: str,
+        state_uri: str,
+    ) -> CheckpointRecord:
+        """Adds (or, for a repeated step, updates) the checkpoint and its registered model."""
+        metrics = set_fields(request.metrics)
+        metrics.setdefault("step", request.step_number)
+        lora_rank = request.lora_rank or int(job.hyperparameters.get("lora_rank", 0))
+        model_name = checkpoint_model_name(
+            fine_tuned_model_name(job.base_model, job.organization_id, job.suffix, job.model_id_segment),
+            request.step_number,
+        )
+        query = select(CheckpointRecord).where(
+            CheckpointRecord.job_id == job.id, CheckpointRecord.step_number == request.step_number
+        )
+        checkpoint = await first_or_none(session, query)
+        if checkpoint is None:
+            checkpoint = CheckpointRecord(
+                id=new_id("ftckpt"),
+                job_id=job.id,
+                organization_id=job.organization_id,
+                created_at=now(),
+                step_number=request.step_number,
+                model_name=model_name,
+            )
+            session.add(checkpoint)
+            add_event(session, job, f"Checkpoint created at step {request.step_number}")
+        checkpoint.epoch = request.epoch
+        checkpoint.metrics = metrics
+        checkpoint.adapter_uri = adapter_uri
+        checkpoint.state_uri = state_uri
+        checkpoint.lora_rank = lora_rank
+        await _upsert_model(
+            session,
+            job,
+            name=model_name,
+            kind=CHECKPOINT,
+            adapter_uri=adapter_uri,
+            lora_rank=lora_rank,
+            step_number=request.step_number,
+        )
+        await session.flush()
+        return checkpoint
+
+    async def _rotate_checkpoints(self, session: AsyncSession, job: JobRecord) -> list[str]:
+        """Drops all but the newest checkpoints (and their model names); returns their object prefixes to delete."""
+        query = (
+            select(CheckpointRecord)
+            .where(CheckpointRecord.job_id == job.id)
+            .order_by(CheckpointRecord.step_number.desc())
+        )
+        checkpoints = (await session.execute(query)).scalars().all()
+        kept = checkpoints[: self._settings.trainer_checkpoints_kept]
+        stale = checkpoints[self._settings.trainer_checkpoints_kept :]
+        kept_prefixes = [prefix for c in kept for prefix in (c.adapter_uri, c.state_uri)]
+        to_delete = []
+        for checkpoint in stale:
+            model = await first_or_none(
+                session, select(ModelRecord).where(ModelRecord.name == checkpoint.model_name)
+            )
+            if model is not None:
+                model.deleted = True
+            await session.delete(checkpoint)
+            for prefix in (checkpoint.adapter_uri, checkpoint.state_uri):
+                # Never delete what a kept checkpoint still points into.
+                if not any(k.startswith(prefix) or prefix.startswith(k) for k in kept_prefixes):
+                    to_delete.append(prefix)
+        return to_delete
+
+
+def _directive(job: JobRecord) -> int:
+    """What the worker should do next, given the job's status; refuses reports for finished jobs."""
+    if job.status == Status.CANCELLED:
+        return CANCEL
+    if job.status == Status.PAUSED:
+        return PAUSE
+    if job.status == Status.RUNNING:
+        return CONTINUE
+    raise _not_trainable(job)
+
+
+def _refuse_unless_training(job: JobRecord) -> None:
+    if job.status not in _TRAINING:
+        raise _not_trainable(job)
+
+
+def _not_trainable(job: JobRecord) -> FailedPrecondition:
+    status = job.status.removeprefix("JOB_STATUS_").lower()
+    hint = "claim it first" if job.status == Status.QUEUED else "stop"
+    return FailedPrecondition(f"The job {job.id} is {status}; {hint}.", param="job_id", code=f"job_{status}")
+
+
+def _note_progress(job: JobRecord, step: int) -> None:
+    """Records the step reached and, from the pace since this attempt's first report, the estimated finish."""
+    job.current_step = step
+    wall = time.time()
+    if job.pace_start_step is None or job.pace_start_time is None or step < job.pace_start_step:
+        job.pace_start_step, job.pace_start_time = step, wall
+        return
+    if job.status == Status.RUNNING and job.total_steps and step > job.pace_start_step:
+        seconds_per_step = (wall - job.pace_start_time) / (step - job.pace_start_step)
+        job.estimated_finish = int(wall + seconds_per_step * max(0, job.total_steps - step))
+
+
+async def _upsert_model(
+    session: AsyncSession,
+    job: JobRecord,
+    *,
+    name: str,
+    kind: str,
+    adapter_uri: str,
+    lora_rank: int,
+    step_number: int = 0,
+) -> None:
+    model = await first_or_none(session, select(ModelRecord).where(ModelRecord.name == name))
+    if model is None:
+        register_model(
+            session,
+            name=name,
+            kind=kind,
+            organization_id=job.organization_id,
+            base_model=job.base_model,
+            adapter_uri=adapter_uri,
+            job_id=job.id,
+            lora_rank=lora_rank,
+            step_number=step_number,
+        )
+    else:
+        # A repeated report (the worker retried the call, or a new attempt redid the step).
+        model.adapter_uri = adapter_uri
+        model.lora_rank = lora_rank
