@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Literal
 
+from pydantic import Field, field_validator, model_validator
+
+from services.common.base_models import TAILOR_TINY, VLLM_LORA_RANKS
 from services.common.settings import CommonSettings
 
 
@@ -14,3 +18,95 @@ class InferenceSettings(CommonSettings):
     inference_metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of the inference service's Prometheus /metrics; 0 disables it."
     )
+
+    inference_engine: Literal["auto", "vllm", "hf"] = Field(
+        "auto",
+        description=(
+            "Generation engine: `vllm` (GPU), `hf` (transformers + peft, CPU or GPU), or `auto`: "
+            "vLLM when it is installed and a CUDA GPU is present, else hf."
+        ),
+    )
+    inference_base_model: str = Field(
+        TAILOR_TINY,
+        description="The configured base model (a key of TAILOR_BASE_MODELS) this replica serves.",
+    )
+    inference_device: str = Field(
+        "auto",
+        description="hf engine device: `auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:N`.",
+    )
+    inference_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; `auto` keeps the checkpoint's own."
+    )
+    inference_torch_threads: int = Field(
+        0, ge=0, description="CPU threads torch may use in the hf engine; 0 leaves torch's default."
+    )
+    inference_max_batch_size: int = Field(
+        32,
+        ge=1,
+        description="Sequences decoded together in one step (vLLM's max_num_seqs); each of a request's n choices is one.",
+    )
+    inference_max_loras: int = Field(
+        8,
+        ge=1,
+        description=(
+            "Distinct adapters the engine holds at once and can mix in one batch "
+            "(vLLM: GPU slots; hf: adapters resident in the peft model)."
+        ),
+    )
+    inference_max_cpu_loras: int = Field(
+        32,
+        ge=1,
+        description="vLLM engine only: adapters kept loaded in host memory (its CPU LRU); at least inference_max_loras.",
+    )
+    inference_max_lora_rank: int = Field(
+        16,
+        description="Largest LoRA rank accepted (one of vLLM's: 1, 8, 16, 32, 64, 128, 256, 320, 512).",
+    )
+    inference_adapter_cache_dir: Path | None = Field(
+        None, description="Local directory adapters are downloaded into; empty means data_dir/adapter-cache."
+    )
+    inference_adapter_cache_max_entries: int = Field(
+        256,
+        ge=1,
+        description="Most adapters kept in the local directory (those loaded in the engine always stay).",
+    )
+    inference_adapter_cache_max_mib: int = Field(
+        8192, ge=1, description="Most MiB of adapters kept in the local directory (loaded ones always stay)."
+    )
+    inference_max_model_len: int = Field(
+        0, ge=0, description="Longest prompt plus completion in tokens; 0 uses the model's own limit."
+    )
+    inference_gpu_memory_utilization: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="vLLM engine only: share of GPU memory vLLM may take for weights and KV cache.",
+    )
+    inference_enforce_eager: bool = Field(
+        False, description="vLLM engine only: skip CUDA graph capture (faster start, slower decoding)."
+    )
+
+    @field_validator("inference_max_lora_rank")
+    @classmethod
+    def _rank_vllm_accepts(cls, rank: int) -> int:
+        if rank not in VLLM_LORA_RANKS:
+            raise ValueError(f"must be one vLLM accepts: {sorted(VLLM_LORA_RANKS)}")
+        return rank
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InferenceSettings:
+        if self.inference_base_model not in self.base_models:
+            known = ", ".join(sorted(self.base_models)) or "none"
+            raise ValueError(
+                f"inference_base_model {self.inference_base_model!r} is not configured ({known})"
+            )
+        if self.inference_max_cpu_loras < self.inference_max_loras:
+            raise ValueError(
+                "inference_max_cpu_loras must be at least inference_max_loras (vLLM requires it)"
+            )
+        return self
+
+    @property
+    def adapter_cache_dir(self) -> Path:
+        """Where downloaded adapters live on this replica."""
+        return self.inference_adapter_cache_dir or self.data_dir / "adapter-cache"

@@ -1,16 +1,284 @@
-"""Builds the inference service's gRPC server.
+"""Builds the inference service: the runtime (base model, engine, adapter cache) and its gRPC server.
 
-The InferenceService servicer and its engines land with the inference issue; until
-then the server answers health (ready when the object store answers) and reflection.
+Startup resolves the configured base model (building tailor-tiny on first use), loads its
+tokenizer, picks the engine (``TAILOR_INFERENCE_ENGINE``), and wires the adapter cache to
+the object store. The servicer below only converts between protobuf messages and the
+plain values of :mod:`services.inference.service`.
 """
 
 from __future__ import annotations
 
-from services.common.grpc_server import GrpcServer
-from services.common.object_store import open_object_store
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from services.common.base_models import resolve_base_model
+from services.common.grpc_server import GrpcServer, ServiceRegistration
+from services.common.object_store import ObjectStore, open_object_store
+from services.inference.adapter_validation import BaseModelLayout
+from services.inference.adapters import AdapterCache, AdapterRef, AdapterState
 from services.inference.config import InferenceSettings
+from services.inference.engine import Engine, detect_engine_kind
+from services.inference.metrics import VLLMCompatibleCollector
+from services.inference.rendering import PromptRenderer
+from services.inference.request_tracker import RequestTracker
+from services.inference.service import AdapterReport, Conversation, InferenceService, SamplingRequest
+from tailor.inference.v1 import inference_service_pb2 as pb
+from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
+
+log = structlog.get_logger("tailor.inference")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
+_FINISH_REASONS = {
+    None: pb.FINISH_REASON_UNSPECIFIED,
+    "stop": pb.FINISH_REASON_STOP,
+    "length": pb.FINISH_REASON_LENGTH,
+}
+_ADAPTER_STATES = {
+    AdapterState.LOADING: pb.ADAPTER_STATE_LOADING,
+    AdapterState.LOADED: pb.ADAPTER_STATE_LOADED,
+    AdapterState.CACHED: pb.ADAPTER_STATE_CACHED,
+}
+
+
+@dataclass
+class InferenceRuntime:
+    """Everything a running inference replica holds, closed together."""
+
+    settings: InferenceSettings
+    store: ObjectStore
+    engine: Engine
+    adapters: AdapterCache
+    service: InferenceService
+    metrics_registry: CollectorRegistry | None
+    collector: VLLMCompatibleCollector | None
+
+    async def close(self) -> None:
+        if self.collector is not None and self.metrics_registry is not None:
+            self.metrics_registry.unregister(self.collector)
+        await self.adapters.close()
+        await self.engine.close()
+        await self.store.close()
+
+
+def build_runtime(
+    settings: InferenceSettings,
+    *,
+    store: ObjectStore | None = None,
+    metrics_registry: CollectorRegistry | None = REGISTRY,
+) -> InferenceRuntime:
+    """Load the base model into the configured engine and wire the adapter cache (blocking: run at startup).
+
+    ``metrics_registry`` receives the vLLM-style gauges when the hf engine runs (vLLM exports
+    its own); None leaves them out.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    base = resolve_base_model(settings.inference_base_model, settings)
+    tokenizer = AutoTokenizer.from_pretrained(base.location, revision=base.revision)
+    kind = detect_engine_kind(settings.inference_engine)
+    engine = _build_engine(kind, settings, base.location, base.revision, tokenizer)
+    log.info("engine ready", engine=kind, base_model=base.name, max_model_len=engine.max_model_len)
+
+    store = store or open_object_store(settings)
+    layout = BaseModelLayout.of_config(AutoConfig.from_pretrained(base.location, revision=base.revision))
+    adapters = AdapterCache(
+        store,
+        engine,
+        layout,
+        served_base_model=base.name,
+        cache_dir=settings.adapter_cache_dir,
+        max_lora_rank=settings.inference_max_lora_rank,
+        max_disk_entries=settings.inference_adapter_cache_max_entries,
+        max_disk_bytes=settings.inference_adapter_cache_max_mib * 2**20,
+    )
+    tracker = RequestTracker()
+    service = InferenceService(
+        base_model=base.name,
+        engine=engine,
+        renderer=PromptRenderer(tokenizer, base.spec.chat_template),
+        adapters=adapters,
+        tracker=tracker,
+    )
+    collector = None
+    if kind == "hf" and metrics_registry is not None:
+        collector = VLLMCompatibleCollector(
+            tracker.snapshot, model_name=base.name, max_lora=settings.inference_max_loras
+        )
+        metrics_registry.register(collector)
+    return InferenceRuntime(settings, store, engine, adapters, service, metrics_registry, collector)
+
+
+def _build_engine(
+    kind: str, settings: InferenceSettings, location: str, revision: str | None, tokenizer: Any
+) -> Engine:
+    if kind == "vllm":
+        from services.inference.vllm_engine import VLLMEngine
+
+        return VLLMEngine(
+            location,
+            served_model_name=settings.inference_base_model,
+            revision=revision,
+            dtype=settings.inference_dtype,
+            max_batch_size=settings.inference_max_batch_size,
+            max_loras=settings.inference_max_loras,
+            max_cpu_loras=settings.inference_max_cpu_loras,
+            max_lora_rank=settings.inference_max_lora_rank,
+            max_model_len=settings.inference_max_model_len,
+            gpu_memory_utilization=settings.inference_gpu_memory_utilization,
+            enforce_eager=settings.inference_enforce_eager,
+        )
+    import torch
+
+    from services.inference.hf_engine import HFEngine
+
+    if settings.inference_torch_threads:
+        torch.set_num_threads(settings.inference_torch_threads)
+    return HFEngine.from_pretrained(
+        location,
+        tokenizer,
+        revision=revision,
+        device=settings.inference_device,
+        dtype=settings.inference_dtype,
+        max_batch_size=settings.inference_max_batch_size,
+        max_loras=settings.inference_max_loras,
+        max_lora_rank=settings.inference_max_lora_rank,
+        max_model_len=settings.inference_max_model_len,
+    )
+
+
+class InferenceServicer(pb_grpc.InferenceServiceServicer):
+    """InferenceService over gRPC: converts messages and delegates to :class:`InferenceService`."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+
+    async def GenerateCompletion(
+        self, request: pb.GenerateCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateCompletionResponse]:
+        """Stream a completion: text deltas per choice, then a last message with usage.
+
+        Cancelling the call or passing its deadline aborts generation and frees the slot.
+        """
+        which = request.WhichOneof("input")
+        generation = self.service.generate(
+            base_model=request.base_model,
+            adapter=_adapter_ref(request.adapter) if request.HasField("adapter") else None,
+            conversation=_conversation(request.chat) if which == "chat" else None,
+            prompt=request.prompt if which == "prompt" else None,
+            sampling=_sampling(request.sampling),
+        )
+        # aclosing: however this handler ends, the generation is closed now (and aborted if unfinished).
+        async with contextlib.aclosing(generation) as chunks:
+            async for chunk in chunks:
+                response = pb.GenerateCompletionResponse(
+                    deltas=[
+                        pb.ChoiceDelta(
+                            index=d.index, text=d.text, finish_reason=_FINISH_REASONS[d.finish_reason]
+                        )
+                        for d in chunk.deltas
+                    ]
+                )
+                if chunk.usage is not None:
+                    response.usage.prompt_tokens = chunk.usage.prompt_tokens
+                    response.usage.completion_tokens = chunk.usage.completion_tokens
+                yield response
+
+    async def LoadAdapter(
+        self, request: pb.LoadAdapterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LoadAdapterResponse:
+        """Fetch and load an adapter ahead of use; loading a loaded adapter only marks it used."""
+        report = await self.service.load_adapter(_adapter_ref(request.adapter))
+        return pb.LoadAdapterResponse(adapter=_adapter_info(report))
+
+    async def UnloadAdapter(
+        self, request: pb.UnloadAdapterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnloadAdapterResponse:
+        """Take an adapter out of service (its model was deleted); in-flight requests finish first."""
+        return pb.UnloadAdapterResponse(unloaded=await self.service.unload_adapter(request.name))
+
+    async def ListAdapters(
+        self, request: pb.ListAdaptersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAdaptersResponse:
+        """The caller organization's adapters in this replica, most recently used first."""
+        return pb.ListAdaptersResponse(
+            adapters=[_adapter_info(report) for report in self.service.list_adapters()]
+        )
+
+
+class InferenceServer(GrpcServer):
+    """The gRPC server of one replica; stopping it also stops the engine and the cache."""
+
+    def __init__(self, runtime: InferenceRuntime) -> None:
+        registration = ServiceRegistration(
+            SERVICE_NAME, pb_grpc.add_InferenceServiceServicer_to_server, InferenceServicer(runtime.service)
+        )
+        super().__init__(
+            runtime.settings,
+            runtime.settings.inference_listen,
+            [registration],
+            readiness_checks=[runtime.store.check, runtime.engine.check_health],
+        )
+        self.runtime = runtime
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.runtime.close()
 
 
 def build_server(settings: InferenceSettings) -> GrpcServer:
-    store = open_object_store(settings)
-    return GrpcServer(settings, settings.inference_listen, readiness_checks=[store.check])
+    """The inference replica's server: loads the base model and the engine first."""
+    return InferenceServer(build_runtime(settings))
+
+
+def _adapter_ref(message: pb.AdapterRef) -> AdapterRef:
+    return AdapterRef(message.name, message.uri, message.base_model, message.lora_rank)
+
+
+def _conversation(chat: pb.ChatInput) -> Conversation:
+    return Conversation([_message(m) for m in chat.messages], chat.tools_json)
+
+
+def _message(message: pb.ChatMessage) -> dict[str, Any]:
+    """A chat message in the OpenAI shape chat templates expect."""
+    rendered: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name:
+        rendered["name"] = message.name
+    if message.tool_calls:
+        rendered["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id:
+        rendered["tool_call_id"] = message.tool_call_id
+    return rendered
+
+
+def _sampling(params: pb.SamplingParams) -> SamplingRequest:
+    def given(field_name: str) -> Any:
+        return getattr(params, field_name) if params.HasField(field_name) else None
+
+    return SamplingRequest(
+        temperature=given("temperature"),
+        top_p=given("top_p"),
+        max_tokens=given("max_tokens"),
+        stop=tuple(params.stop),
+        seed=given("seed"),
+        n=given("n"),
+    )
+
+
+def _adapter_info(report: AdapterReport) -> pb.AdapterInfo:
+    ref = report.status.ref
+    return pb.AdapterInfo(
+        adapter=pb.AdapterRef(name=ref.name, uri=ref.uri, base_model=ref.base_model, lora_rank=ref.lora_rank),
+        state=_ADAPTER_STATES[report.status.state],
+        last_used_at=int(report.status.last_used_at),
+        running_requests=report.running_requests,
+        waiting_requests=report.waiting_requests,
+    )

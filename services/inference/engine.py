@@ -1,0 +1,127 @@
+"""The one interface both generation engines implement, and the values that cross it.
+
+An engine serves one base model and any number of LoRA adapters. The service around it
+renders prompts to token ids, validates sampling parameters, fetches adapters and adds
+them to the engine under their model name; the engine only generates:
+
+- ``add_adapter(name, directory)`` / ``remove_adapter(name)``: an adapter directory
+  (PEFT format, already validated) enters or leaves the engine;
+- ``generate(request)``: an async iterator of lists of :class:`ChoiceDelta`, ending
+  when every choice has finished; closing it early (the client went away) aborts the
+  request and frees its batch slot;
+- ``load()``: how many requests are running and waiting, for health and metrics.
+
+Two implementations: :mod:`services.inference.vllm_engine` (vLLM's ``AsyncLLM``, GPU)
+and :mod:`services.inference.hf_engine` (transformers, PEFT adapters, CPU or GPU). Neither is
+imported until chosen: vLLM only exists on GPU images.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.util
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from services.inference.sampling import SamplingSettings
+
+FinishReason = Literal["stop", "length"]
+EngineKind = Literal["vllm", "hf"]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What an engine generates: token ids, sampling settings and the adapter to apply."""
+
+    request_id: str
+    prompt_token_ids: tuple[int, ...]
+    sampling: SamplingSettings
+    # The name the adapter was added under, or None for the bare base model.
+    adapter: str | None = None
+    # Keep generating past end-of-sequence tokens; benchmarks use it to fix output lengths.
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class ChoiceDelta:
+    """What one choice produced since its previous delta."""
+
+    index: int
+    text: str
+    # Tokens generated for this delta; text can lag behind them (held back for a stop
+    # string, or an incomplete UTF-8 sequence), so a delta may carry tokens and no text.
+    token_count: int
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    """Requests the engine is decoding, and those queued for a batch slot."""
+
+    running: int
+    waiting: int
+
+
+class Engine(abc.ABC):
+    """A generation engine over one base model with many LoRA adapters; see the module docstring."""
+
+    kind: EngineKind
+    # Longest prompt plus completion, in tokens.
+    max_model_len: int
+    # Adapters the engine can hold at once; the adapter cache evicts to stay within it.
+    adapter_capacity: int
+
+    @abc.abstractmethod
+    async def add_adapter(self, name: str, directory: Path) -> None:
+        """Load the PEFT adapter in ``directory`` under ``name``; FailedPrecondition if it cannot load.
+
+        A failed load leaves nothing of the adapter behind in the engine.
+        """
+
+    @abc.abstractmethod
+    async def remove_adapter(self, name: str) -> None:
+        """Drop the adapter and free its memory; no request may still be using it."""
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[list[ChoiceDelta]]:
+        """Stream the request's choices; closing the iterator early aborts the request."""
+
+    @abc.abstractmethod
+    async def abort(self, request_id: str) -> None:
+        """Stop a request and free its slot; unknown or finished ids are ignored."""
+
+    @abc.abstractmethod
+    def load(self) -> EngineLoad:
+        """Requests running and waiting right now."""
+
+    @abc.abstractmethod
+    async def check_health(self) -> None:
+        """Return if the engine can serve, else raise."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop the engine; in-flight requests end with an error."""
+
+
+def choose_engine_kind(setting: str, *, vllm_installed: bool, cuda_available: bool) -> EngineKind:
+    """The engine a setting means: ``auto`` is vLLM exactly when it can run (installed, and a GPU)."""
+    if setting == "vllm" or setting == "hf":
+        return setting
+    if setting != "auto":
+        raise ValueError(f"unknown engine {setting!r}; expected auto, vllm or hf")
+    return "vllm" if vllm_installed and cuda_available else "hf"
+
+
+def detect_engine_kind(setting: str) -> EngineKind:
+    """:func:`choose_engine_kind` for this machine: probes for vLLM and a CUDA device."""
+    if setting != "auto":
+        return choose_engine_kind(setting, vllm_installed=False, cuda_available=False)
+    import torch
+
+    return choose_engine_kind(
+        setting,
+        vllm_installed=importlib.util.find_spec("vllm") is not None,
+        cuda_available=torch.cuda.is_available(),
+    )

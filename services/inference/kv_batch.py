@@ -1,0 +1,121 @@
+"""The KV cache of a running batch whose rows join and leave between decode steps.
+
+transformers' ``DynamicCache`` holds one ``[rows, heads, length, head_dim]`` tensor per
+layer for keys and one for values, one length for all rows. Rows of a continuous batch
+have different lengths, so they are kept **left-padded**: every row's last token sits in
+the last column, and an attention mask marks which columns are real. Then a decode step
+is one forward pass of one new token per row, exactly as ``generate`` does for a padded
+batch. The costs of this layout:
+
+- a joining group of rows (prefilled together, padded among themselves) is merged by
+  padding the shorter side on the left and concatenating: one copy of the cache per join;
+- leaving rows are dropped with an index select, and columns that became padding for
+  every remaining row are trimmed off the left: one copy of the cache per departure;
+- between joins and departures a step appends one column, as ``DynamicCache`` always does.
+
+So each row attends over as many columns as the longest row has tokens; padded columns
+are masked out (their weight is exactly 0), and each row's position ids count only its
+real tokens. Results match the row decoded alone up to the last bits of floating-point
+reductions whose shapes differ (see the tests).
+
+Only models whose every layer is a full-attention ``DynamicLayer`` fit this layout:
+sliding-window layers keep a window per row that padding would misalign.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, PretrainedConfig
+from transformers.cache_utils import DynamicLayer
+
+
+def new_cache(config: PretrainedConfig) -> DynamicCache:
+    """An empty cache for ``config``; ValueError if the model has layers the padded layout cannot hold."""
+    cache = DynamicCache(config=config)
+    unsupported = {type(layer).__name__ for layer in cache.layers if type(layer) is not DynamicLayer}
+    if unsupported:
+        raise ValueError(
+            f"the hf engine needs full-attention layers only; this model has {', '.join(sorted(unsupported))}"
+        )
+    return cache
+
+
+class PaddedKVBatch:
+    """A left-padded KV cache and its attention mask; rows are indexed as in the running batch."""
+
+    def __init__(self, config: PretrainedConfig, cache: DynamicCache, mask: torch.Tensor) -> None:
+        self.config = config
+        self.cache = cache
+        # [rows, length] bool: True where a column holds a real token of that row.
+        self.mask = mask
+
+    @classmethod
+    def empty(cls, config: PretrainedConfig, device: torch.device) -> PaddedKVBatch:
+        return cls(config, new_cache(config), torch.zeros((0, 0), dtype=torch.bool, device=device))
+
+    @property
+    def rows(self) -> int:
+        return self.mask.shape[0]
+
+    def mask_with_new_column(self) -> torch.Tensor:
+        """The attention mask for a step that appends one real token to every row."""
+        return torch.cat([self.mask, self.mask.new_ones((self.rows, 1))], dim=1)
+
+    def stepped(self, step_mask: torch.Tensor) -> None:
+        """Record that a forward pass with ``step_mask`` appended its column to the cache."""
+        self.mask = step_mask
+
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep only ``rows``, in that order (repeating one copies it), then trim all-padding columns."""
+        if list(rows) == list(range(self.rows)):
+            return
+        if not rows:
+            self.cache, self.mask = new_cache(self.config), self.mask[:0, :0]
+            return
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.mask.device)
+        mask = self.mask.index_select(0, index)
+        # Every row has at least one real token, so some column is real.
+        first = int(mask.any(dim=0).nonzero()[0])
+        self.mask = mask[:, first:]
+        self.cache = self._rebuilt(
+            (
+                layer.keys.index_select(0, index)[:, :, first:],
+                layer.values.index_select(0, index)[:, :, first:],
+            )
+            for layer in self.cache.layers
+        )
+
+    def extend(self, other: PaddedKVBatch) -> None:
+        """Append ``other``'s rows after this batch's, padding whichever is shorter on the left."""
+        if other.rows == 0:
+            return
+        if self.rows == 0:
+            self.cache, self.mask = other.cache, other.mask
+            return
+        length = max(self.mask.shape[1], other.mask.shape[1])
+        self.mask = torch.cat([_pad_left(self.mask, length, dim=1), _pad_left(other.mask, length, dim=1)])
+        self.cache = self._rebuilt(
+            (
+                torch.cat([_pad_left(mine.keys, length, dim=2), _pad_left(theirs.keys, length, dim=2)]),
+                torch.cat([_pad_left(mine.values, length, dim=2), _pad_left(theirs.values, length, dim=2)]),
+            )
+            for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True)
+        )
+
+    def _rebuilt(self, layers: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+        cache = new_cache(self.config)
+        for layer, (keys, values) in zip(cache.layers, layers, strict=True):
+            layer.update(keys, values)
+        return cache
+
+
+def _pad_left(tensor: torch.Tensor, length: int, *, dim: int) -> torch.Tensor:
+    missing = length - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    # F.pad lists (before, after) pairs from the last dimension backwards.
+    pairs = [0, 0] * (tensor.dim() - 1 - dim) + [missing, 0]
+    return F.pad(tensor, pairs)

@@ -1,0 +1,204 @@
+"""The inference service's logic, between the gRPC servicer and the engine, the same for both engines.
+
+A generation: check the base model, render the input to token ids, validate sampling
+against the context length, hold the adapter in the engine (fetching it on first use),
+stream the engine's deltas, and finish with usage. On the way it records the metrics and
+the waiting/running counts, and when the caller goes away (cancel, deadline) closing the
+engine's stream aborts the request, which frees its batch slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.errors import InvalidArgument
+from services.common.tenancy import current_organization
+from services.inference import metrics
+from services.inference.adapters import AdapterCache, AdapterRef, AdapterStatus
+from services.inference.engine import ChoiceDelta, Engine, GenerationRequest
+from services.inference.rendering import PromptRenderer
+from services.inference.request_tracker import RequestTracker
+from services.inference.sampling import validate_sampling
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Chat messages (OpenAI's dict shape) and tool definitions as a JSON array string."""
+
+    messages: Sequence[Mapping[str, Any]]
+    tools_json: str = ""
+
+
+@dataclass(frozen=True)
+class SamplingRequest:
+    """Sampling parameters as asked for; None means not given."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of a whole request."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class CompletionChunk:
+    """One message of a generation stream: choice deltas, or the final usage."""
+
+    deltas: list[ChoiceDelta] = field(default_factory=list)
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class AdapterReport:
+    """An adapter's place in this replica and its current load."""
+
+    status: AdapterStatus
+    running_requests: int
+    waiting_requests: int
+
+
+class InferenceService:
+    """Generation and adapter management on one base model; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        base_model: str,
+        engine: Engine,
+        renderer: PromptRenderer,
+        adapters: AdapterCache,
+        tracker: RequestTracker,
+    ) -> None:
+        self.base_model = base_model
+        self.engine = engine
+        self.renderer = renderer
+        self.adapters = adapters
+        self.tracker = tracker
+
+    async def generate(
+        self,
+        *,
+        base_model: str,
+        adapter: AdapterRef | None,
+        conversation: Conversation | None = None,
+        prompt: str | None = None,
+        sampling: SamplingRequest | None = None,
+    ) -> AsyncIterator[CompletionChunk]:
+        """Stream the completion of ``conversation`` or ``prompt``; the last chunk carries usage only."""
+        sampling = sampling or SamplingRequest()
+        arrived = time.perf_counter()
+        organization = current_organization()
+        outcome = "failed"
+        completion_tokens = 0
+        with self.tracker.track(adapter.name if adapter else None) as tracked:
+            try:
+                self._check_base_model(base_model)
+                prompt_ids, prompt_param = self._render(conversation, prompt)
+                settings = validate_sampling(
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    max_tokens=sampling.max_tokens,
+                    stop=sampling.stop,
+                    seed=sampling.seed,
+                    n=sampling.n,
+                    prompt_tokens=len(prompt_ids),
+                    max_model_len=self.engine.max_model_len,
+                    prompt_param=prompt_param,
+                )
+                metrics.PROMPT_TOKENS.inc(len(prompt_ids))
+                async with self._adapter_held(adapter, organization) as engine_adapter:
+                    request = GenerationRequest(
+                        request_id=f"cmpl-{uuid.uuid4().hex}",
+                        prompt_token_ids=tuple(prompt_ids),
+                        sampling=settings,
+                        adapter=engine_adapter,
+                    )
+                    last_token_at: float | None = None
+                    async with contextlib.aclosing(self.engine.generate(request)) as stream:
+                        async for deltas in stream:
+                            tokens = sum(delta.token_count for delta in deltas)
+                            if tokens:
+                                now = time.perf_counter()
+                                _observe_latency(arrived, last_token_at, now, deltas)
+                                tracked.started()
+                                last_token_at = now
+                                completion_tokens += tokens
+                            # Deltas whose text is held back (stop strings, partial characters) say nothing yet.
+                            visible = [delta for delta in deltas if delta.text or delta.finish_reason]
+                            if visible:
+                                yield CompletionChunk(deltas=visible)
+                yield CompletionChunk(usage=Usage(len(prompt_ids), completion_tokens))
+                outcome = "completed"
+            except (asyncio.CancelledError, GeneratorExit):
+                outcome = "cancelled"
+                raise
+            finally:
+                metrics.REQUESTS.labels(outcome).inc()
+                metrics.GENERATION_TOKENS.inc(completion_tokens)
+
+    async def load_adapter(self, ref: AdapterRef) -> AdapterReport:
+        """Fetch and load an adapter ahead of use."""
+        return self._report(await self.adapters.load(ref, current_organization()))
+
+    async def unload_adapter(self, name: str) -> bool:
+        """Take the organization's adapter out of this replica; False if it did not hold it."""
+        return await self.adapters.unload(name, current_organization())
+
+    def list_adapters(self) -> list[AdapterReport]:
+        """The organization's adapters in this replica, most recently used first."""
+        return [self._report(status) for status in self.adapters.list(current_organization())]
+
+    def _report(self, status: AdapterStatus) -> AdapterReport:
+        running, waiting = self.tracker.counts(status.ref.name)
+        return AdapterReport(status, running, waiting)
+
+    def _check_base_model(self, base_model: str) -> None:
+        if base_model != self.base_model:
+            raise InvalidArgument(
+                f"The model `{base_model}` is not served by this replica, which serves `{self.base_model}`.",
+                param="model",
+                code="model_not_found",
+            )
+
+    def _render(self, conversation: Conversation | None, prompt: str | None) -> tuple[list[int], str]:
+        if conversation is not None:
+            return self.renderer.render_chat(conversation.messages, conversation.tools_json), "messages"
+        if prompt is not None:
+            return self.renderer.render_prompt(prompt), "prompt"
+        raise InvalidArgument("either chat messages or a prompt is required", param="messages")
+
+    @contextlib.asynccontextmanager
+    async def _adapter_held(self, adapter: AdapterRef | None, organization: str) -> AsyncIterator[str | None]:
+        if adapter is None:
+            yield None
+            return
+        async with self.adapters.use(adapter, organization) as engine_name:
+            yield engine_name
+
+
+def _observe_latency(
+    arrived: float, last_token_at: float | None, now: float, deltas: list[ChoiceDelta]
+) -> None:
+    """TTFT at the first token; otherwise the gap, spread over the tokens each choice got in it."""
+    if last_token_at is None:
+        metrics.TIME_TO_FIRST_TOKEN.observe(now - arrived)
+        return
+    # A slow consumer can receive several steps at once (vLLM merges deltas): count per token.
+    steps = max(delta.token_count for delta in deltas)
+    for _ in range(steps):
+        metrics.INTER_TOKEN_LATENCY.observe((now - last_token_at) / steps)

@@ -1,0 +1,41 @@
+"""The replica as `python -m services.inference` builds it: health, the service, metrics, clean stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
+
+from services.common.grpc_client import open_channel
+from services.inference.server import SERVICE_NAME, build_server
+from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
+from tests.integration.inference.conftest import chat_request, complete
+
+
+async def test_build_server_serves_health_generation_and_metrics(settings_factory: Any) -> None:
+    settings = settings_factory(inference_listen="127.0.0.1:0")
+    server = build_server(settings)
+    port = await server.start()
+    channel = open_channel(f"127.0.0.1:{port}", settings)
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE_NAME):
+            status = (await health.Check(health_pb2.HealthCheckRequest(service=service))).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        completion = await complete(pb_grpc.InferenceServiceStub(channel), chat_request("hi", max_tokens=3))
+        assert completion.usage.completion_tokens == 3
+        assert (
+            REGISTRY.get_sample_value(
+                "vllm:num_requests_running", {"model_name": "tailor-tiny", "engine": "0"}
+            )
+            == 0
+        )
+    finally:
+        await channel.close()
+        await server.stop()
+    assert (
+        REGISTRY.get_sample_value("vllm:num_requests_running", {"model_name": "tailor-tiny", "engine": "0"})
+        is None
+    )
+    assert not server.runtime.engine._thread.is_alive()  # type: ignore[attr-defined]
