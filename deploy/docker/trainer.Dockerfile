@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1.7
+# The trainer service: jobs, events, the model registry, and the scheduler that starts
+# one worker per job. With the Kubernetes executor the workers run in their own image
+# (worker.Dockerfile, CUDA torch); this one carries the CPU build of torch, enough for
+# the `trainer` extra's imports and for CPU training Jobs (the dev overlay runs its
+# workers from this image, tailor-tiny on CPU).
+#
+#   docker build -f deploy/docker/trainer.Dockerfile -t ghcr.io/tailor/trainer:0.1.0 .
+
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# The CPU wheel, as the Makefile installs it; an unpinned torch would pull ~3 GB of CUDA.
+ARG TORCH_SPEC=torch==2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+# ---- build -------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_SPEC
+ARG TORCH_INDEX
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY services ./services
+COPY protos ./protos
+RUN /opt/venv/bin/pip install ".[trainer]"
+
+# ---- runtime -----------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 tailor \
+ && useradd --system --uid 10001 --gid tailor --home-dir /tmp --shell /usr/sbin/nologin tailor
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    HF_HOME=/data/huggingface \
+    TAILOR_TRAINER_LISTEN=0.0.0.0:50052 \
+    TAILOR_DATA_DIR=/data
+USER 10001:10001
+EXPOSE 50052 9090
+ENTRYPOINT ["python", "-m", "services.trainer"]

@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1.7
+# The training worker on GPUs: one batch/v1 Job per fine-tune, created by the trainer's
+# Kubernetes executor. It carries torch (CUDA build), transformers and peft (the `trainer`
+# extra). PyPI's Linux torch wheels bundle the CUDA runtime, cuDNN and NCCL as nvidia-*
+# wheels, so a plain Python base suffices: only the driver comes from the node (NVIDIA
+# container toolkit). Several GPUs in one pod run through torchrun, which torch ships.
+#
+#   docker build -f deploy/docker/worker.Dockerfile -t ghcr.io/tailor/worker:0.1.0 .
+
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# PyPI's default Linux wheel of this version is the CUDA build.
+ARG TORCH_SPEC=torch==2.13.0
+
+# ---- build -------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_SPEC
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install "${TORCH_SPEC}"
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY services ./services
+COPY protos ./protos
+# the trainer extra = torch + transformers + peft + safetensors (+ the kubernetes client)
+RUN /opt/venv/bin/pip install ".[trainer]" \
+ && /opt/venv/bin/python -c "import torch, transformers, peft"
+
+# ---- runtime -----------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 tailor \
+ && useradd --system --uid 10001 --gid tailor --home-dir /tmp --shell /usr/sbin/nologin tailor
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    HF_HOME=/data/huggingface \
+    TRITON_CACHE_DIR=/tmp/triton \
+    TAILOR_DATA_DIR=/data
+# the uid build_job_manifest runs the worker as (services/trainer/executors/kubernetes.py)
+USER 10001:10001
+# The trainer's executor passes its own command (TAILOR_TRAINER_WORKER_COMMAND); this is the default.
+ENTRYPOINT ["python", "-m", "services.trainer.worker"]
