@@ -5,13 +5,12 @@ loopback with the embedded defaults (filesystem object store and SQLite under th
 data directory, the built-in ``tailor-tiny`` model, CPU), waits until each answers
 its health check, prints the base URL and the API key, and on Ctrl-C or SIGTERM
 stops them all. Children die with the launcher even when it is killed outright
-(``PR_SET_PDEATHSIG``), so nothing is left running.
+(``PR_SET_PDEATHSIG``, see :mod:`services.common.die_with_parent`), so nothing is left running.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import secrets
 import signal
@@ -25,13 +24,13 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.base_models import resolve_base_model
+from services.common.die_with_parent import dying_with
 from services.common.settings import load_settings
 from services.gateway.config import GatewaySettings
 
 STARTUP_TIMEOUT_S = 180.0
 LOCAL_ORGANIZATION = "local"
 API_KEY_FILE = "local_api_key"
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -60,17 +59,9 @@ def local_api_key(settings: GatewaySettings) -> str:
     return path.read_text().strip()
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel for SIGTERM when the launcher dies.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def start_child(child: Child, env: dict[str, str]) -> None:
     child.process = subprocess.Popen(
-        [sys.executable, "-m", f"services.{child.name}"],
-        env=env,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        dying_with(os.getpid(), [sys.executable, "-m", f"services.{child.name}"]), env=env
     )
 
 

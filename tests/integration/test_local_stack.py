@@ -84,7 +84,8 @@ class Launcher:
         return "".join(self.output)
 
     def children(self) -> list[psutil.Process]:
-        return psutil.Process(self.process.pid).children(recursive=True)
+        # the four services; their own helpers (e.g. multiprocessing trackers) are not counted
+        return psutil.Process(self.process.pid).children(recursive=False)
 
 
 @pytest.fixture

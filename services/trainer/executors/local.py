@@ -3,7 +3,7 @@
 A subprocess gives crash isolation (a worker that dies takes nothing else with it)
 and frees its GPU memory when it exits. Each worker runs in its own process group,
 so stopping it also stops whatever it started. On Linux it is started through
-:mod:`die_with_parent <services.trainer.executors.die_with_parent>`, so the kernel
+:mod:`die_with_parent <services.common.die_with_parent>`, so the kernel
 kills it when the trainer dies (``PR_SET_PDEATHSIG``, SIGKILL: reports to a dead
 trainer go nowhere, and the GPU must be free for the attempt that replaces it): a
 trainer that is killed and restarted relaunches its jobs, and must not find the old
@@ -19,17 +19,14 @@ import shlex
 import shutil
 import signal
 import sys
-from pathlib import Path
 
 import structlog
 
+from services.common.die_with_parent import dying_with
 from services.trainer.config import TrainerSettings
 from services.trainer.executors.base import RUNNING, Executor, WorkerLaunch, WorkerStatus
 
 log = structlog.get_logger("tailor.trainer.local")
-
-_DIE_WITH_PARENT = Path(__file__).with_name("die_with_parent.py")
-
 
 def local_command(command: str) -> list[str]:
     """The worker's argv: a leading ``python`` becomes the trainer's own interpreter (same virtualenv)."""
@@ -40,14 +37,6 @@ def local_command(command: str) -> list[str]:
         # die_with_parent execs a path, without a search of PATH.
         argv[0] = shutil.which(argv[0]) or argv[0]
     return argv
-
-
-def dying_with(parent_pid: int, argv: list[str]) -> list[str]:
-    """``argv`` wrapped so that the kernel kills it when ``parent_pid`` dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return argv
-    # -S: the wrapper needs no site-packages, and starts faster without them.
-    return [sys.executable, "-S", str(_DIE_WITH_PARENT), str(parent_pid), *argv]
 
 
 class LocalExecutor(Executor):

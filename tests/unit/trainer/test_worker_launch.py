@@ -8,10 +8,11 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from services.common.base_models import BaseModelSpec
+from services.common.die_with_parent import dying_with
 from services.common.settings import CommonSettings
 from services.trainer.config import TrainerSettings
 from services.trainer.executors import WorkerLaunch, worker_environment
-from services.trainer.executors.local import dying_with, local_command
+from services.trainer.executors.local import local_command
 
 LAUNCH = WorkerLaunch(job_id="ftjob-1", attempt_id="attempt-1", organization_id="org-a")
 
