@@ -138,12 +138,20 @@ class UploadFileMetadata(_message.Message):
     def __init__(self, filename: _Optional[str] = ..., purpose: _Optional[_Union[FilePurpose, str]] = ..., expected_bytes: _Optional[int] = ..., expires_after_seconds: _Optional[int] = ...) -> None: ...
 
 class UploadFileRequest(_message.Message):
-    __slots__ = ("metadata", "chunk")
+    __slots__ = ("metadata", "chunk", "end")
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
     metadata: UploadFileMetadata
     chunk: bytes
-    def __init__(self, metadata: _Optional[_Union[UploadFileMetadata, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+    end: UploadFileEnd
+    def __init__(self, metadata: _Optional[_Union[UploadFileMetadata, _Mapping]] = ..., chunk: _Optional[bytes] = ..., end: _Optional[_Union[UploadFileEnd, _Mapping]] = ...) -> None: ...
+
+class UploadFileEnd(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
 
 class UploadFileResponse(_message.Message):
     __slots__ = ("file",)

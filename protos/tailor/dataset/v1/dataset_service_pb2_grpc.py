@@ -73,12 +73,14 @@ class DatasetServiceServicer:
 
     def UploadFile(self, request_iterator, context):
         """Uploads one file as a client stream: an UploadFileRequest carrying
-        `metadata` first, then the bytes in `chunk` messages of 1-4 MiB. The bytes
-        go straight to the object store (never buffered whole) and, for purpose
-        FINE_TUNE, are validated line by line as they pass. Returns the record,
-        PROCESSED or ERROR. Nothing is stored when the stream is aborted, breaks
-        its framing, or exceeds the size limit (RESOURCE_EXHAUSTED); an object
-        store failure is UNAVAILABLE and also leaves nothing behind.
+        `metadata` first, then the bytes in `chunk` messages of 1-4 MiB, then
+        `end`. The bytes go straight to the object store (never buffered whole)
+        and, for purpose FINE_TUNE, are validated line by line as they pass.
+        Returns the record, PROCESSED or ERROR. Nothing is stored when the stream
+        is aborted, breaks its framing (INVALID_ARGUMENT; an unannounced size and
+        no `end` included), exceeds the size limit (RESOURCE_EXHAUSTED) or does not
+        match the SHA-256 given in `end` (DATA_LOSS); an object store failure is
+        UNAVAILABLE and also leaves nothing behind.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

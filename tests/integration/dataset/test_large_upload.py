@@ -1,0 +1,41 @@
+"""A large upload through the real service process: stored, validated, counted, in flat memory.
+
+The issue's "1 GiB with flat memory" is run by bench/dataset_upload.py (figures in
+docs/benchmarks.md); here two smaller sizes, 8x apart, keep the default suite fast while
+still showing that the service's memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).with_name("large_upload.py")
+MiB_IN_KIB = 1024
+
+
+def upload_in_a_fresh_service(size_mib: int, data_dir: Path) -> dict[str, object]:
+    command = [sys.executable, str(SCRIPT), "--size-mib", str(size_mib), "--data-dir", str(data_dir)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_large_upload_is_processed_with_memory_independent_of_its_size(tmp_path: Path) -> None:
+    small = upload_in_a_fresh_service(32, tmp_path / "small")
+    large = upload_in_a_fresh_service(256, tmp_path / "large")
+    for report in (small, large):
+        assert report["status"] == "FILE_STATUS_PROCESSED", report["status_details"]
+        assert report["size_bytes"] == report["expected_bytes"]
+        assert report["examples"] == report["expected_examples"]
+    # 8x the bytes; the peak may move by a few chunks' worth of noise, not by the file.
+    growth_kib = int(large["service_peak_rss_kib"]) - int(small["service_peak_rss_kib"])  # type: ignore[call-overload]
+    assert growth_kib < 24 * MiB_IN_KIB, (small, large)
+    assert int(large["service_peak_rss_kib"]) < 400 * MiB_IN_KIB, large  # type: ignore[call-overload]
+    for worker_peak in large["worker_peak_rss_kib"]:  # type: ignore[attr-defined]
+        assert worker_peak < 128 * MiB_IN_KIB, large
