@@ -12,7 +12,7 @@ EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
 PYTEST_ARGS ?=
 
-.PHONY: install proto up test test-gpu bench clean
+.PHONY: install proto up demo test test-gpu bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ proto: install
 # Run dataset, trainer, inference and gateway on loopback with embedded defaults.
 up: install
 	exec $(PY) -m services.local_stack
+
+# Against a running `make up`: upload a small dataset, fine-tune tailor-tiny, chat with it.
+demo: install
+	$(PY) -m services.gateway.demo
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

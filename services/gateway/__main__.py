@@ -18,6 +18,7 @@ def main() -> None:
         host=settings.gateway_host,
         port=settings.gateway_port,
         log_config=None,  # uvicorn's loggers go through structlog (configure_logging)
+        access_log=False,  # the request middleware writes the access line, with the organization
         timeout_graceful_shutdown=int(settings.grpc_shutdown_grace_s),
     )
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
-from services.common.settings import CommonSettings
+from services.common.settings import CommonSettings, MiB
 from services.common.tenancy import validate_organization_id
 
 _KEY = re.compile(r"^[A-Za-z0-9_\-.]{8,256}$")
@@ -38,6 +39,35 @@ class GatewaySettings(CommonSettings):
     api_keys: SecretStr = Field(
         SecretStr(""),
         description="API keys as `key=organization,key=organization`; the local stack generates one when empty.",
+    )
+    gateway_api_keys_file: Path | None = Field(
+        None,
+        description=(
+            "File of hashed API keys, one `sha256hex=organization` per line (`#` comments), "
+            "e.g. a mounted Kubernetes secret; used together with TAILOR_API_KEYS."
+        ),
+    )
+    gateway_rate_limit_per_minute: int = Field(
+        600,
+        ge=0,
+        description="Requests per minute per API key (a token bucket with a burst of the same size); 0 disables.",
+    )
+    gateway_max_upload_bytes: int = Field(
+        512 * MiB, ge=1, description="Largest file `POST /v1/files` accepts (OpenAI's limit is 512 MB)."
+    )
+    gateway_transfer_timeout_s: float = Field(
+        600.0, gt=0, description="Deadline of a file upload to, or download from, the dataset service."
+    )
+    gateway_generation_timeout_s: float = Field(
+        600.0, gt=0, description="Deadline of one chat or text completion, streamed or not."
+    )
+    gateway_idempotency_window_s: int = Field(
+        600,
+        ge=0,
+        description=(
+            "A job creation repeated with the same body within this window (and no Idempotency-Key "
+            "header) returns the first job, so the SDK's retries never start a second; 0 disables."
+        ),
     )
 
     @field_validator("api_keys")

@@ -9,7 +9,10 @@ from services.gateway.config import GatewaySettings, parse_api_keys
 
 
 def test_keys_map_to_organizations() -> None:
-    assert parse_api_keys("sk-aaaaaaaa=org-a, sk-bbbbbbbb=org-b,") == {"sk-aaaaaaaa": "org-a", "sk-bbbbbbbb": "org-b"}
+    assert parse_api_keys("sk-aaaaaaaa=org-a, sk-bbbbbbbb=org-b,") == {
+        "sk-aaaaaaaa": "org-a",
+        "sk-bbbbbbbb": "org-b",
+    }
     assert parse_api_keys("") == {}
 
 

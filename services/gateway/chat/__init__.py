@@ -1,0 +1,1 @@
+"""``/v1/chat/completions``: chat with a base, fine-tuned or checkpoint model, plain or streamed (openai_api.md §1.5)."""

@@ -1,0 +1,271 @@
+"""OpenAI's chat completion shapes (openai_api.md §1.5), and the request's mapping to the contract.
+
+Every parameter of the SDK's ``chat.completions.create`` is declared. Those Tailor does
+not implement fall in two groups:
+
+* ignored, where OpenAI would answer anyway and the answer is still what the user
+  asked for (``user``, ``metadata``, ``store``, penalties, ``parallel_tool_calls``, ...);
+  ``tools`` are handed to the chat template, and a model trained without them simply
+  answers in text;
+* refused with a 400 naming the parameter, where ignoring it would mislead:
+  ``logprobs``, ``logit_bias``, a JSON ``response_format``, a forced ``tool_choice``,
+  audio, and non-text content parts.
+
+A parameter no SDK sends (a typo such as ``max_token``) is a 400, as on OpenAI.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.gateway.errors import invalid_request, unsupported_parameter
+from tailor.inference.v1 import inference_service_pb2 as pb
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content; only ``text`` (and an assistant's ``refusal``) parts are served."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+    refusal: str | None = None
+
+
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    """A function call an assistant made in an earlier turn."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(BaseModel):
+    """One message of the conversation; extra fields OpenAI defines (``audio``, ``annotations``) are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    def text(self, position: int) -> str:
+        """The content as one string: text parts joined, anything else refused."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        texts = []
+        for part_index, part in enumerate(self.content):
+            if part.type == "text" and part.text is not None:
+                texts.append(part.text)
+            elif part.type == "refusal" and part.refusal is not None:
+                texts.append(part.refusal)
+            else:
+                raise invalid_request(
+                    f"Tailor's models read text only; content part type '{part.type}' is not supported.",
+                    param=f"messages[{position}].content[{part_index}]",
+                    code="unsupported_content_type",
+                )
+        return "".join(texts)
+
+    def to_proto(self, position: int) -> pb.ChatMessage:
+        return pb.ChatMessage(
+            role=self.role,
+            content=self.text(position),
+            name=self.name or "",
+            tool_calls=[
+                pb.ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+                for call in self.tool_calls or ()
+            ],
+            tool_call_id=self.tool_call_id or "",
+        )
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+Stop = str | list[str] | None
+
+
+def sampling_params(
+    *,
+    temperature: float | None,
+    top_p: float | None,
+    max_tokens: int | None,
+    stop: Stop,
+    seed: int | None,
+    n: int | None,
+) -> pb.SamplingParams:
+    """The contract's SamplingParams; absent values keep the inference service's defaults."""
+    sampling = pb.SamplingParams(stop=[stop] if isinstance(stop, str) else list(stop or ()))
+    if temperature is not None:
+        sampling.temperature = temperature
+    if top_p is not None:
+        sampling.top_p = top_p
+    if max_tokens is not None:
+        sampling.max_tokens = max_tokens
+    if seed is not None:
+        sampling.seed = seed
+    if n is not None:
+        sampling.n = n
+    return sampling
+
+
+def check_stop(stop: Stop) -> None:
+    if isinstance(stop, list) and len(stop) > 4:
+        raise invalid_request("'stop' takes at most 4 sequences.", param="stop", code="invalid_value")
+
+
+class ChatCompletionRequest(BaseModel):
+    """The body of ``POST /v1/chat/completions``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: Stop = None
+    seed: int | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    # handed to the chat template
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    # refused when set to something Tailor cannot honour (see the module docstring)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    logit_bias: dict[str, int] | None = None
+    response_format: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    # accepted and ignored
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    function_call: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    service_tier: str | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    prediction: dict[str, Any] | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    prompt_cache_retention: str | None = None
+    moderation: Any = None
+    web_search_options: dict[str, Any] | None = None
+
+    @property
+    def choices(self) -> int:
+        return self.n or 1
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+    def refuse_unsupported(self) -> None:
+        """400 for the parameters whose silent omission would mislead; see the module docstring."""
+        if self.logprobs or self.top_logprobs:
+            raise unsupported_parameter("logprobs", "Tailor does not return log probabilities.")
+        if self.logit_bias:
+            raise unsupported_parameter("logit_bias", "Tailor cannot bias token probabilities.")
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            raise unsupported_parameter(
+                "response_format", "Tailor cannot constrain output to JSON; only {'type': 'text'} is served."
+            )
+        if self.tool_choice not in (None, "none", "auto"):
+            raise unsupported_parameter(
+                "tool_choice", "Tailor cannot force a tool call; use 'auto' or 'none'."
+            )
+        if self.audio is not None or "audio" in (self.modalities or ()):
+            raise unsupported_parameter("audio", "Tailor's models produce text only.")
+        if self.stream_options is not None and not self.stream:
+            raise invalid_request(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                param="stream_options",
+                code="invalid_value",
+            )
+        check_stop(self.stop)
+
+    def to_generate_request(self) -> pb.GenerateCompletionRequest:
+        """The contract's request (base model and adapter are filled in once the model is resolved)."""
+        self.refuse_unsupported()
+        return pb.GenerateCompletionRequest(
+            chat=pb.ChatInput(
+                messages=[message.to_proto(position) for position, message in enumerate(self.messages)],
+                tools_json=self._tools_json(),
+            ),
+            sampling=sampling_params(
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=self.max_completion_tokens or self.max_tokens,
+                stop=self.stop,
+                seed=self.seed,
+                n=self.n,
+            ),
+        )
+
+    def _tools_json(self) -> str:
+        if self.tool_choice == "none":
+            return ""
+        # the deprecated `functions` are tools of type function
+        tools = list(self.tools or ()) + [{"type": "function", "function": f} for f in self.functions or ()]
+        return json.dumps(tools) if tools else ""
+
+
+# -- responses (streamed chunks are built in serving as plain dicts: one per token, kept cheap) --
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+    refusal: str | None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletion(BaseModel):
+    """A whole answer (``stream`` false)."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    system_fingerprint: str | None = None

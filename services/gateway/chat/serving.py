@@ -1,0 +1,104 @@
+"""Chat completions: resolve the model in the caller's organization, generate, answer as OpenAI.
+
+The model name goes through the registry on every request (no cache), so a model deleted
+a moment ago is a 404 here at once, on every gateway replica.
+
+Streaming follows openai_api.md §1.5 to the letter: a first chunk per choice carrying
+``role``, content deltas by choice ``index``, exactly one ``finish_reason`` per choice on
+an empty delta, the usage chunk with ``choices: []`` only when
+``stream_options.include_usage`` asks, then ``data: [DONE]`` and the end of the body (see
+:func:`services.gateway.sse.completion_events`). A client that disconnects cancels the
+stream, and with it the gRPC call, which stops generation upstream.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from services.common.ids import new_id
+from services.gateway import sse
+from services.gateway.auth import Caller
+from services.gateway.chat.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Usage,
+)
+from services.gateway.config import GatewaySettings
+from services.gateway.generation import Collected, Generation, collect, start_generation, unless_disconnected
+from services.gateway.models.serving import resolve_model
+from services.gateway.upstream import Upstreams
+
+
+def _chunk_choice(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+class OpenAIServingChat:
+    """Handles ``POST /v1/chat/completions``."""
+
+    def __init__(self, upstreams: Upstreams, settings: GatewaySettings) -> None:
+        self._upstreams = upstreams
+        self._settings = settings
+
+    async def create(
+        self, caller: Caller, body: ChatCompletionRequest, request: Request
+    ) -> ChatCompletion | StreamingResponse:
+        generate_request = body.to_generate_request()  # 400s come before any upstream call
+        model = await resolve_model(self._upstreams, caller, body.model)
+
+        async def start() -> Generation:
+            return await start_generation(
+                self._upstreams,
+                caller,
+                model,
+                generate_request,
+                timeout_s=self._settings.gateway_generation_timeout_s,
+            )
+
+        if not body.stream:
+
+            async def complete() -> ChatCompletion:
+                return self._completion(body, await collect(await start()))
+
+            return await unless_disconnected(request, complete())
+
+        generation = await unless_disconnected(request, start())
+        events = sse.completion_events(
+            generation,
+            envelope={
+                "id": new_id("chatcmpl"),
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": body.model,
+                "system_fingerprint": None,
+            },
+            include_usage=body.include_usage,
+            opening=[
+                _chunk_choice(index, {"role": "assistant", "content": "", "refusal": None})
+                for index in range(body.choices)
+            ],
+            text_choice=lambda index, text: _chunk_choice(index, {"content": text}),
+            finish_choice=lambda index, reason: _chunk_choice(index, {}, reason),
+        )
+        return StreamingResponse(events, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+
+    @staticmethod
+    def _completion(body: ChatCompletionRequest, collected: Collected) -> ChatCompletion:
+        return ChatCompletion(
+            id=new_id("chatcmpl"),
+            created=int(time.time()),
+            model=body.model,
+            choices=[
+                ChatChoice(index=index, message=AssistantMessage(content=text), finish_reason=reason)
+                for index, (text, reason) in enumerate(
+                    zip(collected.texts, collected.finish_reasons, strict=True)
+                )
+            ],
+            usage=Usage(**collected.usage.as_dict()),
+        )

@@ -1,0 +1,157 @@
+"""Fine-tuning jobs: OpenAI's /v1/fine_tuning/jobs semantics over the trainer service.
+
+Creation is safe against retries. The SDK retries a POST that timed out or got a 5xx,
+and sends no idempotency key of its own, so without one a flaky network could start two
+jobs. The gateway therefore always gives the trainer a key: the client's
+``Idempotency-Key`` header when sent, otherwise a digest of (organization, the request
+body as canonical JSON, the current window of ``gateway_idempotency_window_s``). The
+window matters because the trainer keeps keys forever: without it, running the same
+script again tomorrow (same file, same settings: a legitimate new job) would get
+yesterday's job back. The SDK's retries land within seconds, well inside a window; a
+retry that happens to straddle a window boundary is the one case that still creates a
+second job, and a client that needs certainty sends its own key.
+
+A training file that failed validation is refused here by the trainer: 400,
+``param: "training_file"``, ``code: "invalid_training_file"``, with the dataset
+service's line-numbered details in the message (OpenAI would fail the job later instead;
+refusing at once saves the user a poll loop and names the line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import grpc
+
+from services.gateway.auth import Caller
+from services.gateway.config import GatewaySettings
+from services.gateway.errors import OpenAIError
+from services.gateway.fine_tuning.protocol import (
+    CreateFineTuningJobRequest,
+    FineTuningJob,
+    FineTuningJobCheckpoint,
+    FineTuningJobCheckpointList,
+    FineTuningJobEvent,
+    FineTuningJobEventList,
+    FineTuningJobList,
+)
+from services.gateway.upstream import Upstreams
+from tailor.trainer.v1 import trainer_service_pb2 as pb
+
+# The trainer's largest page; a larger `limit` gets this many and `has_more`, so paging still works.
+MAX_PAGE_SIZE = 100
+MAX_CLIENT_KEY_CHARS = 256
+
+
+def _no_such_job(job_id: str) -> OpenAIError:
+    return OpenAIError(
+        404, f"Could not find fine-tuning job: {job_id}", param="fine_tuning_job_id", code="not_found"
+    )
+
+
+def _page_size(limit: int | None) -> int:
+    return min(limit, MAX_PAGE_SIZE) if limit else 0
+
+
+class OpenAIServingFineTuning:
+    """Handles /v1/fine_tuning/jobs and its sub-routes."""
+
+    def __init__(self, upstreams: Upstreams, settings: GatewaySettings, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+        self._jobs = upstreams.jobs
+        self._settings = settings
+        self._clock = clock
+
+    def idempotency_key(
+        self, caller: Caller, body: CreateFineTuningJobRequest, client_key: str | None
+    ) -> str:
+        """The key the trainer deduplicates creation on; see the module docstring."""
+        if client_key:
+            return "client:" + client_key[:MAX_CLIENT_KEY_CHARS]
+        window = self._settings.gateway_idempotency_window_s
+        if window == 0:
+            return ""
+        canonical = json.dumps(
+            body.model_dump(mode="json", exclude_unset=True), sort_keys=True, separators=(",", ":")
+        )
+        bucket = int(self._clock()) // window
+        digest = hashlib.sha256(f"{caller.organization}\n{bucket}\n{canonical}".encode()).hexdigest()
+        return "derived:" + digest
+
+    async def create(
+        self, caller: Caller, body: CreateFineTuningJobRequest, client_key: str | None
+    ) -> FineTuningJob:
+        request = pb.CreateJobRequest(
+            model=body.model,
+            training_file=body.training_file,
+            validation_file=body.validation_file or "",
+            method=body.to_method(),
+            suffix=body.suffix or "",
+            metadata=body.metadata or {},
+            idempotency_key=self.idempotency_key(caller, body, client_key),
+        )
+        if body.seed is not None:
+            request.seed = body.seed
+        with caller.rpc_context():
+            response: pb.CreateJobResponse = await self._jobs.CreateJob(request)
+        return FineTuningJob.from_proto(response.job)
+
+    async def list_jobs(
+        self, caller: Caller, *, after: str | None, limit: int | None, metadata: dict[str, str]
+    ) -> FineTuningJobList:
+        request = pb.ListJobsRequest(limit=_page_size(limit), after=after or "", metadata=metadata)
+        with caller.rpc_context():
+            response: pb.ListJobsResponse = await self._jobs.ListJobs(request)
+        return FineTuningJobList.of(
+            [FineTuningJob.from_proto(job) for job in response.jobs], response.has_more
+        )
+
+    async def retrieve(self, caller: Caller, job_id: str) -> FineTuningJob:
+        response = await self._job_call(caller, job_id, self._jobs.GetJob, pb.GetJobRequest(job_id=job_id))
+        return FineTuningJob.from_proto(response.job)
+
+    async def cancel(self, caller: Caller, job_id: str) -> FineTuningJob:
+        response = await self._job_call(
+            caller, job_id, self._jobs.CancelJob, pb.CancelJobRequest(job_id=job_id)
+        )
+        return FineTuningJob.from_proto(response.job)
+
+    async def pause(self, caller: Caller, job_id: str) -> FineTuningJob:
+        response = await self._job_call(
+            caller, job_id, self._jobs.PauseJob, pb.PauseJobRequest(job_id=job_id)
+        )
+        return FineTuningJob.from_proto(response.job)
+
+    async def resume(self, caller: Caller, job_id: str) -> FineTuningJob:
+        response = await self._job_call(
+            caller, job_id, self._jobs.ResumeJob, pb.ResumeJobRequest(job_id=job_id)
+        )
+        return FineTuningJob.from_proto(response.job)
+
+    async def list_events(
+        self, caller: Caller, job_id: str, *, after: str | None, limit: int | None
+    ) -> FineTuningJobEventList:
+        request = pb.ListJobEventsRequest(job_id=job_id, limit=_page_size(limit), after=after or "")
+        response = await self._job_call(caller, job_id, self._jobs.ListJobEvents, request)
+        events = [FineTuningJobEvent.from_proto(event) for event in response.events]
+        return FineTuningJobEventList.of(events, response.has_more)
+
+    async def list_checkpoints(
+        self, caller: Caller, job_id: str, *, after: str | None, limit: int | None
+    ) -> FineTuningJobCheckpointList:
+        request = pb.ListJobCheckpointsRequest(job_id=job_id, limit=_page_size(limit), after=after or "")
+        response = await self._job_call(caller, job_id, self._jobs.ListJobCheckpoints, request)
+        checkpoints = [FineTuningJobCheckpoint.from_proto(c) for c in response.checkpoints]
+        return FineTuningJobCheckpointList.of(checkpoints, response.has_more)
+
+    @staticmethod
+    async def _job_call(caller: Caller, job_id: str, rpc, request):  # type: ignore[no-untyped-def]
+        """Calls ``rpc`` about one job, with OpenAI's wording for a missing (or foreign) job."""
+        try:
+            with caller.rpc_context():
+                return await rpc(request)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise _no_such_job(job_id) from None
+            raise

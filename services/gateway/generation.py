@@ -1,0 +1,204 @@
+"""Generation through the inference service, shared by chat and text completions.
+
+:func:`start_generation` resolves nothing itself: it takes a model the registry resolved,
+picks the replica (adapter affinity, :mod:`services.gateway.routing`), starts
+``GenerateCompletion`` and waits for its first message. Failing before that message is
+what lets a streamed request still answer with a plain HTTP error (404, 400, 503) instead
+of a 200 stream carrying an error event.
+
+:meth:`Generation.events` turns the stream into per-choice events with the guarantees
+OpenAI's clients rely on: text in order, exactly one finish per choice, usage last.
+Closing or cancelling the consumer cancels the gRPC call, which stops generation upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import grpc
+import structlog
+from fastapi import Request
+
+from services.gateway.auth import Caller
+from services.gateway.errors import OpenAIError, model_not_found
+from services.gateway.upstream import Upstreams
+from tailor.inference.v1 import inference_service_pb2 as pb
+from tailor.trainer.v1 import model_registry_service_pb2 as registry_pb
+
+log = structlog.get_logger("tailor.gateway.generation")
+
+T = TypeVar("T")
+
+FINISH_REASONS = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New text of one choice."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ChoiceFinished:
+    """A choice ended: ``stop`` or ``length``."""
+
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of the whole request."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+GenerationEvent = TextDelta | ChoiceFinished | Usage
+
+
+def adapter_of(model: registry_pb.Model) -> pb.AdapterRef | None:
+    """The adapter serving ``model``; None for a base model."""
+    if model.kind == registry_pb.MODEL_KIND_BASE or not model.adapter_uri:
+        return None
+    return pb.AdapterRef(
+        name=model.id, uri=model.adapter_uri, base_model=model.base_model, lora_rank=model.lora_rank
+    )
+
+
+@dataclass
+class Generation:
+    """A started generation whose first message has arrived (None: the stream was empty)."""
+
+    call: grpc.aio.UnaryStreamCall
+    first: pb.GenerateCompletionResponse | None
+    choices: int
+    _finished: set[int] = field(default_factory=set)
+
+    async def events(self) -> AsyncIterator[GenerationEvent]:
+        """Text deltas and finishes as they come, then one :class:`Usage`; cancels the call when closed early."""
+        usage = Usage(0, 0)
+        try:
+            async for response in self._responses():
+                for delta in response.deltas:
+                    if delta.index in self._finished or not 0 <= delta.index < self.choices:
+                        log.warning(
+                            "inference sent a delta for a finished or unknown choice", index=delta.index
+                        )
+                        continue
+                    if delta.text:
+                        yield TextDelta(delta.index, delta.text)
+                    if delta.finish_reason != pb.FINISH_REASON_UNSPECIFIED:
+                        self._finished.add(delta.index)
+                        yield ChoiceFinished(delta.index, FINISH_REASONS.get(delta.finish_reason, "stop"))
+                if response.HasField("usage"):
+                    usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
+        finally:
+            self.cancel()
+        # The contract promises a finish per choice; should a replica break it, clients
+        # still get exactly one (an SDK accumulating choices waits for it).
+        for index in range(self.choices):
+            if index not in self._finished:
+                log.warning("inference ended a choice without a finish reason", index=index)
+                yield ChoiceFinished(index, "stop")
+        yield usage
+
+    def cancel(self) -> None:
+        """Stops generation upstream (a no-op once the call has ended)."""
+        if not self.call.done():
+            self.call.cancel()
+
+    async def _responses(self) -> AsyncIterator[pb.GenerateCompletionResponse]:
+        if self.first is None:
+            return
+        yield self.first
+        async for response in self.call:
+            yield response
+
+
+@dataclass
+class Collected:
+    """A whole generation: each choice's text and finish reason, and the usage."""
+
+    texts: list[str]
+    finish_reasons: list[str]
+    usage: Usage
+
+
+async def collect(generation: Generation) -> Collected:
+    """Reads a generation to its end (the non-streamed answer)."""
+    parts: list[list[str]] = [[] for _ in range(generation.choices)]
+    finish_reasons = ["stop"] * generation.choices
+    usage = Usage(0, 0)
+    async for event in generation.events():
+        if isinstance(event, TextDelta):
+            parts[event.index].append(event.text)
+        elif isinstance(event, ChoiceFinished):
+            finish_reasons[event.index] = event.reason
+        else:
+            usage = event
+    return Collected(texts=["".join(p) for p in parts], finish_reasons=finish_reasons, usage=usage)
+
+
+async def start_generation(
+    upstreams: Upstreams,
+    caller: Caller,
+    model: registry_pb.Model,
+    request: pb.GenerateCompletionRequest,
+    *,
+    timeout_s: float,
+) -> Generation:
+    """Starts ``request`` on ``model`` and waits for its first message; failures so far raise."""
+    adapter = adapter_of(model)
+    request.base_model = model.base_model or model.id
+    if adapter is not None:
+        request.adapter.CopyFrom(adapter)
+    stub = upstreams.inference_for(adapter.name if adapter is not None else None)
+    with caller.rpc_context():
+        call = stub.GenerateCompletion(request, timeout=timeout_s)
+    try:
+        first = await call.read()
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            # the registry knows the name but the adapter is gone (deleted meanwhile): not servable
+            raise model_not_found(model.id) from None
+        raise
+    except BaseException:
+        call.cancel()
+        raise
+    choices = request.sampling.n if request.sampling.HasField("n") else 1
+    return Generation(call=call, first=None if first is grpc.aio.EOF else first, choices=choices)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Awaits ``work``, cancelling it if the client disconnects first (its generation then stops too)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        client_left = not task.done()
+        if client_left:
+            task.cancel()
+    if client_left:
+        # nobody is left to read this; it names the outcome in the access log
+        raise OpenAIError(499, "The client closed the request before the completion was ready.")
+    return task.result()

@@ -1,0 +1,1 @@
+"""``/v1/models``: base models and the organization's fine-tuned models and checkpoints (openai_api.md §1.4)."""

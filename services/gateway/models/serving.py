@@ -1,0 +1,74 @@
+"""Models: the trainer's model registry, and unloading deleted adapters from inference."""
+
+from __future__ import annotations
+
+import grpc
+import structlog
+
+from services.gateway.auth import Caller
+from services.gateway.errors import model_not_found
+from services.gateway.models.protocol import Model, ModelDeleted, ModelList
+from services.gateway.upstream import Upstreams
+from tailor.inference.v1 import inference_service_pb2 as inference_pb
+from tailor.trainer.v1 import model_registry_service_pb2 as pb
+
+log = structlog.get_logger("tailor.gateway.models")
+
+
+async def resolve_model(upstreams: Upstreams, caller: Caller, name: str) -> pb.Model:
+    """What ``name`` stands for in the caller's organization; 404 ``model_not_found`` otherwise.
+
+    Unknown, deleted and other organizations' names all read the same, so existence does not leak.
+    """
+    try:
+        with caller.rpc_context():
+            response: pb.ResolveModelResponse = await upstreams.models.ResolveModel(
+                pb.ResolveModelRequest(model=name)
+            )
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            raise model_not_found(name) from None
+        raise
+    return response.model
+
+
+class OpenAIServingModels:
+    """Handles /v1/models and /v1/models/{model}."""
+
+    def __init__(self, upstreams: Upstreams) -> None:
+        self._upstreams = upstreams
+
+    async def list_models(self, caller: Caller) -> ModelList:
+        with caller.rpc_context():
+            response: pb.ListModelsResponse = await self._upstreams.models.ListModels(pb.ListModelsRequest())
+        return ModelList(data=[Model.from_proto(model) for model in response.models])
+
+    async def retrieve(self, caller: Caller, name: str) -> Model:
+        return Model.from_proto(await resolve_model(self._upstreams, caller, name))
+
+    async def delete(self, caller: Caller, name: str) -> ModelDeleted:
+        """Deletes the model in the registry, then asks every inference replica to drop its adapter.
+
+        The registry is the source of truth: once it answers, the name resolves to nothing and
+        chat with it is a 404 whatever the replicas hold. Unloading only frees their memory,
+        so a replica that cannot be reached is logged, not reported to the caller.
+        """
+        try:
+            with caller.rpc_context():
+                response: pb.DeleteModelResponse = await self._upstreams.models.DeleteModel(
+                    pb.DeleteModelRequest(model=name)
+                )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise model_not_found(name) from None
+            raise
+        deleted = response.model or name
+        for stub in self._upstreams.every_inference_replica():
+            try:
+                with caller.rpc_context():
+                    await stub.UnloadAdapter(inference_pb.UnloadAdapterRequest(name=deleted))
+            except grpc.aio.AioRpcError as error:
+                log.warning(
+                    "could not unload a deleted model's adapter", model=deleted, grpc_status=error.code().name
+                )
+        return ModelDeleted(id=deleted, deleted=response.deleted)

@@ -1,0 +1,116 @@
+"""Server-sent events as the OpenAI SDK reads them (openai_api.md §1.5), for chat and text completions.
+
+One JSON object per ``data:`` line, each event ended by a blank line; ``data: [DONE]``
+ends the stream, after which the response is closed (SDK 1.x reads to EOF). An error
+after the stream started is one ``data: {"error": {...}}`` event, which the SDK raises
+as ``openai.APIError``.
+
+Events are written as they come, but never one write per event when several are ready:
+a reader task turns the generation into encoded events while the response writes
+whatever has accumulated since its last write in one piece. A client or gateway that
+keeps up gets every token at once; one that falls behind gets fewer, larger writes
+instead of a growing queue of small ones (a socket write costs more than encoding a chunk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from services.gateway.errors import from_rpc_error, internal_error
+from services.gateway.generation import ChoiceFinished, Generation, TextDelta
+
+MEDIA_TYPE = "text/event-stream"
+DONE = b"data: [DONE]\n\n"
+# Proxies (nginx) buffer responses unless told not to; caches must not keep a stream.
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+Choice = dict[str, Any]
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event(payload: dict[str, Any]) -> bytes:
+    """One ``data:`` event. Compact JSON never contains a newline, so one line is always enough."""
+    return b"data: " + _json(payload) + b"\n\n"
+
+
+class ChunkEncoder:
+    """Encodes the chunks of one stream; the fields every chunk repeats are encoded once.
+
+    A chunk is ``{**envelope, "choices": [...]}``, plus ``"usage"`` (null but in the last
+    chunk) when the client asked for usage.
+    """
+
+    def __init__(self, envelope: dict[str, Any], include_usage: bool) -> None:
+        self._head = b"data: " + _json(envelope)[:-1] + b',"choices":'
+        self._include_usage = include_usage
+
+    def encode(self, choices: list[Choice], usage: dict[str, int] | None = None) -> bytes:
+        tail = b',"usage":' + _json(usage) + b"}\n\n" if self._include_usage else b"}\n\n"
+        return self._head + _json(choices) + tail
+
+
+async def completion_events(
+    generation: Generation,
+    *,
+    envelope: dict[str, Any],
+    include_usage: bool,
+    opening: list[Choice],
+    text_choice: Callable[[int, str], Choice],
+    finish_choice: Callable[[int, str], Choice],
+) -> AsyncIterator[bytes]:
+    """The body of a streamed completion: one choice per chunk, in the shape the callables give.
+
+    ``envelope`` holds the fields every chunk repeats (id, object, created, model);
+    ``opening`` the choices sent before any text (chat's role deltas, an echoed prompt).
+    With ``include_usage`` a last chunk with ``choices: []`` carries the totals. Ends with
+    ``[DONE]``, or an error event when generation fails midway. Leaving early (a client
+    that disconnected) cancels generation upstream.
+    """
+    encoder = ChunkEncoder(envelope, include_usage)
+    pending: list[bytes] = [encoder.encode([choice]) for choice in opening]
+    ready = asyncio.Event()
+    finished = False
+
+    async def read() -> None:
+        nonlocal finished
+        try:
+            async for generated in generation.events():
+                if isinstance(generated, TextDelta):
+                    pending.append(encoder.encode([text_choice(generated.index, generated.text)]))
+                elif isinstance(generated, ChoiceFinished):
+                    pending.append(encoder.encode([finish_choice(generated.index, generated.reason)]))
+                elif include_usage:
+                    pending.append(encoder.encode([], generated.as_dict()))
+                ready.set()
+            pending.append(DONE)
+        except grpc.aio.AioRpcError as error:
+            # the 200 and some text are already out: the error can only be an event now
+            pending.append(event(from_rpc_error(error).body()))
+        except Exception:
+            pending.append(event(internal_error().body()))
+        finally:
+            finished = True
+            ready.set()
+
+    reader = asyncio.create_task(read())
+    try:
+        while True:
+            await ready.wait()
+            ready.clear()
+            if pending:
+                batch = b"".join(pending)
+                pending.clear()
+                yield batch
+            if finished and not pending:
+                return
+    finally:
+        reader.cancel()
+        generation.cancel()

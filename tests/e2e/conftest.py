@@ -1,0 +1,135 @@
+"""The real platform on loopback, started once per session, driven only through the gateway.
+
+``python -m services.local_stack`` runs as a subprocess on free ports with a fresh data
+directory and two organizations' keys, exactly as ``make up`` does. A second gateway
+process with a rate limit of a few requests per minute serves the rate-limit test, so the
+main one keeps the default limit. Everything listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+STARTUP_TIMEOUT_S = 300
+KEY_A = "sk-e2e-org-a-0001"
+KEY_B = "sk-e2e-org-b-0002"
+RATE_LIMITED_PER_MINUTE = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Process:
+    """A child process whose output is read line by line in the background (and kept for failures)."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            self.output.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"never printed {text!r}; output:\n{''.join(self.output[-200:])}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class Stack:
+    """The running platform: the gateway's URL and a second, rate-limited gateway's."""
+
+    url: str
+    rate_limited_url: str
+
+    def client(self, key: str = KEY_A, **options: object) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data_dir: Path = tmp_path_factory.mktemp("e2e") / "data"
+    ports = {name: free_port() for name in ("dataset", "trainer", "inference", "gateway", "limited")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
+    env.update(
+        TAILOR_DATA_DIR=str(data_dir),
+        TAILOR_DATASET_ADDR=f"127.0.0.1:{ports['dataset']}",
+        TAILOR_TRAINER_ADDR=f"127.0.0.1:{ports['trainer']}",
+        TAILOR_INFERENCE_ADDR=f"127.0.0.1:{ports['inference']}",
+        TAILOR_GATEWAY_PORT=str(ports["gateway"]),
+        TAILOR_API_KEYS=f"{KEY_A}=org-a,{KEY_B}=org-b",
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    launcher = Process([sys.executable, "-m", "services.local_stack"], env)
+    limited: Process | None = None
+    try:
+        launcher.wait_for("all services are up", STARTUP_TIMEOUT_S)
+        limited = Process(
+            [sys.executable, "-m", "services.gateway"],
+            {
+                **env,
+                "TAILOR_GATEWAY_PORT": str(ports["limited"]),
+                "TAILOR_GATEWAY_RATE_LIMIT_PER_MINUTE": str(RATE_LIMITED_PER_MINUTE),
+            },
+        )
+        limited_url = f"http://127.0.0.1:{ports['limited']}"
+        _wait_healthy(limited_url)
+        yield Stack(url=f"http://127.0.0.1:{ports['gateway']}", rate_limited_url=limited_url)
+    finally:
+        if limited is not None:
+            limited.stop()
+        launcher.stop()
+
+
+def _wait_healthy(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never became ready")

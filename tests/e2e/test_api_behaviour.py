@@ -1,0 +1,108 @@
+"""What the SDK relies on beyond the happy path, against the real services: pages, errors, limits, no 5xx."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.e2e.conftest import KEY_A, KEY_B, RATE_LIMITED_PER_MINUTE, Stack
+from tests.unit.gateway.openapi_requests import draw_request, send_and_check
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = json.dumps(
+    {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Ahoy!"}]}
+)
+
+
+def test_auto_pagination_walks_several_pages_and_ends(stack: Stack) -> None:
+    client = stack.client(KEY_B)
+    uploaded = [
+        client.files.create(file=(f"notes-{i}.txt", b"note"), purpose="user_data").id for i in range(5)
+    ]
+    walked = [f.id for f in client.files.list(purpose="user_data", limit=2)]
+    assert walked[:5] == uploaded[::-1]
+    first_page = client.files.list(purpose="user_data", limit=2)
+    assert first_page.has_more is True and len(first_page.data) == 2
+
+    training = client.files.create(file=("t.jsonl", "\n".join([EXAMPLE] * 10).encode()), purpose="fine-tune")
+    jobs = []
+    for i in range(3):
+        job = client.fine_tuning.jobs.create(
+            model="tailor-tiny", training_file=training.id, suffix=f"page{i}", hyperparameters={"n_epochs": 1}
+        )
+        jobs.append(job.id)
+        cancelled = client.fine_tuning.jobs.cancel(job.id)  # cancel: no CPU spent on training them
+        assert cancelled.status == "cancelled"
+    listed = [j.id for j in client.fine_tuning.jobs.list(limit=1)]
+    assert listed[:3] == jobs[::-1]
+    with pytest.raises(openai.BadRequestError):  # cancelling a finished job: 400, never a retried 409
+        client.fine_tuning.jobs.cancel(jobs[0])
+
+
+def test_a_training_file_with_bad_json_on_line_3_is_refused_naming_line_3(stack: Stack) -> None:
+    client = stack.client()
+    lines = [EXAMPLE, EXAMPLE, '{"messages": [{"role": "user"', *[EXAMPLE] * 9]
+    uploaded = client.files.create(file=("broken.jsonl", "\n".join(lines).encode()), purpose="fine-tune")
+    uploaded = client.files.wait_for_processing(uploaded.id, poll_interval=0.5)
+    assert uploaded.status == "error"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.fine_tuning.jobs.create(model="tailor-tiny", training_file=uploaded.id)
+    assert "line 3" in caught.value.message
+    assert caught.value.param == "training_file"
+
+
+def test_missing_objects_are_not_found(stack: Stack) -> None:
+    client = stack.client()
+    for attempt in (
+        lambda: client.files.retrieve("file-doesnotexist"),
+        lambda: client.fine_tuning.jobs.retrieve("ftjob-doesnotexist"),
+        lambda: client.models.retrieve("ft:tailor-tiny:org-a::nothing"),
+        lambda: client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}]),
+    ):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+
+
+def test_a_wrong_key_is_an_authentication_error(stack: Stack) -> None:
+    with pytest.raises(openai.AuthenticationError) as caught:
+        stack.client("sk-not-a-real-key").models.list()
+    assert caught.value.code == "invalid_api_key"
+
+
+def test_over_the_rate_limit_is_a_rate_limit_error(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=f"{stack.rate_limited_url}/v1", api_key=KEY_A, max_retries=0)
+    for _ in range(RATE_LIMITED_PER_MINUTE):
+        client.models.list()
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.models.list()
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+
+
+def test_readiness_and_the_openapi_document(stack: Stack) -> None:
+    ready = httpx.get(f"{stack.url}/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["upstreams"] == {"dataset": "SERVING", "trainer": "SERVING", "inference": "SERVING"}
+    assert "/v1/chat/completions" in httpx.get(f"{stack.url}/openapi.json").json()["paths"]
+
+
+@pytest.fixture(scope="module")
+def document(stack: Stack) -> dict:
+    return httpx.get(f"{stack.url}/openapi.json").json()
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_no_request_to_a_documented_route_gets_a_5xx(
+    stack: Stack, document: dict, data: st.DataObject
+) -> None:
+    send_and_check(stack.url, draw_request(data, document, KEY_B))

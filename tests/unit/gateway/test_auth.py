@@ -1,0 +1,101 @@
+"""API keys map to organizations (plain or hashed), are compared in constant time, never logged; rate limit."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+import openai
+import pytest
+
+from services.gateway.auth import ApiKeys, RateLimiter, key_digest, parse_hashed_keys
+from tests.unit.gateway.conftest import KEY_A, Gateway, GatewayFactory
+
+
+async def test_missing_and_wrong_keys_are_401_invalid_api_key(gateway: Gateway) -> None:
+    for key in ("sk-not-a-key-at-all", KEY_A + "x"):
+        with pytest.raises(openai.AuthenticationError) as caught:
+            await gateway.sdk(key).models.list()
+        assert caught.value.code == "invalid_api_key"
+        assert key not in caught.value.message
+    async with gateway.http(key=None) as http:
+        response = await http.get("/v1/models")
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"
+        assert "Authorization" in response.json()["error"]["message"]
+        basic = await http.get("/v1/models", headers={"Authorization": f"Basic {KEY_A}"})
+        assert basic.status_code == 401
+
+
+def test_hashed_key_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(f"# rotated 2026-01\n\n{key_digest('sk-from-a-secret')}=org-k8s\n")
+    keys = ApiKeys({"sk-plain-key-1": "org-local"}, path)
+    assert keys.organization_of("sk-from-a-secret") == ("org-k8s", key_digest("sk-from-a-secret"))
+    assert keys.organization_of("sk-plain-key-1") is not None
+    assert keys.organization_of(key_digest("sk-from-a-secret")) is None  # the digest itself is no key
+    assert key_digest("abc") == hashlib.sha256(b"abc").hexdigest()
+
+
+@pytest.mark.parametrize("line", ["sk-plain-key-pasted=org", "abcd=org", f"{'a' * 64}=../etc"])
+def test_malformed_key_file_lines_are_refused_without_echoing_them(line: str) -> None:
+    with pytest.raises(Exception, match="line 1") as caught:
+        parse_hashed_keys(line, "keys")
+    assert "sk-plain" not in str(caught.value)
+
+
+def test_every_configured_key_is_compared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No early exit on a match: the time taken does not tell which key matched."""
+    compared: list[str] = []
+    real_compare = hmac.compare_digest
+
+    def counting_compare(a: str, b: str) -> bool:
+        compared.append(b)
+        return real_compare(a, b)
+
+    monkeypatch.setattr("services.gateway.auth.hmac.compare_digest", counting_compare)
+    keys = ApiKeys({f"sk-key-number-{i}": f"org-{i}" for i in range(5)})
+    assert keys.organization_of("sk-key-number-0") is not None
+    assert len(compared) == 5
+
+
+async def test_a_hashed_key_file_works_end_to_end(gateway_with: GatewayFactory, tmp_path: Path) -> None:
+    path = tmp_path / "hashed"
+    path.write_text(f"{key_digest('sk-mounted-secret-key')}=org-z\n")
+    async with gateway_with(gateway_api_keys_file=path) as gateway:
+        models = await gateway.sdk("sk-mounted-secret-key").models.list()
+        assert models.data
+
+
+def test_token_bucket_refills_at_the_rate() -> None:
+    now = [0.0]
+    limiter = RateLimiter(per_minute=2, clock=lambda: now[0])
+    assert limiter.acquire("k") == 0 and limiter.acquire("k") == 0
+    assert limiter.acquire("k") == pytest.approx(30.0)  # one token every 30 s
+    assert limiter.acquire("other") == 0  # per key
+    now[0] += 30
+    assert limiter.acquire("k") == 0
+    assert RateLimiter(per_minute=0).acquire("k") == 0  # disabled
+
+
+async def test_over_the_rate_is_429_with_retry_after(gateway_with: GatewayFactory) -> None:
+    async with gateway_with(gateway_rate_limit_per_minute=2) as gateway:
+        client = gateway.sdk()
+        await client.models.list()
+        await client.models.list()
+        with pytest.raises(openai.RateLimitError) as caught:
+            await client.models.list()
+        assert caught.value.code == "rate_limit_exceeded"
+        assert caught.value.response.headers["retry-after"] == "30"
+        other = await gateway.sdk("sk-test-org-b-0002").models.list()  # another key has its own bucket
+        assert other.data
+
+
+async def test_keys_never_reach_the_logs(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
+    await gateway.sdk().models.list()
+    with pytest.raises(openai.AuthenticationError):
+        await gateway.sdk("sk-wrong-secret-key").models.list()
+    output = capsys.readouterr().out
+    assert KEY_A not in output and "sk-wrong-secret-key" not in output
+    assert "org-a" in output  # the access line names the organization instead
