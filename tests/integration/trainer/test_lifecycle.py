@@ -5,14 +5,13 @@ queued -> running -> succeeded, its events and checkpoints list newest first, an
 model resolves to an adapter in the object store.
 
 What is checked holds for any worker that keeps the contract, so the test runs with
-each command of ``WORKER_COMMANDS``: the fake worker always, and the real training
-worker too when ``TAILOR_TEST_REAL_WORKER=1`` (it trains tailor-tiny on the CPU).
+each command of ``WORKER_COMMANDS``: the fake worker (fast, scriptable failures) and the
+real training worker (it trains tailor-tiny on the CPU).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import grpc
@@ -26,14 +25,12 @@ from tests.integration.trainer.conftest import ORG
 from tests.integration.trainer.harness import FAKE_WORKER_COMMAND, FakeDataset, TrainerClient, refusal
 
 REAL_WORKER_COMMAND = "python -m services.trainer.worker"
-WORKER_COMMANDS = [FAKE_WORKER_COMMAND] + (
-    [REAL_WORKER_COMMAND] if os.environ.get("TAILOR_TEST_REAL_WORKER") else []
-)
+WORKER_COMMANDS = [FAKE_WORKER_COMMAND, REAL_WORKER_COMMAND]
 EPOCHS = 4  # one more than the checkpoints kept, so one is dropped
 CHECKPOINT_CREATED = re.compile(r"Checkpoint created at step (\d+)")
 
 
-@pytest.fixture(params=WORKER_COMMANDS, ids=["fake-worker", "real-worker"][: len(WORKER_COMMANDS)])
+@pytest.fixture(params=WORKER_COMMANDS, ids=["fake-worker", "real-worker"])
 def worker_command(request: pytest.FixtureRequest) -> str:
     return request.param
 

@@ -1,0 +1,125 @@
+"""The base model and its tokenizer, where they run, and the LoRA adapter put on top.
+
+The same code serves the CPU (float32) and CUDA (bfloat16 weights, autocast, float32 adapter
+weights as PEFT keeps them). A base model that cannot be loaded (a missing directory, a Hugging
+Face id that is not in the local cache of an offline machine) or whose chat template does not
+mark the assistant's tokens fails the job with ``base_model_unavailable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
+
+from services.trainer.worker.failures import BASE_MODEL_UNAVAILABLE, JobFailure
+
+_GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where training runs and in which dtype the base weights are held."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype matmuls run in under autocast; None means no autocast (full precision)."""
+        return self.dtype if self.dtype != torch.float32 else None
+
+
+def choose_placement(device: str, dtype: str) -> Placement:
+    """Resolve the ``auto`` settings: CUDA when visible, bfloat16 where that GPU supports it."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    return Placement(torch.device(device), getattr(torch, dtype))
+
+
+def load_tokenizer(
+    source: str, *, revision: str | None = None, chat_template: str | None = None
+) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer, with ``chat_template`` (if given) replacing its own."""
+    with _loading(source):
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    if not tokenizer.chat_template or not _GENERATION_BLOCK.search(str(tokenizer.chat_template)):
+        raise JobFailure(
+            BASE_MODEL_UNAVAILABLE,
+            f"The chat template of base model {source!r} does not mark the assistant's tokens with "
+            "{% generation %}, so the tokens to train on are unknown; configure a `chat_template` for it.",
+        )
+    if tokenizer.pad_token_id is None:
+        # Padding is never attended to nor trained on, so any token will do.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(
+    source: str, placement: Placement, *, revision: str | None = None, attn_implementation: str = "sdpa"
+) -> PreTrainedModel:
+    """The frozen base model on its device."""
+    with _loading(source), _quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(
+            source, revision=revision, dtype=placement.dtype, attn_implementation=attn_implementation
+        )
+    model.requires_grad_(False)
+    return model.to(placement.device)
+
+
+def attach_adapter(
+    model: PreTrainedModel,
+    *,
+    config: LoraConfig | None = None,
+    adapter_dir: Path | None = None,
+    gradient_checkpointing: bool = False,
+) -> PeftModel:
+    """A trainable LoRA adapter on ``model``: a new one from ``config``, or the one saved in ``adapter_dir``.
+
+    Call ``torch.manual_seed`` first: a new adapter's A matrices are drawn from the global RNG.
+    """
+    if gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad (the base is frozen).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    with warnings.catch_warnings():
+        # peft 0.21 still asks transformers for a renamed attribute; nothing for a user to act on.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        if adapter_dir is not None:
+            return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+        if config is None:
+            raise ValueError("attach_adapter needs a LoRA config or an adapter directory")
+        return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def _loading(source: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        raise JobFailure(
+            BASE_MODEL_UNAVAILABLE, f"Base model {source!r} could not be loaded: {error}"
+        ) from error
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    # from_pretrained draws a progress bar over the weights: noise in a worker's log.
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
