@@ -217,8 +217,11 @@ class TrainerLink:
     async def heartbeats(self) -> None:
         """Run until cancelled: send queued events as they come, and a heartbeat at least every interval."""
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # arrives as the event is set, and then this loop never ends when run.py stops it.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.heartbeat_interval_s)
+                async with asyncio.timeout(self.heartbeat_interval_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
