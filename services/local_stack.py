@@ -149,10 +149,16 @@ async def run(settings: GatewaySettings) -> int:
         Child("inference", settings.inference_addr),
         Child("gateway", f"http://{settings.gateway_host}:{settings.gateway_port}/healthz"),
     ]
+    upstreams, gateway = children[:3], children[3]
     try:
-        for child in children:
+        # The gateway starts once the services it calls answer, so that its first
+        # readiness check already finds them.
+        for child in upstreams:
             start_child(child, env)
-        if not await wait_until_healthy(children, stop):
+        if not await wait_until_healthy(upstreams, stop):
+            return 0 if stop.is_set() else 1
+        start_child(gateway, env)
+        if not await wait_until_healthy([gateway], stop):
             return 0 if stop.is_set() else 1
         key = api_keys.split(",")[0].partition("=")[0]
         say("all services are up")

@@ -76,6 +76,11 @@ def open_channel(
         ("grpc.service_config", retry_service_config(idempotent_methods)),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
+        # gRPC's default reconnect backoff grows to 120 s: a peer that was down when the
+        # channel first tried (a service still starting, a pod restarting) would stay
+        # unreachable long after it is back. Internal peers come back fast; retry often.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
     return grpc.aio.insecure_channel(
         target, options=options, interceptors=call_context_interceptors(settings.rpc_timeout_s)
