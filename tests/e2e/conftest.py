@@ -9,12 +9,7 @@ main one keeps the default limit. Everything listens on 127.0.0.1.
 from __future__ import annotations
 
 import os
-import queue
-import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,56 +19,12 @@ import httpx
 import openai
 import pytest
 
+from tests.support.processes import OutputWatchedProcess, free_port
+
 STARTUP_TIMEOUT_S = 300
 KEY_A = "sk-e2e-org-a-0001"
 KEY_B = "sk-e2e-org-b-0002"
 RATE_LIMITED_PER_MINUTE = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Process:
-    """A child process whose output is read line by line in the background (and kept for failures)."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            self.output.append(line)
-            if text in line:
-                return
-        raise AssertionError(f"never printed {text!r}; output:\n{''.join(self.output[-200:])}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @dataclass
@@ -102,11 +53,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
     )
-    launcher = Process([sys.executable, "-m", "services.local_stack"], env)
-    limited: Process | None = None
+    launcher = OutputWatchedProcess([sys.executable, "-m", "services.local_stack"], env)
+    limited: OutputWatchedProcess | None = None
     try:
         launcher.wait_for("all services are up", STARTUP_TIMEOUT_S)
-        limited = Process(
+        limited = OutputWatchedProcess(
             [sys.executable, "-m", "services.gateway"],
             {
                 **env,

@@ -7,14 +7,10 @@ user would start it; the test reads what it prints and asks each service directl
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import socket
 import stat
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,17 +20,13 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.processes import OutputWatchedProcess, free_port
+
 STARTUP_TIMEOUT_S = 240
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Launcher:
-    """The launcher process, with its output read line by line in the background."""
+class Launcher(OutputWatchedProcess):
+    """``python -m services.local_stack`` on free ports and a fresh data directory."""
 
     def __init__(self, data_dir: Path, ports: dict[str, int] | None = None) -> None:
         self.ports = {name: free_port() for name in ("dataset", "trainer", "inference", "gateway")}
@@ -48,40 +40,7 @@ class Launcher:
             TAILOR_GATEWAY_PORT=str(self.ports["gateway"]),
             HF_HUB_OFFLINE="1",
         )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.local_stack"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            self.output.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"launcher never printed {text!r}; output:\n{''.join(self.output)}")
-
-    def drain(self) -> str:
-        while not self.lines.empty():
-            self.output.append(self.lines.get())
-        return "".join(self.output)
+        super().__init__([sys.executable, "-m", "services.local_stack"], env)
 
     def children(self) -> list[psutil.Process]:
         # the four services; their own helpers (e.g. multiprocessing trackers) are not counted
