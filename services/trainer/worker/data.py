@@ -152,7 +152,9 @@ def _json_lines(path: Path, file_param: str) -> Iterator[tuple[int, dict[str, An
     with path.open("rb") as file:
         for line_number, raw in enumerate(file, start=1):
             try:
-                text = raw.decode("utf-8")
+                # utf-8-sig on line 1: the dataset service accepts a file that starts with a
+                # byte-order mark, so training must read it too.
+                text = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
             except UnicodeDecodeError:
                 raise invalid_file(file_param, line_number, "it is not UTF-8 text.") from None
             if not text.strip():

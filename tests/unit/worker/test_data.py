@@ -266,3 +266,15 @@ def test_a_chat_template_that_does_not_mark_generation_is_refused(tailor_tiny_di
         )
     assert failure.value.code == BASE_MODEL_UNAVAILABLE
     assert "{% generation %}" in failure.value.message
+
+
+def test_a_file_starting_with_a_byte_order_mark_trains_like_one_without(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    # The dataset service accepts such files as processed; training must not then reject line 1.
+    chat = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(chat) + "\n").encode() * 2)
+    with_bom = load_examples(path, tokenizer, preference=False, max_length=512, file_param="training_file")
+    without = load(tmp_path, tokenizer, [chat, chat])
+    assert [e.sequences for e in with_bom.examples] == [e.sequences for e in without.examples]
