@@ -33,9 +33,13 @@ def test_a_large_upload_is_processed_with_memory_independent_of_its_size(tmp_pat
         assert report["status"] == "FILE_STATUS_PROCESSED", report["status_details"]
         assert report["size_bytes"] == report["expected_bytes"]
         assert report["examples"] == report["expected_examples"]
-    # 8x the bytes; the peak may move by a few chunks' worth of noise, not by the file.
+    # 8x the bytes (224 MiB more): memory that grew with the file would show hundreds of
+    # MiB. What may move is bounded buffering: the blocks in flight to the validation
+    # workers, gRPC's flow-control window, and the allocator's high-water mark, which drift
+    # with scheduling. Measured: under 8 MiB on a quiet machine, 25 MiB with the 2 cores busy
+    # with other work; 48 MiB leaves room for a loaded CI machine and still catches a leak.
     growth_kib = int(large["service_peak_rss_kib"]) - int(small["service_peak_rss_kib"])  # type: ignore[call-overload]
-    assert growth_kib < 24 * MiB_IN_KIB, (small, large)
+    assert growth_kib < 48 * MiB_IN_KIB, (small, large)
     assert int(large["service_peak_rss_kib"]) < 400 * MiB_IN_KIB, large  # type: ignore[call-overload]
     for worker_peak in large["worker_peak_rss_kib"]:  # type: ignore[attr-defined]
         assert worker_peak < 128 * MiB_IN_KIB, large
