@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.harness import ChunkReader, run_child  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from tests.integration.dataset.large_upload import (  # noqa: E402
     MiB,
@@ -68,33 +68,11 @@ def direct_child(backend: str, size_mib: int, root: str, endpoint: str, bucket: 
         if not client.bucket_exists(bucket):
             client.make_bucket(bucket)
 
-        class Reader:
-            """Hands the SDK the chunks on demand, so the baseline holds no more than a part."""
-
-            def __init__(self) -> None:
-                self.source = jsonl_chunks(block, repeats)
-                self.buffer = b""
-
-            def read(self, n: int) -> bytes:
-                while len(self.buffer) < n:
-                    chunk = next(self.source, None)
-                    if chunk is None:
-                        break
-                    self.buffer += chunk
-                out, self.buffer = self.buffer[:n], self.buffer[n:]
-                return out
-
         started = time.perf_counter()
-        client.put_object(bucket, "direct.jsonl", Reader(), length=-1, part_size=S3_PART_BYTES)
+        client.put_object(bucket, "direct.jsonl", ChunkReader(jsonl_chunks(block, repeats)), length=-1, part_size=S3_PART_BYTES)
         seconds = time.perf_counter() - started
         client.remove_object(bucket, "direct.jsonl")
     return {"bytes": len(block) * repeats, "seconds": seconds, "peak_rss_kib": peak_rss_kib(os.getpid())}
-
-
-def run_child(args: list[str]) -> dict[str, object]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=REPO, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def measure(backend: str, size_mib: int, root: str, endpoint: str) -> dict[str, dict[str, object]]:

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.harness import ChunkReader, run_child  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from tests.support.s3_server import ACCESS_KEY, REGION, SECRET_KEY, moto_s3_server_process  # noqa: E402
 
@@ -78,25 +78,13 @@ def direct_child(backend: str, size_mib: int, root: str, endpoint: str, bucket: 
         if not client.bucket_exists(bucket):
             client.make_bucket(bucket)
 
-        class Reader:
-            """Yields the chunks on demand, so the baseline holds no more than the SDK does."""
-
-            def __init__(self) -> None:
-                self.source = _chunks(size_mib, pattern)
-                self.buffer = b""
-
-            def read(self, n: int) -> bytes:
-                while len(self.buffer) < n:
-                    chunk = next(self.source, None)
-                    if chunk is None:
-                        break
-                    sent.update(chunk)
-                    self.buffer += chunk
-                out, self.buffer = self.buffer[:n], self.buffer[n:]
-                return out
+        def hashed_chunks():  # type: ignore[no-untyped-def]
+            for chunk in _chunks(size_mib, pattern):
+                sent.update(chunk)
+                yield chunk
 
         started = time.perf_counter()
-        client.put_object(bucket, "direct.bin", Reader(), length=size_mib * CHUNK, part_size=16 * CHUNK)
+        client.put_object(bucket, "direct.bin", ChunkReader(hashed_chunks()), length=size_mib * CHUNK, part_size=16 * CHUNK)
         put_s = time.perf_counter() - started
         started = time.perf_counter()
         response = client.get_object(bucket, "direct.bin")
@@ -114,11 +102,6 @@ def direct_child(backend: str, size_mib: int, root: str, endpoint: str, bucket: 
         "sha256_matches": sent.hexdigest() == received.hexdigest(),
         "peak_rss_kib": _peak_rss_kib(),
     }
-
-
-def run_child(args: list[str]) -> dict[str, object]:
-    out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def measure(backend: str, size_mib: int, root: str, endpoint: str) -> dict[str, dict[str, object]]:
