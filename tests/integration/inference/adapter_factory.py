@@ -2,7 +2,10 @@
 
 - :func:`train_fixed_reply_adapter` fits a small LoRA so that tailor-tiny answers any
   user message with one fixed reply (greedy): different adapters are told apart by what
-  they say.
+  they say. It trains until a transformers + peft reference gives that reply for every
+  prompt in :data:`PROBE_PROMPTS`, so a test comparing an engine's text with the reply
+  compares it with the reference's output of this run.
+- :func:`reference_greedy` is that reference: transformers' greedy ``generate``.
 - :func:`random_adapter` writes an untrained adapter with non-zero random weights (as
   S-LoRA's benchmark adapters), for shapes and timing rather than meaning.
 
@@ -30,11 +33,68 @@ def chat_prompt_ids(tokenizer, user_message: str) -> list[int]:  # type: ignore[
     return tokenizer(text, add_special_tokens=False).input_ids
 
 
+# Every prompt a test sends to a fixed-reply adapter and compares with the reply: the
+# fixture checks each of them against the reference before handing the adapter out.
+PROBE_PROMPTS = (
+    "hi",
+    "hey",
+    "hello",
+    "hello there",
+    "a much longer question, please",
+    *(f"question {i}" for i in range(20)),
+)
+
+
+class AdapterDidNotLearn(AssertionError):
+    """The fixture could not teach its reply within the step budget; says how far it got."""
+
+
+def reference_greedy(
+    base_dir: Path, user_message: str, max_new_tokens: int, adapter_dir: Path | None = None
+) -> str:
+    """What transformers (+ peft for an adapter) generates greedily: the reference an engine must equal."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    return _greedy_replies(model, tokenizer, [user_message], max_new_tokens)[user_message]
+
+
+def _greedy_replies(model, tokenizer, prompts, max_new_tokens: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    model.eval()
+    replies = {}
+    with torch.inference_mode():
+        for prompt in prompts:
+            ids = torch.tensor([chat_prompt_ids(tokenizer, prompt)])
+            output = model.generate(input_ids=ids, max_new_tokens=max_new_tokens, do_sample=False)
+            replies[prompt] = tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
+    return replies
+
+
 def train_fixed_reply_adapter(
-    base_dir: Path, reply: str, output_dir: Path, *, steps: int = 100, rank: int = 8, seed: int = 0
+    base_dir: Path,
+    reply: str,
+    output_dir: Path,
+    *,
+    steps_per_round: int = 100,
+    max_steps: int = 600,
+    rank: int = 8,
+    seed: int = 0,
+    probes: tuple[str, ...] = PROBE_PROMPTS,
 ) -> Path:
-    """Train a LoRA on ``base_dir`` that answers every user message with ``reply``; return ``output_dir``."""
-    from peft import LoraConfig, get_peft_model
+    """Train a LoRA on ``base_dir`` that answers every user message with ``reply``; return ``output_dir``.
+
+    How many steps that takes depends on the library versions and the float rounding of
+    the machine, so the adapter is not trusted after a fixed count: after every round of
+    ``steps_per_round`` steps the saved adapter is reloaded with peft and must answer each
+    of ``probes`` with exactly ``reply`` (then end of sequence), greedily. Training goes on,
+    up to ``max_steps``; past that :class:`AdapterDidNotLearn` names the loss reached and
+    the replies that were wrong, instead of leaving a half-trained adapter to the tests.
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
@@ -43,31 +103,49 @@ def train_fixed_reply_adapter(
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=ALL_LINEAR, lora_dropout=0.0, bias="none")
     peft_model = get_peft_model(model, config)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
-    # Decaying to zero settles the few reply tokens instead of leaving them oscillating.
-    schedule = torch.optim.lr_scheduler.LinearLR(
-        optimizer, start_factor=1.0, end_factor=0.0, total_iters=steps
-    )
     reply_ids = tokenizer(reply + tokenizer.eos_token, add_special_tokens=False).input_ids
     prompts = [f"{topic} {number}" for number in range(40) for topic in TRAINING_TOPICS] + SHORT_PROMPTS
     rng = random.Random(seed)
-    for _ in range(steps):
-        examples = [chat_prompt_ids(tokenizer, prompt) for prompt in rng.sample(prompts, 16)]
-        length = max(len(ids) for ids in examples) + len(reply_ids)
-        input_ids, labels, mask = [], [], []
-        for ids in examples:
-            padding = length - len(ids) - len(reply_ids)
-            input_ids.append(ids + reply_ids + [tokenizer.pad_token_id] * padding)
-            labels.append([-100] * len(ids) + reply_ids + [-100] * padding)
-            mask.append([1] * (len(ids) + len(reply_ids)) + [0] * padding)
-        loss = peft_model(
-            input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(mask), labels=torch.tensor(labels)
-        ).loss
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-    peft_model.save_pretrained(output_dir)
-    return output_dir
+    steps_done, wrong = 0, {}
+    while steps_done < max_steps:
+        # Each round decays to zero, which settles the few reply tokens instead of leaving
+        # them oscillating; a further round restarts from the full rate.
+        schedule = torch.optim.lr_scheduler.LinearLR(
+            optimizer, start_factor=1.0, end_factor=0.0, total_iters=steps_per_round
+        )
+        peft_model.train()
+        for _ in range(steps_per_round):
+            loss = _reply_loss(peft_model, tokenizer, rng.sample(prompts, 16), reply_ids)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+        steps_done += steps_per_round
+        peft_model.save_pretrained(output_dir)
+        reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), output_dir)
+        replies = _greedy_replies(reloaded, tokenizer, probes, max_new_tokens=len(reply_ids) + 4)
+        wrong = {prompt: got for prompt, got in replies.items() if got != reply}
+        if not wrong:
+            return output_dir
+    raise AdapterDidNotLearn(
+        f"after {steps_done} steps (last loss {loss.item():.4f}) the adapter for {reply!r} still "
+        f"answered {len(wrong)} of {len(probes)} probe prompts otherwise, e.g. {dict(list(wrong.items())[:3])}"
+    )
+
+
+def _reply_loss(model, tokenizer, batch_prompts: list[str], reply_ids: list[int]) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """Cross-entropy on the reply tokens only, for a padded batch of one-turn chats."""
+    examples = [chat_prompt_ids(tokenizer, prompt) for prompt in batch_prompts]
+    length = max(len(ids) for ids in examples) + len(reply_ids)
+    input_ids, labels, mask = [], [], []
+    for ids in examples:
+        padding = length - len(ids) - len(reply_ids)
+        input_ids.append(ids + reply_ids + [tokenizer.pad_token_id] * padding)
+        labels.append([-100] * len(ids) + reply_ids + [-100] * padding)
+        mask.append([1] * (len(ids) + len(reply_ids)) + [0] * padding)
+    return model(
+        input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(mask), labels=torch.tensor(labels)
+    ).loss
 
 
 def random_adapter(

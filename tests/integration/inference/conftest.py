@@ -1,7 +1,8 @@
 """Fixtures for the inference service on the hf engine, CPU and tailor-tiny, over real gRPC.
 
 tailor-tiny is built once per session and two adapters are trained on it once per session
-(a few seconds each): ALPHA always answers "Alpha says hello", BRAVO "Bravo reporting in".
+(a few seconds each): ALPHA always answers "Alpha says hello", BRAVO "Bravo reporting in",
+verified against a transformers + peft reference for every probe prompt the tests send.
 Each test gets its own data directory, object store (filesystem) and replica.
 """
 
@@ -50,7 +51,12 @@ def tailor_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_adapters(tailor_tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Adapter directories by reply: ALPHA_REPLY and BRAVO_REPLY."""
+    """Adapter directories by reply: ALPHA_REPLY and BRAVO_REPLY.
+
+    Each is checked against transformers + peft before it is returned: for every prompt in
+    ``PROBE_PROMPTS`` the reference answers exactly its reply, so a test that compares an
+    engine's text with the reply compares it with this run's reference output.
+    """
     root = tmp_path_factory.mktemp("adapters")
     return {
         reply: train_fixed_reply_adapter(tailor_tiny_dir, reply, root / name, seed=seed)

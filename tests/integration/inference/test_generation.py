@@ -6,11 +6,10 @@ import asyncio
 from pathlib import Path
 
 import grpc
-import torch
 
 from services.common.grpc_client import rpc_error
 from tailor.inference.v1 import inference_service_pb2 as pb
-from tests.integration.inference.adapter_factory import chat_prompt_ids
+from tests.integration.inference.adapter_factory import reference_greedy
 from tests.integration.inference.conftest import (
     ALPHA_REPLY,
     BRAVO_REPLY,
@@ -20,23 +19,6 @@ from tests.integration.inference.conftest import (
     expect_error,
 )
 from tests.support.grpc_services import as_organization
-
-
-def reference_greedy(
-    base_dir: Path, message: str, max_new_tokens: int, adapter_dir: Path | None = None
-) -> str:
-    """What transformers' own generate() answers greedily, one request at a time."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    if adapter_dir is not None:
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    prompt = torch.tensor([chat_prompt_ids(tokenizer, message)])
-    with torch.inference_mode():
-        output = model.generate(input_ids=prompt, max_new_tokens=max_new_tokens, do_sample=False)
-    return tokenizer.decode(output[0, prompt.shape[1] :], skip_special_tokens=True)
 
 
 async def test_two_adapters_and_the_base_in_one_batch_each_answer_their_own(
