@@ -5,23 +5,35 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU wheel of torch; an unpinned torch would pull CUDA builds. GPU images
-# install their own torch (see deploy/docker).
-TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev
-STAMP := $(VENV)/.installed-$(EXTRAS)
+# Which lock of requirements/ to install: dev (the local stack, tests and dev tools) or
+# bench (dev + the peer tools of bench/). Every version in it is exact; see
+# requirements/README.md.
+PROFILE ?= dev
+LOCKFILE := requirements/$(PROFILE).txt
+STAMP := $(VENV)/.installed-$(PROFILE)
+# torch's CPU build is not on PyPI. Where pip cannot find it (this repository's machines
+# have it as a local wheel), it comes from PyTorch's CPU index.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: install proto up demo test test-gpu bench clean
+.PHONY: install lock proto up demo test test-gpu bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCKFILE) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q "$$(grep '^pip==' $(LOCKFILE))"
+	torch="$$(grep '^torch==' $(LOCKFILE))"; \
+	  $(PY) -m pip install -q "$$torch" 2>/dev/null || \
+	  $(PY) -m pip install -q --extra-index-url "$(TORCH_INDEX)" "$$torch"
+	$(PY) -m pip install -q -r $(LOCKFILE)
+	$(PY) -m pip install -q --no-deps -e .
+	rm -f $(VENV)/.installed-*
 	touch $@
+
+# Recompile requirements/*.txt from pyproject.toml (UPGRADE=1: newest allowed versions).
+lock: install
+	UPGRADE=$(UPGRADE) bash requirements/lock.sh
 
 # Regenerate the committed protobuf/gRPC code from protos/.
 proto: install
@@ -42,7 +54,7 @@ test-gpu: install
 	$(PY) -m pytest -m gpu tests/gpu $(PYTEST_ARGS)
 
 bench:
-	$(MAKE) install EXTRAS=dev,bench
+	$(MAKE) install PROFILE=bench
 	@for b in bench/*.py; do case $$b in */report.py|*/harness.py|*/__init__.py) continue;; esac; \
 		echo "== $$b"; $(PY) $$b || exit 1; done
 

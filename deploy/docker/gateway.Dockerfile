@@ -13,10 +13,14 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
+# Exact versions first (requirements/gateway.txt, compiled from pyproject.toml by `make lock`),
+# then the project itself without letting pip resolve anything again.
+COPY requirements/gateway.txt ./requirements/
+RUN /opt/venv/bin/pip install -r requirements/gateway.txt
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY protos ./protos
-RUN /opt/venv/bin/pip install ".[gateway]"
+RUN /opt/venv/bin/pip install --no-deps ".[gateway]"
 
 # ---- runtime: the interpreter and the virtualenv, nothing else ---------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -5,21 +5,22 @@
 #   docker build -f deploy/docker/inference.Dockerfile -t ghcr.io/tailor/inference:0.1.0 .
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
-ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 # ---- build -------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
-ARG TORCH_SPEC
 ARG TORCH_INDEX
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
+RUN python -m venv /opt/venv
 WORKDIR /src
+# Exact versions first (requirements/inference.txt, compiled by `make lock`); its torch line is the
+# CPU build (torch==2.13.0+cpu), which only PyTorch's CPU index serves.
+COPY requirements/inference.txt ./requirements/
+RUN /opt/venv/bin/pip install --extra-index-url "${TORCH_INDEX}" -r requirements/inference.txt
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY protos ./protos
-RUN /opt/venv/bin/pip install ".[inference]"
+RUN /opt/venv/bin/pip install --no-deps ".[inference]"
 
 # ---- runtime -----------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

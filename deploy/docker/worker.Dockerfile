@@ -8,21 +8,21 @@
 #   docker build -f deploy/docker/worker.Dockerfile -t ghcr.io/tailor/worker:0.1.0 .
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
-# PyPI's default Linux wheel of this version is the CUDA build.
-ARG TORCH_SPEC=torch==2.13.0
 
 # ---- build -------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
-ARG TORCH_SPEC
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install "${TORCH_SPEC}"
+RUN python -m venv /opt/venv
 WORKDIR /src
+# Exact versions (requirements/worker-cuda.txt, compiled by `make lock`): PyPI's Linux wheel
+# of torch==2.13.0 is the CUDA build, and it pins its nvidia-* runtime wheels itself; the
+# trainer extra = torch + transformers + peft + safetensors (+ the kubernetes client).
+COPY requirements/worker-cuda.txt ./requirements/
+RUN /opt/venv/bin/pip install -r requirements/worker-cuda.txt
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY protos ./protos
-# the trainer extra = torch + transformers + peft + safetensors (+ the kubernetes client)
-RUN /opt/venv/bin/pip install ".[trainer]" \
+RUN /opt/venv/bin/pip install --no-deps ".[trainer]" \
  && /opt/venv/bin/python -c "import torch, transformers, peft"
 
 # ---- runtime -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ follow, continuation lines joined, ``ARG`` defaults substituted) and checked: se
 stages, every base pinned to a version, a non-root numeric user in the final stage, no
 compilers installed in it, no torch in the gateway and dataset images, a vLLM/CUDA base
 for the GPU inference image, torch + transformers + peft in the training image, and
-the project installed with its own extras.
+the project installed with its own extras, from the exact versions of its lock file.
 """
 
 from __future__ import annotations
@@ -25,6 +25,15 @@ EXTRAS = {
     "worker": "trainer",
     "inference": "inference",
     "inference-gpu": "vllm",
+}
+# The lock file of requirements/ that each image installs before the project (--no-deps).
+# inference-gpu keeps the torch and vLLM of its vLLM base image.
+LOCKS = {
+    "gateway": "gateway",
+    "dataset": "dataset",
+    "trainer": "trainer",
+    "worker": "worker-cuda",
+    "inference": "inference",
 }
 BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|build-essential|clang|make|cmake|cc|python3?-dev|libc6-dev)\b")
 TAG = re.compile(r"^(?P<name>[\w./-]+?)(:(?P<tag>[\w.-]+))?(@sha256:(?P<digest>[0-9a-f]{64}))?$")
@@ -110,7 +119,20 @@ def test_final_stage_is_non_root_and_copies_only_the_built_environment(image: st
 @pytest.mark.parametrize("image", IMAGES)
 def test_the_project_is_installed_with_its_extra(image: str) -> None:
     build = stages_of(image)[0].run()
-    assert f'pip install ".[{EXTRAS[image]}]"' in build
+    assert re.search(rf'pip install (--no-deps )?"\.\[{EXTRAS[image]}\]"', build), build
+
+
+@pytest.mark.parametrize("image", sorted(LOCKS))
+def test_images_install_the_exact_versions_of_their_lock_before_the_project(image: str) -> None:
+    build = stages_of(image)[0]
+    lock = f"requirements/{LOCKS[image]}.txt"
+    runs = [args for op, args in build.instructions if op == "RUN"]
+    installs_lock = next(i for i, run in enumerate(runs) if f"-r {lock}" in run)
+    installs_project = next(i for i, run in enumerate(runs) if '".[' in run)
+    assert installs_lock < installs_project
+    assert '--no-deps ".[' in runs[installs_project], "pip must not resolve again after the lock"
+    assert (DOCKER.parents[1] / lock).is_file()
+    assert f"!{lock.rsplit('/', 1)[0]}/*.txt" in (DOCKER / f"{image}.Dockerfile.dockerignore").read_text()
 
 
 @pytest.mark.parametrize("image", ["gateway", "dataset"])
@@ -126,17 +148,26 @@ def test_the_gpu_inference_image_starts_from_a_vllm_cuda_base() -> None:
     assert 'pip install ".[vllm]"' in stages[0].run()
 
 
+def lock_pins(lock: str) -> dict[str, str]:
+    text = (DOCKER.parents[1] / "requirements" / f"{lock}.txt").read_text()
+    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.M))
+
+
 def test_cpu_images_install_the_cpu_build_of_torch() -> None:
     for image in ("trainer", "inference"):
-        build = stages_of(image)[0]
         assert "download.pytorch.org/whl/cpu" in Path(DOCKER / f"{image}.Dockerfile").read_text()
-        assert "TORCH_SPEC" in build.run()
+        assert lock_pins(LOCKS[image])["torch"].endswith("+cpu")
+        assert not any(name.startswith("nvidia-") for name in lock_pins(LOCKS[image]))
 
 
 def test_the_training_image_carries_torch_transformers_and_peft() -> None:
     build = stages_of("worker")[0].run()
-    assert "TORCH_SPEC" in build and 'pip install ".[trainer]"' in build
+    assert "-r requirements/worker-cuda.txt" in build and '".[trainer]"' in build
     assert "import torch, transformers, peft" in build
+    # the same torch release as everywhere else, in its CUDA build with its runtime wheels
+    pins = lock_pins("worker-cuda")
+    assert pins["torch"] == lock_pins("dev")["torch"].removesuffix("+cpu")
+    assert any(name.startswith("nvidia-cublas") for name in pins)
     # the trainer extra is what brings transformers and peft
     pyproject = (DOCKER.parents[1] / "pyproject.toml").read_text()
     ml = re.search(r"^ml = \[(.*?)\]", pyproject, re.S | re.M)
