@@ -138,8 +138,12 @@ def test_packing_gives_the_same_losses_and_weights_as_padded_batches(
     (padded_losses, padded_weights), (packed_losses, packed_weights) = runs[False], runs[True]
     assert packed_losses == pytest.approx(padded_losses, rel=1e-5)
     for name, weight in padded_weights.items():
-        # Adam divides by the gradient's running magnitude, so float noise in tiny gradients shows in the weights.
-        torch.testing.assert_close(packed_weights[name], weight, rtol=1e-4, atol=2e-5)
+        # Adam divides by the gradient's running magnitude, so float noise in a near-zero
+        # gradient can move a weight by a good part of the learning rate (seen: 6.4e-5 on 1 of
+        # 3,072 elements, on a fresh machine). A tenth of the rate (2e-4) still fails a real
+        # difference, such as a mask letting packed examples see each other, which moves
+        # whole rows by about the rate.
+        torch.testing.assert_close(packed_weights[name], weight, rtol=1e-4, atol=0.1 * config.learning_rate)
 
 
 def test_a_small_token_budget_splits_a_step_into_micro_batches(tokenizer: PreTrainedTokenizerBase) -> None:
