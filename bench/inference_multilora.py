@@ -409,7 +409,7 @@ def replica_settings(args: argparse.Namespace, model_dir: Path, data_dir: Path) 
         inference_max_batch_size=args.concurrency,
         inference_max_loras=ADAPTER_COUNT,
         inference_max_cpu_loras=ADAPTER_COUNT,
-        inference_max_lora_rank=8,
+        max_lora_rank=8,
         # vLLM: two engines share the GPU (one without adapters, one with all of them).
         inference_gpu_memory_utilization=0.4,
     )

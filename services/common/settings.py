@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.base_models import BaseModelSpec, default_base_models
+from services.common.base_models import VLLM_LORA_RANKS, BaseModelSpec, default_base_models
 
 MiB = 1024 * 1024
 _BASE_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
@@ -72,6 +72,15 @@ class CommonSettings(BaseSettings):
     trainer_addr: str = Field("127.0.0.1:50052", description="Address of the trainer service.")
     inference_addr: str = Field("127.0.0.1:50053", description="Address of the inference service.")
 
+    # One limit for the whole platform: a rank the trainer accepts must be one inference serves.
+    max_lora_rank: int = Field(
+        64,
+        description=(
+            "Largest LoRA rank a job may train and inference serves (vLLM's --max-lora-rank; LoRA slots "
+            "are sized by it). One of vLLM's: 1, 8, 16, 32, 64, 128, 256, 320, 512."
+        ),
+    )
+
     base_models: dict[str, BaseModelSpec] = Field(
         default_factory=default_base_models,
         description=(
@@ -79,6 +88,13 @@ class CommonSettings(BaseSettings):
             "source is a Hugging Face id, a local path or `builtin:tailor-tiny`."
         ),
     )
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _rank_vllm_accepts(cls, rank: int) -> int:
+        if rank not in VLLM_LORA_RANKS:
+            raise ValueError(f"must be a rank vLLM accepts: {sorted(VLLM_LORA_RANKS)}")
+        return rank
 
     @field_validator("base_models")
     @classmethod
@@ -90,6 +106,16 @@ class CommonSettings(BaseSettings):
                     f"base model name {name!r}: 1-128 letters, digits, '.', '_', '-' or '/', no ':'"
                 )
         return models
+
+    @model_validator(mode="after")
+    def _default_ranks_within_the_limit(self) -> CommonSettings:
+        for name, spec in self.base_models.items():
+            if spec.lora_rank > self.max_lora_rank:
+                raise ValueError(
+                    f"base model {name!r}: its default lora_rank {spec.lora_rank} is over "
+                    f"max_lora_rank {self.max_lora_rank}, so its jobs would train adapters no replica serves"
+                )
+        return self
 
     @property
     def models_dir(self) -> Path:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from services.common.base_models import TAILOR_TINY, VLLM_LORA_RANKS
+from services.common.base_models import TAILOR_TINY
 from services.common.settings import CommonSettings
 
 
@@ -58,10 +58,6 @@ class InferenceSettings(CommonSettings):
         ge=1,
         description="vLLM engine only: adapters kept loaded in host memory (its CPU LRU); at least inference_max_loras.",
     )
-    inference_max_lora_rank: int = Field(
-        16,
-        description="Largest LoRA rank accepted (one of vLLM's: 1, 8, 16, 32, 64, 128, 256, 320, 512).",
-    )
     inference_adapter_cache_dir: Path | None = Field(
         None, description="Local directory adapters are downloaded into; empty means data_dir/adapter-cache."
     )
@@ -86,12 +82,6 @@ class InferenceSettings(CommonSettings):
         False, description="vLLM engine only: skip CUDA graph capture (faster start, slower decoding)."
     )
 
-    @field_validator("inference_max_lora_rank")
-    @classmethod
-    def _rank_vllm_accepts(cls, rank: int) -> int:
-        if rank not in VLLM_LORA_RANKS:
-            raise ValueError(f"must be one vLLM accepts: {sorted(VLLM_LORA_RANKS)}")
-        return rank
 
     @model_validator(mode="after")
     def _consistent(self) -> InferenceSettings:

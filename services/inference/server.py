@@ -93,7 +93,7 @@ def build_runtime(
         layout,
         served_base_model=base.name,
         cache_dir=settings.adapter_cache_dir,
-        max_lora_rank=settings.inference_max_lora_rank,
+        max_lora_rank=settings.max_lora_rank,
         max_disk_entries=settings.inference_adapter_cache_max_entries,
         max_disk_bytes=settings.inference_adapter_cache_max_mib * 2**20,
     )
@@ -128,7 +128,7 @@ def _build_engine(
             max_batch_size=settings.inference_max_batch_size,
             max_loras=settings.inference_max_loras,
             max_cpu_loras=settings.inference_max_cpu_loras,
-            max_lora_rank=settings.inference_max_lora_rank,
+            max_lora_rank=settings.max_lora_rank,
             max_model_len=settings.inference_max_model_len,
             gpu_memory_utilization=settings.inference_gpu_memory_utilization,
             enforce_eager=settings.inference_enforce_eager,
@@ -147,7 +147,7 @@ def _build_engine(
         dtype=settings.inference_dtype,
         max_batch_size=settings.inference_max_batch_size,
         max_loras=settings.inference_max_loras,
-        max_lora_rank=settings.inference_max_lora_rank,
+        max_lora_rank=settings.max_lora_rank,
         max_model_len=settings.inference_max_model_len,
     )
 

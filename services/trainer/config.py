@@ -85,11 +85,6 @@ class TrainerSettings(CommonSettings):
         ge=1,
         description="Checkpoints kept per job (the newest); older ones are deleted with their objects.",
     )
-    trainer_max_lora_rank: int = Field(
-        64,
-        ge=1,
-        description="The largest LoRA rank a job may ask for (inference sizes its LoRA slots by it).",
-    )
 
     # The Kubernetes executor: one batch/v1 Job per attempt.
     trainer_k8s_namespace: str = Field("tailor", description="Namespace the training Jobs are created in.")

@@ -104,7 +104,7 @@ class JobService:
             if earlier is not None:
                 return job_to_proto(earlier)
 
-        check_request(request, max_lora_rank=self._settings.trainer_max_lora_rank)
+        check_request(request, max_lora_rank=self._settings.max_lora_rank)
         method = method_type(request)
         hyperparameters = set_fields(request.method.hyperparameters)
         start = await self._starting_point(request.model, organization, hyperparameters.get("lora_rank"))

@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from services.common.base_models import VLLM_LORA_RANKS
 from services.common.settings import CommonSettings
 
 
@@ -70,9 +69,6 @@ class WorkerSettings(CommonSettings):
         lt=1,
         description="Share of the steps over which the learning rate warms up before it decays.",
     )
-    worker_max_lora_rank: int = Field(
-        64, description="Largest LoRA rank a job may ask for: the serving side's vLLM --max-lora-rank."
-    )
     worker_attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="Attention kernel passed to from_pretrained."
     )
@@ -88,9 +84,3 @@ class WorkerSettings(CommonSettings):
         None, description="Where downloaded files and checkpoints are staged; empty uses the system temp dir."
     )
 
-    @field_validator("worker_max_lora_rank")
-    @classmethod
-    def _rank_vllm_accepts(cls, rank: int) -> int:
-        if rank not in VLLM_LORA_RANKS:
-            raise ValueError(f"must be a rank vLLM accepts: {sorted(VLLM_LORA_RANKS)}")
-        return rank

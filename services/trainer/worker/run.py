@@ -404,7 +404,7 @@ class JobAttempt:
                 n_examples=len(training),
                 base_learning_rate=self.plan.base_learning_rate,
                 default_lora_rank=self.base_spec.lora_rank if self.base_spec else DEFAULT_LORA_RANK,
-                max_lora_rank=self.settings.worker_max_lora_rank,
+                max_lora_rank=self.settings.max_lora_rank,
             )
             if adapter_dir:
                 hyperparameters = self._with_adapter_shape(hyperparameters, adapter_dir)
@@ -486,7 +486,7 @@ class JobAttempt:
 
     def _with_adapter_shape(self, hyperparameters: Hyperparameters, adapter_dir: Path) -> Hyperparameters:
         """Continuing an ``ft:`` model keeps its adapter's rank, alpha and dropout."""
-        check_vllm_compatible(adapter_dir, max_rank=self.settings.worker_max_lora_rank)
+        check_vllm_compatible(adapter_dir, max_rank=self.settings.max_lora_rank)
         config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
         return dataclasses.replace(
             hyperparameters,
@@ -575,7 +575,7 @@ class JobAttempt:
             prepared.model,
             directory,
             base_model_name=self.plan.base_model,
-            max_rank=self.settings.worker_max_lora_rank,
+            max_rank=self.settings.max_lora_rank,
         )
 
     def _await(self, coroutine: Coroutine[Any, Any, T]) -> T:

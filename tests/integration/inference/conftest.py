@@ -74,6 +74,7 @@ def settings_factory(tailor_tiny_dir: Path, tmp_path: Path) -> Callable[..., Inf
             "inference_device": "cpu",
             "inference_max_loras": 4,
             "inference_max_batch_size": 16,
+            "max_lora_rank": 16,  # small slots for a small model; test_adapters refuses r=64 by it
             "rpc_timeout_s": 30.0,
         }
         return InferenceSettings(**{**values, **overrides})

@@ -17,7 +17,7 @@ def test_defaults_work_on_a_laptop(tmp_path) -> None:  # type: ignore[no-untyped
 @pytest.mark.parametrize(
     ("overrides", "problem"),
     [
-        ({"inference_max_lora_rank": 24}, "one vLLM accepts"),
+        ({"max_lora_rank": 24}, "a rank vLLM accepts"),
         ({"inference_max_loras": 8, "inference_max_cpu_loras": 4}, "at least inference_max_loras"),
         ({"inference_base_model": "llama-70b"}, "is not configured"),
         ({"inference_engine": "tgi"}, "inference_engine"),
