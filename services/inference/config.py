@@ -22,8 +22,8 @@ class InferenceSettings(CommonSettings):
     inference_engine: Literal["auto", "vllm", "hf"] = Field(
         "auto",
         description=(
-            "Generation engine: `vllm` (GPU), `hf` (transformers + peft, CPU or GPU), or `auto`: "
-            "vLLM when it is installed and a CUDA GPU is present, else hf."
+            "Generation engine: `vllm` (GPU), `hf` (transformers with per-layer LoRA slots, CPU or GPU), "
+            "or `auto`: vLLM when it is installed and a CUDA GPU is present, else hf."
         ),
     )
     inference_base_model: str = Field(
@@ -50,7 +50,7 @@ class InferenceSettings(CommonSettings):
         ge=1,
         description=(
             "Distinct adapters the engine holds at once and can mix in one batch "
-            "(vLLM: GPU slots; hf: adapters resident in the peft model)."
+            "(vLLM: GPU slots; hf: the per-layer LoRA slots of services/inference/lora_slots.py)."
         ),
     )
     inference_max_cpu_loras: int = Field(

@@ -9,11 +9,13 @@ them to the engine under their model name; the engine only generates:
 - ``generate(request)``: an async iterator of lists of :class:`ChoiceDelta`, ending
   when every choice has finished; closing it early (the client went away) aborts the
   request and frees its batch slot;
-- ``load()``: how many requests are running and waiting, for health and metrics.
+- ``load()``: how many requests are in the engine's batch and in its queue, which the
+  hf engine exports as vLLM's ``vllm:num_requests_running`` / ``_waiting`` (vLLM exports
+  its own).
 
 Two implementations: :mod:`services.inference.vllm_engine` (vLLM's ``AsyncLLM``, GPU)
-and :mod:`services.inference.hf_engine` (transformers, PEFT adapters, CPU or GPU). Neither is
-imported until chosen: vLLM only exists on GPU images.
+and :mod:`services.inference.hf_engine` (transformers with per-layer LoRA slots, CPU or
+GPU). Neither is imported until chosen.
 """
 
 from __future__ import annotations
@@ -89,12 +91,8 @@ class Engine(abc.ABC):
         """Stream the request's choices; closing the iterator early aborts the request."""
 
     @abc.abstractmethod
-    async def abort(self, request_id: str) -> None:
-        """Stop a request and free its slot; unknown or finished ids are ignored."""
-
-    @abc.abstractmethod
     def load(self) -> EngineLoad:
-        """Requests running and waiting right now."""
+        """Requests in the engine's batch and in its queue right now (vLLM's scheduler gauges)."""
 
     @abc.abstractmethod
     async def check_health(self) -> None:

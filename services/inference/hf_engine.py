@@ -241,9 +241,6 @@ class HFEngine(Engine):
             if not finished:  # the consumer stopped early: free the slot
                 self._abort_soon(request.request_id)
 
-    async def abort(self, request_id: str) -> None:
-        self._abort_soon(request_id)
-
     def load(self) -> EngineLoad:
         return EngineLoad(
             running=self._running_requests, waiting=self._waiting_requests + len(self._submitted)
@@ -263,7 +260,7 @@ class HFEngine(Engine):
         """Keep new requests waiting (running ones go on) until :meth:`resume_admissions`.
 
         Requests submitted meanwhile are then admitted, and prefilled, together: how a
-        caller forms a batch on purpose (the tests and the benchmark do).
+        test forms a batch on purpose, to check that rows of one batch never mix.
         """
         with self._wakeup:
             self._admissions_paused = True

@@ -23,6 +23,8 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from services.inference.engine import EngineLoad
+
 # Buckets as vLLM's for the same quantities, so dashboards for either compare.
 _TTFT_BUCKETS = (
     0.001,
@@ -100,25 +102,38 @@ class LoadSnapshot:
 
 
 class VLLMCompatibleCollector(Collector):
-    """Exports vLLM's scheduler and LoRA gauges from a snapshot taken at scrape time (hf engine)."""
+    """Exports vLLM's scheduler and LoRA gauges from snapshots taken at scrape time (hf engine).
 
-    def __init__(self, snapshot: Callable[[], LoadSnapshot], *, model_name: str, max_lora: int) -> None:
+    ``engine_load`` gives the scheduler gauges, ``snapshot`` the adapters with running and
+    waiting requests.
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], LoadSnapshot],
+        engine_load: Callable[[], EngineLoad],
+        *,
+        model_name: str,
+        max_lora: int,
+    ) -> None:
         self._snapshot = snapshot
+        self._engine_load = engine_load
         self._model_name = model_name
         self._max_lora = max_lora
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         state = self._snapshot()
+        load = self._engine_load()
         # vLLM labels these per engine core; this process has one.
         labels = ["model_name", "engine"]
         running = GaugeMetricFamily(
             "vllm:num_requests_running", "Number of requests in model execution batches.", labels=labels
         )
-        running.add_metric([self._model_name, "0"], state.running)
+        running.add_metric([self._model_name, "0"], load.running)
         waiting = GaugeMetricFamily(
             "vllm:num_requests_waiting", "Number of requests waiting to be processed.", labels=labels
         )
-        waiting.add_metric([self._model_name, "0"], state.waiting)
+        waiting.add_metric([self._model_name, "0"], load.waiting)
         lora_info = GaugeMetricFamily(
             "vllm:lora_requests_info",
             "Running stats on lora requests.",

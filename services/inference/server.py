@@ -108,7 +108,7 @@ def build_runtime(
     collector = None
     if kind == "hf" and metrics_registry is not None:
         collector = VLLMCompatibleCollector(
-            tracker.snapshot, model_name=base.name, max_lora=settings.inference_max_loras
+            tracker.snapshot, engine.load, model_name=base.name, max_lora=settings.inference_max_loras
         )
         metrics_registry.register(collector)
     return InferenceRuntime(settings, store, engine, adapters, service, metrics_registry, collector)

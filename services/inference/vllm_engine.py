@@ -181,9 +181,6 @@ class VLLMEngine(Engine):
             else:
                 self._waiting -= 1
 
-    async def abort(self, request_id: str) -> None:
-        await self._llm.abort(request_id)
-
     def load(self) -> EngineLoad:
         # As seen from here: a request waits until its first output arrives (vLLM's own
         # scheduler gauges, exported by vLLM, have the exact split).

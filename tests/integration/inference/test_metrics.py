@@ -34,6 +34,8 @@ async def test_lora_requests_info_lists_waiting_and_running_adapters(
     waiting = lora_info(replica)
     assert waiting["waiting_lora_adapters"] == alpha.name and waiting["running_lora_adapters"] == ""
     assert float(waiting["value"]) > 1.7e9, "the value is the time of the observation"
+    queued = generate_latest(replica.metrics).decode()
+    assert 'vllm:num_requests_waiting{engine="0",model_name="tailor-tiny"} 1.0' in queued
     engine.resume_admissions()  # type: ignore[attr-defined]
     assert (await call).text == ALPHA_REPLY
     text = generate_latest(replica.metrics).decode()

@@ -6,6 +6,7 @@ import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from services.inference.engine import EngineLoad
 from services.inference.metrics import VLLMCompatibleCollector
 from services.inference.request_tracker import RequestTracker
 
@@ -32,8 +33,12 @@ def test_requests_wait_until_their_first_token_then_run() -> None:
 def test_the_collector_exports_vllms_names_and_shapes() -> None:
     tracker = RequestTracker()
     registry = CollectorRegistry()
-    registry.register(VLLMCompatibleCollector(tracker.snapshot, model_name="tailor-tiny", max_lora=8))
-    with tracker.track("ft:a") as running, tracker.track("ft:b"), tracker.track("ft:c"):
+    # the scheduler gauges are the engine's batch and queue, the adapter lists the tracker's
+    engine_load = EngineLoad(running=1, waiting=2)
+    registry.register(
+        VLLMCompatibleCollector(tracker.snapshot, lambda: engine_load, model_name="tailor-tiny", max_lora=8)
+    )
+    with tracker.track("ft:a") as running, tracker.track("ft:b"), tracker.track("ft:c"), tracker.track(None):
         running.started()
         before = time.time()
         text = generate_latest(registry).decode()
