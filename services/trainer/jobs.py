@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.database import first_or_none, paginate
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id, new_model_suffix
 from services.common.tenancy import current_organization
 from services.trainer.config import TrainerSettings
@@ -35,7 +35,7 @@ from services.trainer.dataset_client import DatasetFiles
 from services.trainer.events import add_event
 from services.trainer.files import check_files
 from services.trainer.job_requests import MAX_SEED, check_request, method_type, request_fingerprint
-from services.trainer.lifecycle import clear_progress
+from services.trainer.lifecycle import Action, apply
 from services.trainer.records import (
     CheckpointRecord,
     EventRecord,
@@ -200,16 +200,7 @@ class JobService:
         """Cancels an unfinished job: its worker (if any) is stopped now and nothing more of it is registered."""
         async with self._records.write() as session:
             job = await self._job(session, job_id)
-            if job.status in Status.FINISHED:
-                raise FailedPrecondition(
-                    f"The job {job_id} has already {_finished_verb(job.status)} and cannot be cancelled.",
-                    param="job_id",
-                    code="job_already_finished",
-                )
-            job.status = Status.CANCELLED
-            job.finished_at = now()
-            clear_progress(job)
-            add_event(session, job, "Fine-tuning job cancelled")
+            apply(session, job, Action.CANCEL, event="Fine-tuning job cancelled")
             has_worker = job.attempt_id is not None
         if has_worker:
             # Whatever it wrote beyond the kept checkpoints is discarded once it is gone.
@@ -222,18 +213,9 @@ class JobService:
         """Pauses a queued or running job; a running worker checkpoints and exits."""
         async with self._records.write() as session:
             job = await self._job(session, job_id)
-            if job.status not in (Status.QUEUED, Status.RUNNING):
-                raise FailedPrecondition(
-                    f"Only queued or running jobs can be paused; the job {job_id} is "
-                    f"{_status_word(job.status)}.",
-                    param="job_id",
-                    code="job_not_pausable",
-                )
             was_running = job.status == Status.RUNNING
             launched = job.attempt_id is not None
-            job.status = Status.PAUSED
-            clear_progress(job)
-            add_event(session, job, "Fine-tuning job paused")
+            apply(session, job, Action.PAUSE, event="Fine-tuning job paused")
         if was_running:
             self._scheduler.expect_exit(job_id)
         elif launched:
@@ -245,16 +227,8 @@ class JobService:
         """Puts a paused job back in the queue; its next worker continues from the last checkpoint."""
         async with self._records.write() as session:
             job = await self._job(session, job_id)
-            if job.status != Status.PAUSED:
-                raise FailedPrecondition(
-                    f"Only paused jobs can be resumed; the job {job_id} is {_status_word(job.status)}.",
-                    param="job_id",
-                    code="job_not_paused",
-                )
-            job.status = Status.QUEUED
             # A pausing worker still on its way out is superseded: its reports are refused from now on.
-            job.attempt_id = None
-            add_event(session, job, "Fine-tuning job resumed")
+            apply(session, job, Action.RESUME, event="Fine-tuning job resumed")
         self._scheduler.wake()
         return job_to_proto(job)
 
@@ -311,12 +285,3 @@ async def _job_with_key(
         )
     return earlier
 
-
-def _status_word(status: str) -> str:
-    return status.removeprefix("JOB_STATUS_").lower()
-
-
-def _finished_verb(status: str) -> str:
-    return {Status.SUCCEEDED: "succeeded", Status.FAILED: "failed", Status.CANCELLED: "been cancelled"}[
-        status
-    ]

@@ -41,11 +41,10 @@ from services.common.object_store import ObjectStore
 from services.common.tenancy import call_context
 from services.trainer.config import TrainerSettings
 from services.trainer.dataset_client import DatasetFiles
-from services.trainer.events import add_event
 from services.trainer.executors import Executor, WorkerLaunch, WorkerStatus, worker_environment
 from services.trainer.executors.base import new_attempt_id
 from services.trainer.files import check_files
-from services.trainer.lifecycle import end_attempt_badly, mark_failed, requeue, resume_point
+from services.trainer.lifecycle import Action, apply, end_attempt_badly, mark_failed, resume_point
 from services.trainer.records import CheckpointRecord, JobRecord, Status, TrainerRecords, job_by_id, now
 from services.trainer.storage import discard_unregistered_outputs, output_prefix
 from tailor.trainer.v1 import job_pb2
@@ -204,13 +203,11 @@ class Scheduler:
                     continue
                 if current.status in (Status.RUNNING, Status.QUEUED):
                     # Not the worker's fault: this attempt does not count against the retries.
-                    was_running = current.status == Status.RUNNING
-                    requeue(current)
-                    if was_running:
+                    restarted = None
+                    if current.status == Status.RUNNING:
                         where = await resume_point(session, current)
-                        add_event(
-                            session, current, f"The trainer restarted; the job will continue from {where}."
-                        )
+                        restarted = f"The trainer restarted; the job will continue from {where}."
+                    apply(session, current, Action.RETRY, event=restarted)
                 else:
                     current.attempt_id = None
                 discard = current.status in (Status.CANCELLED, Status.FAILED)
@@ -261,8 +258,9 @@ class Scheduler:
                         param="training_file",
                     )
                 else:
-                    current.status = Status.QUEUED
-                    add_event(session, current, "Files validated, moving job to queued state")
+                    apply(
+                        session, current, Action.FILES_VALIDATED, event="Files validated, moving job to queued state"
+                    )
 
     # 2. Workers.
 

@@ -33,7 +33,16 @@ from services.common.tenancy import current_organization
 from services.trainer.config import TrainerSettings
 from services.trainer.conversions import checkpoint_to_proto, job_to_proto, set_fields
 from services.trainer.events import WARN, add_event, add_worker_event
-from services.trainer.lifecycle import clear_progress, end_attempt_badly, mark_failed, resume_point
+from services.trainer.lifecycle import (
+    Action,
+    allowed,
+    apply,
+    clear_progress,
+    end_attempt_badly,
+    mark_failed,
+    refusal,
+    resume_point,
+)
 from services.trainer.records import (
     CheckpointRecord,
     JobRecord,
@@ -59,7 +68,6 @@ from tailor.trainer.v1 import worker_service_pb2 as worker_pb2
 CONTINUE = worker_pb2.WORKER_DIRECTIVE_CONTINUE
 CANCEL = worker_pb2.WORKER_DIRECTIVE_CANCEL
 PAUSE = worker_pb2.WORKER_DIRECTIVE_PAUSE
-_TRAINING = (Status.RUNNING, Status.PAUSED)
 
 
 class WorkerApi:
@@ -77,8 +85,8 @@ class WorkerApi:
         """Marks the job RUNNING for this attempt and returns its plan (again, if the claim is repeated)."""
         async with self._records.write() as session:
             job = await self._job_of_attempt(session, worker)
-            if job.status not in (Status.QUEUED, Status.RUNNING):
-                raise _not_trainable(job)
+            if not allowed(job.status, Action.CLAIM):
+                raise refusal(job, Action.CLAIM)
             try:
                 # Not built here (that needs torch): the worker builds a built-in model itself.
                 base = resolve_base_model(job.base_model, self._settings, build=False)
@@ -89,9 +97,8 @@ class WorkerApi:
             else:
                 checkpoint = await latest_checkpoint(session, job.id)
                 if job.status == Status.QUEUED:
-                    job.status = Status.RUNNING
                     resumed = f" from the checkpoint at step {checkpoint.step_number}" if checkpoint else ""
-                    add_event(session, job, f"Fine-tuning job started{resumed}")
+                    apply(session, job, Action.CLAIM, event=f"Fine-tuning job started{resumed}")
                 plan = worker_pb2.TrainingPlan(
                     job=job_to_proto(job),
                     base_model=base.name,
@@ -104,7 +111,7 @@ class WorkerApi:
                     heartbeat_interval_s=self._settings.trainer_heartbeat_interval_s,
                 )
         if base is None:
-            raise _not_trainable(job)  # after the commit: the job stays failed
+            raise refusal(job, Action.CLAIM)  # after the commit: the job stays failed
         return plan
 
     async def report_started(self, request: worker_pb2.ReportStartedRequest) -> int:
@@ -138,7 +145,8 @@ class WorkerApi:
         """Registers the checkpoint as ``…:ckpt-step-N`` and keeps only the newest few."""
         async with self._records.write() as session:
             job = await self._job_of_attempt(session, request.worker)
-            _refuse_unless_training(job)
+            if job.status not in (Status.RUNNING, Status.PAUSED):  # checkpoints of a pausing worker count
+                raise refusal(job, Action.SUCCEED)
             prefix = output_prefix(job.organization_id, job.id)
             adapter_uri = job_output(request.adapter_uri, prefix, "adapter_uri")
             state_uri = job_output(request.state_uri, prefix, "state_uri")
@@ -152,7 +160,8 @@ class WorkerApi:
         """Registers the fine-tuned model and ends the job as succeeded."""
         async with self._records.write() as session:
             job = await self._job_of_attempt(session, request.worker)
-            _refuse_unless_training(job)
+            if not allowed(job.status, Action.SUCCEED):
+                raise refusal(job, Action.SUCCEED)
             adapter_uri = job_output(
                 request.adapter_uri, output_prefix(job.organization_id, job.id), "adapter_uri"
             )
@@ -167,14 +176,11 @@ class WorkerApi:
                 adapter_uri=adapter_uri,
                 lora_rank=request.lora_rank or int(job.hyperparameters.get("lora_rank", 0)),
             )
-            job.status = Status.SUCCEEDED
             job.fine_tuned_model = name
             job.trained_tokens = request.trained_tokens
             job.result_files = list(request.result_files)
-            job.finished_at = now()
-            clear_progress(job)
             add_event(session, job, f"New fine-tuned model created: {name}")
-            add_event(session, job, "The job has successfully completed")
+            apply(session, job, Action.SUCCEED, event="The job has successfully completed")
         return job_to_proto(job)
 
     async def report_failed(self, request: worker_pb2.ReportFailedRequest) -> job_pb2.Job:
@@ -183,7 +189,7 @@ class WorkerApi:
         async with self._records.write() as session:
             job = await self._job_of_attempt(session, request.worker)
             if job.status in (Status.SUCCEEDED, Status.FAILED):
-                raise _not_trainable(job)
+                raise refusal(job, Action.FAIL)
             if job.status == Status.PAUSED and request.retryable:
                 # A paused job stays paused; resuming it starts a fresh attempt anyway.
                 where = await resume_point(session, job)
@@ -298,18 +304,7 @@ def _directive(job: JobRecord) -> int:
         return PAUSE
     if job.status == Status.RUNNING:
         return CONTINUE
-    raise _not_trainable(job)
-
-
-def _refuse_unless_training(job: JobRecord) -> None:
-    if job.status not in _TRAINING:
-        raise _not_trainable(job)
-
-
-def _not_trainable(job: JobRecord) -> FailedPrecondition:
-    status = job.status.removeprefix("JOB_STATUS_").lower()
-    hint = "claim it first" if job.status == Status.QUEUED else "stop"
-    return FailedPrecondition(f"The job {job.id} is {status}; {hint}.", param="job_id", code=f"job_{status}")
+    raise refusal(job, Action.CLAIM)
 
 
 def _note_progress(job: JobRecord, step: int) -> None:
