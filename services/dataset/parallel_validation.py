@@ -31,9 +31,9 @@ from concurrent.futures.process import BrokenProcessPool
 import structlog
 
 from services.common.errors import Unavailable
+from services.common.training_format import FormatAnchor
 from services.dataset.validation import (
     BlockVerdict,
-    FormatAnchor,
     LineBlock,
     LineSplitter,
     LongLine,

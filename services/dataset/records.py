@@ -20,8 +20,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.database import Database, first_or_none, paginate, sqlite_url
 from services.common.errors import NotFound
+from services.common.training_format import ExampleFormat, Problem
 from services.dataset.config import DatasetSettings
-from services.dataset.validation import ExampleFormat, FileStatistics, Problem
+from services.dataset.validation import FileStatistics
 
 
 class FilePurpose(enum.StrEnum):

@@ -18,12 +18,13 @@ import grpc
 from services.common.errors import InvalidArgument
 from services.common.grpc_server import GrpcServer, ServiceRegistration
 from services.common.tenancy import current_organization
+from services.common.training_format import ExampleFormat
 from services.dataset.config import DatasetSettings
 from services.dataset.files import FileService
 from services.dataset.records import FilePurpose, FileRecord, FileStatus
 from services.dataset.statistics import TokenStatistics
 from services.dataset.uploads import UploadMetadata, UploadTrailer
-from services.dataset.validation import ExampleFormat, FileStatistics
+from services.dataset.validation import FileStatistics
 from tailor.dataset.v1 import dataset_service_pb2 as pb
 from tailor.dataset.v1 import dataset_service_pb2_grpc as pb_grpc
 

@@ -1,7 +1,8 @@
 """Token counts of a fine-tuning file under one base model's tokenizer and chat template.
 
 Counted on request (``GetFileStatistics`` with a base model), by streaming the stored file
-again: the figures depend on the base model, which upload does not know. Each example is
+again: the figures depend on the base model, which upload does not know. Each line is read
+with :mod:`services.common.training_format`'s reader, as the worker reads it, and each example
 rendered the way training sees it:
 
 * chat: the messages (and tools) through the model's chat template;
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,7 +30,16 @@ from services.common.base_models import resolve_base_model
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.settings import CommonSettings
 from services.common.tailor_tiny import is_built
-from services.dataset.validation import ExampleFormat
+from services.common.training_format import (
+    ChatExample,
+    ExampleFormat,
+    ExampleReader,
+    InvalidExample,
+    Message,
+    PreferenceExample,
+    PromptCompletionExample,
+    TrainingExample,
+)
 
 
 @dataclass(frozen=True)
@@ -70,9 +79,9 @@ class TokenCounter:
         """Stream a valid file's ``content`` and count its tokens under ``base_model``."""
         loaded = await self._tokenizer(base_model)
         tally = _Tally(loaded, example_format)
-        async for first_line, lines in _complete_lines(content):
+        async for lines in _complete_lines(content):
             # Rendering and encoding are CPU work: off the event loop, a chunk's lines at a time.
-            await asyncio.to_thread(tally.add, first_line, lines)
+            await asyncio.to_thread(tally.add, lines)
         return TokenStatistics(base_model, tally.total, tally.longest, tally.over_max_length)
 
     async def _tokenizer(self, base_model: str) -> _LoadedTokenizer:
@@ -121,26 +130,25 @@ def torch_available() -> bool:
 
 
 class _Tally:
-    """Running token counts of one file."""
+    """Running token counts of one file, read line by line in order."""
 
     def __init__(self, loaded: _LoadedTokenizer, example_format: ExampleFormat) -> None:
         self.loaded = loaded
         self.format = example_format
+        self.reader = ExampleReader()
         self.total = 0
         self.longest = 0
         self.over_max_length = 0
 
-    def add(self, first_line: int, lines: list[bytes]) -> None:
-        """Count the examples on ``lines``, the first of which is line ``first_line`` of the file."""
+    def add(self, lines: list[bytes]) -> None:
+        """Count the examples on ``lines``, the file's next lines (the reader numbers them)."""
         texts: list[str] = []
         sequences_per_example: list[int] = []
-        for number, line in enumerate(lines, start=first_line):
-            text = line.decode("utf-8")
-            if number == 1:
-                text = text.removeprefix("\ufeff")
-            if not text.strip():
+        for line in lines:
+            example = self._read(line)
+            if example is None:
                 continue
-            rendered = self._render(json.loads(text), number)
+            rendered = self._render(example)
             texts.extend(rendered)
             sequences_per_example.append(len(rendered))
         if not texts:
@@ -158,40 +166,44 @@ class _Tally:
             if longest > self.loaded.max_length:
                 self.over_max_length += 1
 
-    def _render(self, example: dict[str, Any], line: int) -> list[str]:
-        if self.format is ExampleFormat.PROMPT_COMPLETION:
-            return [example["prompt"] + example["completion"]]
-        if self.format is ExampleFormat.CHAT:
-            return [self._chat(example["messages"], example.get("tools"), line)]
-        source = example["input"]
-        preferred = example.get("preferred_output", example.get("preferred_completion"))
-        non_preferred = example.get("non_preferred_output", example.get("non_preferred_completion"))
-        return [
-            self._chat(source["messages"] + preferred, source.get("tools"), line),
-            self._chat(source["messages"] + non_preferred, source.get("tools"), line),
-        ]
+    def _read(self, line: bytes) -> TrainingExample | None:
+        try:
+            return self.reader.read_example_bytes(line)
+        except InvalidExample as invalid:
+            # The file was valid when it was stored; the format's rules may have tightened since.
+            raise FailedPrecondition(
+                f"line {self.reader.line} of the file is no longer a valid example: {invalid.message}",
+                param="file_id",
+            ) from None
 
-    def _chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, line: int) -> str:
+    def _render(self, example: TrainingExample) -> list[str]:
+        if isinstance(example, PromptCompletionExample):
+            return [example.prompt + example.completion]
+        if isinstance(example, ChatExample):
+            return [self._chat(example.messages, example.tools)]
+        assert isinstance(example, PreferenceExample)
+        return [self._chat(conversation, example.tools) for conversation in example.conversations()]
+
+    def _chat(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
         from jinja2 import TemplateError
 
         try:
-            return self.loaded.tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False)
+            return self.loaded.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
         except (TemplateError, ValueError) as error:
             raise FailedPrecondition(
-                f"the chat template of base model `{self.loaded.name}` cannot render line {line}: {error}",
+                f"the chat template of base model `{self.loaded.name}` cannot render line "
+                f"{self.reader.line}: {error}",
                 param="base_model",
             ) from error
 
 
-async def _complete_lines(content: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, list[bytes]]]:
-    """The content's lines, a chunk's worth at a time, with the number of each batch's first line."""
+async def _complete_lines(content: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """The content's lines (without their newlines), a chunk's worth at a time."""
     partial = b""
-    next_line = 1
     async for chunk in content:
         lines = (partial + chunk).split(b"\n")
         partial = lines.pop()
         if lines:
-            yield next_line, lines
-            next_line += len(lines)
+            yield lines
     if partial:
-        yield next_line, [partial]
+        yield [partial]

@@ -1,14 +1,16 @@
-"""Training data: JSONL examples rendered into token sequences with the positions the loss is taken on.
+"""Training data: a file's examples rendered into token sequences with the positions the loss is taken on.
 
-Three example formats (openai_api.md §4), one per file:
+What a valid line is, and the typed example it becomes, is defined once for the dataset service and
+the worker in :mod:`services.common.training_format` (openai_api.md §4). Each example is read,
+checked and tokenized in one pass over the downloaded file:
 
-- **chat** ``{"messages": [...], "tools"?: [...]}``: rendered with the base model's chat template;
-  the loss is on the tokens the template marks with ``{% generation %}`` (an assistant's content,
-  its tool calls and its end-of-turn token), except assistant messages with ``"weight": 0``;
-- **prompt/completion** ``{"prompt": "...", "completion": "..."}``: plain text; the loss is on the
-  completion and the end-of-sequence token after it, so the model learns to stop;
-- **preference** ``{"input": {"messages": [...]}, "preferred_output": [msg], "non_preferred_output": [msg]}``
-  (DPO): two sequences sharing the prompt, each trained on its final assistant message only.
+- **chat** (:class:`ChatExample`): rendered with the base model's chat template; the loss is on the
+  tokens the template marks with ``{% generation %}`` (an assistant's content, its tool calls and its
+  end-of-turn token), except assistant messages with ``"weight": 0``;
+- **prompt/completion** (:class:`PromptCompletionExample`): plain text; the loss is on the completion
+  and the end-of-sequence token after it, so the model learns to stop;
+- **preference** (:class:`PreferenceExample`, DPO): two sequences sharing the prompt, each trained on
+  its final assistant message only.
 
 Each example becomes one or two :class:`TokenizedSequence`: ``input_ids`` and ``labels``, where
 ``labels[i]`` is ``input_ids[i]`` when the model is trained to produce that token and
@@ -16,35 +18,34 @@ Each example becomes one or two :class:`TokenizedSequence`: ``input_ids`` and ``
 Sequences longer than the max length lose tokens from the end, as OpenAI truncates, and are
 counted so the job can say how many; an example left with nothing to train on (its first
 assistant token lies beyond the max length) is skipped and counted too, as TRL drops it. A line
-that cannot be trained on fails the job with ``invalid_training_file`` (or
+that cannot be trained on (invalid, of a format the job's method does not train on, or one the
+chat template cannot render) fails the job with ``invalid_training_file`` (or
 ``invalid_validation_file``) naming the line.
 """
 
 from __future__ import annotations
 
-import enum
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from services.common.training_format import (
+    NO_EXAMPLES,
+    ChatExample,
+    ExampleFormat,
+    ExampleReader,
+    InvalidExample,
+    Message,
+    PreferenceExample,
+    PromptCompletionExample,
+    TrainingExample,
+)
 from services.trainer.worker.failures import invalid_file
 
 IGNORE_INDEX = -100
-
-CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "tool_calls", "tool_call_id", "function_call"})
-
-
-class ExampleFormat(enum.StrEnum):
-    """The shape of the examples in a file."""
-
-    CHAT = "chat"
-    PROMPT_COMPLETION = "prompt/completion"
-    PREFERENCE = "preference"
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ class ExampleSet:
         return sum(example.num_tokens for example in self.examples)
 
 
-class _BadExample(Exception):
-    """A line that cannot be trained on; the message says why, without the line number."""
+class UntrainableExample(Exception):
+    """A valid example that cannot be trained on with this tokenizer; the message says why."""
 
 
 def load_examples(
@@ -111,112 +112,64 @@ def load_examples(
     max_length: int,
     file_param: str,
 ) -> ExampleSet:
-    """Read a JSONL file into tokenized examples, truncated to ``max_length`` tokens.
+    """Read a JSONL file into tokenized examples, truncated to ``max_length`` tokens, in one pass.
 
     ``preference`` selects what a DPO job needs (preference pairs) over what a supervised job
     needs (chat or prompt/completion examples). ``file_param`` names the job field the file came
     from (``training_file`` or ``validation_file``) in the :class:`JobFailure` raised for a bad line.
     """
+    reader = ExampleReader(on_first_example=lambda found: _check_method_fits(found, preference=preference))
     examples: list[Example] = []
-    file_format: ExampleFormat | None = None
     truncated = skipped = 0
-    for line_number, record in _json_lines(path, file_param):
-        try:
-            example_format = detect_format(record)
-            _check_format_fits(example_format, preference=preference, file_format=file_format)
-            sequences = tokenize_record(record, example_format, tokenizer)
-        except _BadExample as problem:
-            raise invalid_file(file_param, line_number, str(problem)) from None
-        file_format = example_format
-        if any(len(sequence) > max_length for sequence in sequences):
-            sequences = tuple(sequence.truncated(max_length) for sequence in sequences)
-            if not all(sequence.num_trained_tokens for sequence in sequences):
-                skipped += 1
-                continue
-            truncated += 1
-        examples.append(Example(line_number, sequences))
+    with path.open("rb") as file:
+        for raw in file:
+            try:
+                example = reader.read_example_bytes(raw.removesuffix(b"\n"))
+                if example is None:
+                    continue
+                sequences = tokenize_example(example, tokenizer)
+            except (InvalidExample, UntrainableExample) as problem:
+                raise invalid_file(file_param, reader.line, str(problem)) from None
+            if any(len(sequence) > max_length for sequence in sequences):
+                sequences = tuple(sequence.truncated(max_length) for sequence in sequences)
+                if not all(sequence.num_trained_tokens for sequence in sequences):
+                    skipped += 1
+                    continue
+                truncated += 1
+            examples.append(Example(reader.line, sequences))
 
-    if file_format is None:
-        raise invalid_file(file_param, 0, "it holds no examples.")
+    if reader.anchor is None:
+        raise invalid_file(file_param, 0, NO_EXAMPLES.message)
     if not examples:
         raise invalid_file(
             file_param,
             0,
             f"no assistant tokens are left to train on after truncation to {max_length} tokens.",
         )
-    return ExampleSet(examples, file_format, max_length, truncated, skipped)
+    return ExampleSet(examples, reader.anchor.format, max_length, truncated, skipped)
 
 
-def _json_lines(path: Path, file_param: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The file's non-empty lines as JSON objects, with their 1-based line numbers."""
-    with path.open("rb") as file:
-        for line_number, raw in enumerate(file, start=1):
-            try:
-                # utf-8-sig on line 1: the dataset service accepts a file that starts with a
-                # byte-order mark, so training must read it too.
-                text = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise invalid_file(file_param, line_number, "it is not UTF-8 text.") from None
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as error:
-                reason = f"it is not valid JSON ({error.msg} at column {error.colno})."
-                raise invalid_file(file_param, line_number, reason) from None
-            if not isinstance(record, dict):
-                raise invalid_file(file_param, line_number, "each line must be a JSON object.")
-            yield line_number, record
-
-
-def detect_format(record: Mapping[str, Any]) -> ExampleFormat:
-    """Which format a line is in, judged by its keys."""
-    if "messages" in record:
-        return ExampleFormat.CHAT
-    if "input" in record and ("preferred_output" in record or "preferred_completion" in record):
-        return ExampleFormat.PREFERENCE
-    if "prompt" in record and "completion" in record:
-        return ExampleFormat.PROMPT_COMPLETION
-    raise _BadExample(
-        "expected a chat example (`messages`), a prompt/completion example (`prompt`, `completion`) "
-        "or a preference example (`input`, `preferred_output`, `non_preferred_output`)."
-    )
-
-
-def _check_format_fits(
-    example_format: ExampleFormat, *, preference: bool, file_format: ExampleFormat | None
-) -> None:
-    if preference and example_format is not ExampleFormat.PREFERENCE:
-        raise _BadExample(
-            f"a DPO job needs preference examples (`input`, `preferred_output`, `non_preferred_output`); "
-            f"this is a {example_format} example."
+def _check_method_fits(found: ExampleFormat, *, preference: bool) -> None:
+    """Refuse a file whose format the job's method does not train on (its first example tells)."""
+    if preference and found is not ExampleFormat.PREFERENCE:
+        raise InvalidExample(
+            "wrong_format_for_method",
+            "a DPO job needs preference examples (`input`, `preferred_output`, `non_preferred_output`); "
+            f"this is a {found.label} example.",
         )
-    if not preference and example_format is ExampleFormat.PREFERENCE:
-        raise _BadExample("a preference example needs a DPO job (method type `dpo`).")
-    if file_format is not None and example_format is not file_format:
-        raise _BadExample(
-            f"it is a {example_format} example, but the lines before are {file_format} examples."
-        )
+    if not preference and found is ExampleFormat.PREFERENCE:
+        raise InvalidExample("wrong_format_for_method", "a preference example needs a DPO job (method type `dpo`).")
 
 
-def tokenize_record(
-    record: Mapping[str, Any], example_format: ExampleFormat, tokenizer: PreTrainedTokenizerBase
+def tokenize_example(
+    example: TrainingExample, tokenizer: PreTrainedTokenizerBase
 ) -> tuple[TokenizedSequence, ...]:
-    """The sequences of one example (untruncated); raises _BadExample for an invalid one."""
-    if example_format is ExampleFormat.CHAT:
-        messages = _checked_messages(record["messages"], "messages")
-        if not any(m["role"] == "assistant" and m.get("weight", 1) != 0 for m in messages):
-            raise _BadExample("it has no assistant message to train on (one without `weight: 0`).")
-        return (
-            _render_chat(messages, _checked_tools(record.get("tools")), tokenizer, final_reply_only=False),
-        )
-
-    if example_format is ExampleFormat.PROMPT_COMPLETION:
-        prompt, completion = record["prompt"], record["completion"]
-        if not isinstance(prompt, str) or not isinstance(completion, str):
-            raise _BadExample("`prompt` and `completion` must be strings.")
-        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    """The sequences of one example (untruncated); raises UntrainableExample when it cannot be rendered."""
+    if isinstance(example, ChatExample):
+        return (_render_chat(example.messages, example.tools, tokenizer, weights=example.assistant_weights),)
+    if isinstance(example, PromptCompletionExample):
+        prompt_ids = tokenizer(example.prompt, add_special_tokens=True)["input_ids"]
+        completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
         if tokenizer.eos_token_id is not None:
             completion_ids = [*completion_ids, tokenizer.eos_token_id]
         return (
@@ -224,43 +177,30 @@ def tokenize_record(
                 [*prompt_ids, *completion_ids], [IGNORE_INDEX] * len(prompt_ids) + completion_ids
             ),
         )
-
-    conversation = record["input"]
-    if not isinstance(conversation, dict):
-        raise _BadExample("`input` must be an object with `messages`.")
-    prompt_messages = _checked_messages(conversation.get("messages"), "input.messages")
-    tools = _checked_tools(conversation.get("tools"))
-    pair = []
-    for key in ("preferred_output", "non_preferred_output"):
-        output = record.get(key, record.get(key.replace("_output", "_completion")))
-        reply = _checked_messages(output, key)
-        if len(reply) != 1 or reply[0]["role"] != "assistant":
-            raise _BadExample(f"`{key}` must be a list of exactly one assistant message.")
-        pair.append(_render_chat([*prompt_messages, *reply], tools, tokenizer, final_reply_only=True))
-    return tuple(pair)
+    assert isinstance(example, PreferenceExample)
+    return tuple(
+        _render_chat(conversation, example.tools, tokenizer, weights=None)
+        for conversation in example.conversations()
+    )
 
 
 def _render_chat(
-    messages: list[dict[str, Any]],
+    messages: list[Message],
     tools: list[dict[str, Any]] | None,
     tokenizer: PreTrainedTokenizerBase,
     *,
-    final_reply_only: bool,
+    weights: list[int | float] | None,
 ) -> TokenizedSequence:
+    """Tokens of a conversation, trained on its weighted assistant messages (None: on its final reply)."""
     try:
         rendered = tokenizer.apply_chat_template(
             messages, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
         )
     except Exception as error:  # jinja2 errors, raise_exception() in the template, bad types
-        raise _BadExample(f"the chat template cannot render it: {error}") from None
+        raise UntrainableExample(f"the chat template cannot render it: {error}") from None
     input_ids = list(rendered["input_ids"])
     spans = _assistant_spans(rendered["assistant_masks"])
-    if final_reply_only:
-        trained = spans[-1:]
-    else:
-        trained = _spans_with_weight(
-            spans, [m.get("weight", 1) for m in messages if m["role"] == "assistant"]
-        )
+    trained = spans[-1:] if weights is None else _spans_with_weight(spans, weights)
     labels = [IGNORE_INDEX] * len(input_ids)
     for start, end in trained:
         labels[start:end] = input_ids[start:end]
@@ -289,64 +229,7 @@ def _spans_with_weight(spans: list[tuple[int, int]], weights: list[Any]) -> list
         return [span for span, weight in zip(spans, weights, strict=True) if weight != 0]
     if len(spans) == sum(weight != 0 for weight in weights):
         return spans
-    raise _BadExample(
+    raise UntrainableExample(
         f"the chat template marked {len(spans)} assistant spans for {len(weights)} assistant messages; "
         "the trained tokens cannot be told apart."
     )
-
-
-def _checked_messages(messages: Any, where: str) -> list[dict[str, Any]]:
-    if not isinstance(messages, list) or not messages:
-        raise _BadExample(f"`{where}` must be a non-empty list of messages.")
-    for index, message in enumerate(messages):
-        at = f"`{where}[{index}]`"
-        if not isinstance(message, dict):
-            raise _BadExample(f"{at} must be an object.")
-        unknown = set(message) - MESSAGE_KEYS
-        if unknown:
-            raise _BadExample(f"{at} has unrecognised keys: {', '.join(sorted(unknown))}.")
-        role = message.get("role")
-        if role not in CHAT_ROLES:
-            raise _BadExample(f"{at} has role {role!r}; expected one of {', '.join(sorted(CHAT_ROLES))}.")
-        _check_content(
-            message.get("content"), at, may_be_empty=role == "assistant" and "tool_calls" in message
-        )
-        if "weight" in message and (role != "assistant" or message["weight"] not in (0, 1)):
-            raise _BadExample(f"{at}: `weight` is allowed on assistant messages only, and must be 0 or 1.")
-        if "tool_calls" in message:
-            _check_tool_calls(message["tool_calls"], at)
-    return messages
-
-
-def _check_content(content: Any, at: str, *, may_be_empty: bool) -> None:
-    if content is None:
-        if not may_be_empty:
-            raise _BadExample(f"{at} has no `content`.")
-        return
-    if isinstance(content, str):
-        return
-    if isinstance(content, list) and all(
-        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-        for part in content
-    ):
-        return
-    raise _BadExample(f"{at}: `content` must be a string or a list of text parts (images are not supported).")
-
-
-def _check_tool_calls(tool_calls: Any, at: str) -> None:
-    if not isinstance(tool_calls, list):
-        raise _BadExample(f"{at}: `tool_calls` must be a list.")
-    for call in tool_calls:
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise _BadExample(f"{at}: each tool call needs a `function` with a `name`.")
-        if not isinstance(function.get("arguments"), (str, dict)):
-            raise _BadExample(f"{at}: a tool call's `arguments` must be a JSON string.")
-
-
-def _checked_tools(tools: Any) -> list[dict[str, Any]] | None:
-    if tools is None or tools == []:
-        return None
-    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
-        raise _BadExample("`tools` must be a list of tool definitions.")
-    return tools

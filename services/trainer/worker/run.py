@@ -498,7 +498,7 @@ class JobAttempt:
     def _post_file_summary(self, name: str, examples: ExampleSet) -> None:
         self.link.post(
             message_event(
-                f"{name} file: {len(examples)} {examples.format} examples, {examples.num_tokens} tokens"
+                f"{name} file: {len(examples)} {examples.format.label} examples, {examples.num_tokens} tokens"
             )
         )
         if examples.truncated_examples:

@@ -7,9 +7,9 @@ from enum import StrEnum
 import pytest
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
+from services.common.training_format import ExampleFormat
 from services.dataset.records import FilePurpose, FileStatus
 from services.dataset.server import FORMATS, PURPOSES, STATUSES, purpose_from_pb
-from services.dataset.validation import ExampleFormat
 from tailor.dataset.v1 import dataset_service_pb2 as pb
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from services.common.errors import FailedPrecondition
 from services.common.settings import CommonSettings
+from services.common.training_format import ExampleFormat
 from services.dataset import statistics
 from services.dataset.statistics import TokenCounter
-from services.dataset.validation import ExampleFormat
 
 
 async def no_content() -> AsyncIterator[bytes]:

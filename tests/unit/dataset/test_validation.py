@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from services.dataset.validation import ExampleFormat, JsonlValidator, ValidationResult
+from services.common.training_format import ExampleFormat
+from services.dataset.validation import JsonlValidator, ValidationResult
 
 
 def validate(data: str | bytes, *, chunk_size: int | None = None, **limits: int) -> ValidationResult:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from transformers import PreTrainedTokenizerBase
 
+from services.common.training_format import ExampleFormat
 from services.trainer.worker.data import (
     IGNORE_INDEX,
-    ExampleFormat,
     ExampleSet,
     TokenizedSequence,
     load_examples,
@@ -200,10 +200,10 @@ def test_long_examples_are_truncated_from_the_end_and_counted(
                 "{not json",
             ],
             2,
-            "not valid JSON",
+            "invalid JSON",
         ),
         ([chat(("user", "Hi"), ("assistant", "Hey")), chat(("user", "Hi"))], 2, "no assistant message"),
-        ([chat(("wizard", "Hi"), ("assistant", "Hey"))], 1, "role 'wizard'"),
+        ([chat(("wizard", "Hi"), ("assistant", "Hey"))], 1, 'unknown role "wizard"'),
         (
             [
                 {
@@ -214,12 +214,12 @@ def test_long_examples_are_truncated_from_the_end_and_counted(
                 }
             ],
             1,
-            "`weight`",
+            "weight must be 0 or 1",
         ),
         (
             [chat(("user", "Hi"), ("assistant", "Hey")), {"prompt": "a", "completion": "b"}],
             2,
-            "chat examples",
+            "but line 1 is a chat example",
         ),
         (
             [
@@ -233,7 +233,7 @@ def test_long_examples_are_truncated_from_the_end_and_counted(
             "needs a DPO job",
         ),
         (["[1, 2]"], 1, "JSON object"),
-        ([{"text": "hello"}], 1, "expected a chat example"),
+        ([{"text": "hello"}], 1, "not a fine-tuning example"),
     ],
 )
 def test_an_invalid_line_fails_the_job_naming_the_line(
