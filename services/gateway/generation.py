@@ -1,10 +1,12 @@
 """Generation through the inference service, shared by chat and text completions.
 
-:func:`start_generation` resolves nothing itself: it takes a model the registry resolved,
-picks the replica (adapter affinity, :mod:`services.gateway.routing`), starts
-``GenerateCompletion`` and waits for its first message. Failing before that message is
-what lets a streamed request still answer with a plain HTTP error (404, 400, 503) instead
-of a 200 stream carrying an error event.
+A request's body becomes a :class:`GenerationInput` (what to continue, how to sample)
+before any upstream call, so a 400 never waits on the registry. Once the registry has
+resolved the model, :func:`generate_request` builds the whole ``GenerateCompletionRequest``
+in one place, and :func:`start_generation` picks the replica (adapter affinity,
+:mod:`services.gateway.routing`), starts it and waits for its first message. Failing
+before that message is what lets a streamed request still answer with a plain HTTP error
+(404, 400, 503) instead of a 200 stream carrying an error event.
 
 :meth:`Generation.events` turns the stream into per-choice events with the guarantees
 OpenAI's clients rely on: text in order, exactly one finish per choice, usage last.
@@ -69,12 +71,38 @@ class Usage:
 GenerationEvent = TextDelta | ChoiceFinished | Usage
 
 
+@dataclass(frozen=True)
+class GenerationInput:
+    """What a request asks to generate, checked before the model is resolved.
+
+    ``prompt`` is what to continue: chat messages, or raw text used as is.
+    """
+
+    prompt: pb.ChatInput | str
+    sampling: pb.SamplingParams
+
+    @property
+    def choices(self) -> int:
+        return self.sampling.n if self.sampling.HasField("n") else 1
+
+
 def adapter_of(model: registry_pb.Model) -> pb.AdapterRef | None:
     """The adapter serving ``model``; None for a base model."""
     if model.kind == registry_pb.MODEL_KIND_BASE or not model.adapter_uri:
         return None
     return pb.AdapterRef(
         name=model.id, uri=model.adapter_uri, base_model=model.base_model, lora_rank=model.lora_rank
+    )
+
+
+def generate_request(model: registry_pb.Model, wanted: GenerationInput) -> pb.GenerateCompletionRequest:
+    """The contract's whole request: ``wanted`` on the resolved ``model`` (its base and adapter)."""
+    prompt = {"chat": wanted.prompt} if isinstance(wanted.prompt, pb.ChatInput) else {"prompt": wanted.prompt}
+    return pb.GenerateCompletionRequest(
+        base_model=model.base_model or model.id,
+        adapter=adapter_of(model),
+        sampling=wanted.sampling,
+        **prompt,
     )
 
 
@@ -156,16 +184,13 @@ async def start_generation(
     upstreams: Upstreams,
     caller: Caller,
     model: registry_pb.Model,
-    request: pb.GenerateCompletionRequest,
+    wanted: GenerationInput,
     *,
     timeout_s: float,
 ) -> Generation:
-    """Starts ``request`` on ``model`` and waits for its first message; failures so far raise."""
-    adapter = adapter_of(model)
-    request.base_model = model.base_model or model.id
-    if adapter is not None:
-        request.adapter.CopyFrom(adapter)
-    stub = upstreams.inference_for(adapter.name if adapter is not None else None)
+    """Starts ``wanted`` on ``model`` and waits for its first message; failures so far raise."""
+    request = generate_request(model, wanted)
+    stub = upstreams.inference_for(request.adapter.name if request.HasField("adapter") else None)
     with caller.rpc_context():
         call = stub.GenerateCompletion(request, timeout=timeout_s)
     try:
@@ -178,8 +203,7 @@ async def start_generation(
     except BaseException:
         call.cancel()
         raise
-    choices = request.sampling.n if request.sampling.HasField("n") else 1
-    return Generation(call=call, first=None if first is grpc.aio.EOF else first, choices=choices)
+    return Generation(call=call, first=None if first is grpc.aio.EOF else first, choices=wanted.choices)
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.errors import invalid_request, unsupported_parameter
+from services.gateway.generation import GenerationInput
 from tailor.inference.v1 import inference_service_pb2 as pb
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -211,11 +212,11 @@ class ChatCompletionRequest(BaseModel):
             )
         check_stop(self.stop)
 
-    def to_generate_request(self) -> pb.GenerateCompletionRequest:
-        """The contract's request (base model and adapter are filled in once the model is resolved)."""
+    def generation_input(self) -> GenerationInput:
+        """What to generate (400 for what cannot be honoured); the model is resolved separately."""
         self.refuse_unsupported()
-        return pb.GenerateCompletionRequest(
-            chat=pb.ChatInput(
+        return GenerationInput(
+            prompt=pb.ChatInput(
                 messages=[message.to_proto(position) for position, message in enumerate(self.messages)],
                 tools_json=self._tools_json(),
             ),

@@ -49,7 +49,7 @@ class OpenAIServingChat:
     async def create(
         self, caller: Caller, body: ChatCompletionRequest, request: Request
     ) -> ChatCompletion | StreamingResponse:
-        generate_request = body.to_generate_request()  # 400s come before any upstream call
+        wanted = body.generation_input()  # 400s come before any upstream call
         model = await resolve_model(self._upstreams, caller, body.model)
 
         async def start() -> Generation:
@@ -57,7 +57,7 @@ class OpenAIServingChat:
                 self._upstreams,
                 caller,
                 model,
-                generate_request,
+                wanted,
                 timeout_s=self._settings.gateway_generation_timeout_s,
             )
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.chat.protocol import Stop, StreamOptions, Usage, check_stop, sampling_params
 from services.gateway.errors import invalid_request, unsupported_parameter
-from tailor.inference.v1 import inference_service_pb2 as pb
+from services.gateway.generation import GenerationInput
 
 # OpenAI's default for this endpoint (chat has none).
 DEFAULT_MAX_TOKENS = 16
@@ -72,7 +72,8 @@ class CompletionRequest(BaseModel):
             "Tailor takes the prompt as text, not token ids.", param="prompt", code="invalid_value"
         )
 
-    def to_generate_request(self) -> pb.GenerateCompletionRequest:
+    def generation_input(self) -> GenerationInput:
+        """What to generate (400 for what cannot be honoured); the model is resolved separately."""
         if self.logprobs is not None:
             raise unsupported_parameter("logprobs", "Tailor does not return log probabilities.")
         if self.logit_bias:
@@ -90,7 +91,7 @@ class CompletionRequest(BaseModel):
                 code="invalid_value",
             )
         check_stop(self.stop)
-        return pb.GenerateCompletionRequest(
+        return GenerationInput(
             prompt=self.prompt_text(),
             sampling=sampling_params(
                 temperature=self.temperature,

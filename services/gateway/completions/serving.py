@@ -38,16 +38,16 @@ class OpenAIServingCompletions:
     async def create(
         self, caller: Caller, body: CompletionRequest, request: Request
     ) -> Completion | StreamingResponse:
-        generate_request = body.to_generate_request()  # 400s come before any upstream call
+        wanted = body.generation_input()  # 400s come before any upstream call
         model = await resolve_model(self._upstreams, caller, body.model)
-        echoed = generate_request.prompt if body.echo else ""
+        echoed = body.prompt_text() if body.echo else ""
 
         async def start() -> Generation:
             return await start_generation(
                 self._upstreams,
                 caller,
                 model,
-                generate_request,
+                wanted,
                 timeout_s=self._settings.gateway_generation_timeout_s,
             )
 
