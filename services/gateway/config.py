@@ -61,6 +61,30 @@ class GatewaySettings(CommonSettings):
     gateway_generation_timeout_s: float = Field(
         600.0, gt=0, description="Deadline of one chat or text completion, streamed or not."
     )
+    gateway_inference_refresh_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "How often the gateway re-resolves a `dns:///` TAILOR_INFERENCE_ADDR into replicas "
+            "and asks each replica's health."
+        ),
+    )
+    gateway_inference_max_in_flight: int = Field(
+        64,
+        ge=1,
+        description=(
+            "Calls this gateway keeps running on one inference replica before an adapter's new "
+            "requests spill to its next replica (a hot adapter warms a second one instead of queueing)."
+        ),
+    )
+    gateway_inference_drain_timeout_s: float = Field(
+        150.0,
+        ge=0,
+        description=(
+            "How long calls still running on an inference replica that left discovery may go on "
+            "before its channel is closed under them; the inference pods' termination grace period."
+        ),
+    )
     gateway_idempotency_window_s: int = Field(
         600,
         ge=0,

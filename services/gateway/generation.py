@@ -3,14 +3,16 @@
 A request's body becomes a :class:`GenerationInput` (what to continue, how to sample)
 before any upstream call, so a 400 never waits on the registry. Once the registry has
 resolved the model, :func:`generate_request` builds the whole ``GenerateCompletionRequest``
-in one place, and :func:`start_generation` picks the replica (adapter affinity,
-:mod:`services.gateway.routing`), starts it and waits for its first message. Failing
-before that message is what lets a streamed request still answer with a plain HTTP error
-(404, 400, 503) instead of a 200 stream carrying an error event.
+in one place, and :func:`start_generation` starts it through the router (adapter
+affinity with fallback and in-flight accounting, :mod:`services.gateway.routing`) and
+waits for its first message. Failing before that message is what lets a streamed request
+still answer with a plain HTTP error (404, 400, 503) instead of a 200 stream carrying an
+error event.
 
 :meth:`Generation.events` turns the stream into per-choice events with the guarantees
 OpenAI's clients rely on: text in order, exactly one finish per choice, usage last.
-Closing or cancelling the consumer cancels the gRPC call, which stops generation upstream.
+Closing or cancelling the consumer cancels the gRPC call, which stops generation upstream
+and frees the replica's place in the router's count.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fastapi import Request
 
 from services.gateway.auth import Caller
 from services.gateway.errors import OpenAIError, model_not_found
+from services.gateway.routing import RoutedStream
 from services.gateway.upstream import Upstreams
 from tailor.inference.v1 import inference_service_pb2 as pb
 from tailor.trainer.v1 import model_registry_service_pb2 as registry_pb
@@ -108,10 +111,9 @@ def generate_request(model: registry_pb.Model, wanted: GenerationInput) -> pb.Ge
 
 @dataclass
 class Generation:
-    """A started generation whose first message has arrived (None: the stream was empty)."""
+    """A started generation whose first message has arrived (it is the stream's first item)."""
 
-    call: grpc.aio.UnaryStreamCall
-    first: pb.GenerateCompletionResponse | None
+    responses: RoutedStream
     choices: int
     _finished: set[int] = field(default_factory=set)
 
@@ -119,7 +121,7 @@ class Generation:
         """Text deltas and finishes as they come, then one :class:`Usage`; cancels the call when closed early."""
         usage = Usage(0, 0)
         try:
-            async for response in self._responses():
+            async for response in self.responses:
                 for delta in response.deltas:
                     if delta.index in self._finished or not 0 <= delta.index < self.choices:
                         log.warning(
@@ -145,15 +147,7 @@ class Generation:
 
     def cancel(self) -> None:
         """Stops generation upstream (a no-op once the call has ended)."""
-        if not self.call.done():
-            self.call.cancel()
-
-    async def _responses(self) -> AsyncIterator[pb.GenerateCompletionResponse]:
-        if self.first is None:
-            return
-        yield self.first
-        async for response in self.call:
-            yield response
+        self.responses.cancel()
 
 
 @dataclass
@@ -190,20 +184,19 @@ async def start_generation(
 ) -> Generation:
     """Starts ``wanted`` on ``model`` and waits for its first message; failures so far raise."""
     request = generate_request(model, wanted)
-    stub = upstreams.inference_for(request.adapter.name if request.HasField("adapter") else None)
-    with caller.rpc_context():
-        call = stub.GenerateCompletion(request, timeout=timeout_s)
+    adapter = request.adapter.name if request.HasField("adapter") else None
     try:
-        first = await call.read()
+        # the organization travels on every attempt, a fallback's included
+        with caller.rpc_context():
+            responses = await upstreams.inference.open_stream(
+                adapter, lambda stub: stub.GenerateCompletion(request, timeout=timeout_s)
+            )
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.NOT_FOUND:
             # the registry knows the name but the adapter is gone (deleted meanwhile): not servable
             raise model_not_found(model.id) from None
         raise
-    except BaseException:
-        call.cancel()
-        raise
-    return Generation(call=call, first=None if first is grpc.aio.EOF else first, choices=wanted.choices)
+    return Generation(responses=responses, choices=wanted.choices)
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:

@@ -1,13 +1,12 @@
 """Liveness and readiness of the gateway: ``/healthz`` and ``/readyz``.
 
 Ready means every upstream gRPC service answers its health check with SERVING (for
-inference: the replica the router would pick for the base model), so a load balancer
+inference: the replica the router would pick for the base model, see
+:meth:`services.gateway.routing.AdapterAffinityRouter.readiness`), so a load balancer
 sends no traffic to a gateway whose dependencies are down.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 import grpc
 from fastapi import APIRouter, Request
@@ -19,13 +18,11 @@ router = APIRouter()
 HEALTH_TIMEOUT_S = 2.0
 
 
-async def upstream_status(channel: grpc.aio.Channel | None) -> str:
+async def upstream_status(channel: grpc.aio.Channel, timeout_s: float = HEALTH_TIMEOUT_S) -> str:
     """SERVING, NOT_SERVING, or the gRPC error code name when the service cannot be asked."""
-    if channel is None:
-        return grpc.StatusCode.UNAVAILABLE.name
     try:
         response = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=HEALTH_TIMEOUT_S
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
         )
     except grpc.aio.AioRpcError as error:
         return error.code().name
@@ -39,10 +36,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
-    channels: dict[str, grpc.aio.Channel | None] = request.app.state.upstreams.health_channels()
-    statuses = await asyncio.gather(*(upstream_status(c) for c in channels.values()))
-    upstreams = dict(zip(channels, statuses, strict=True))
-    ready = all(s == "SERVING" for s in statuses)
+    upstreams: dict[str, str] = await request.app.state.upstreams.readiness()
+    ready = all(status == "SERVING" for status in upstreams.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "upstreams": upstreams},
         status_code=200 if ready else 503,

@@ -15,8 +15,9 @@ endpoint list, and when a replica disappears only the adapters it held move
 Endpoints come from ``TAILOR_INFERENCE_ADDR``:
 
 - ``dns:///inference-headless:50053`` (or ``dns:inference-headless:50053``): the
-  name is resolved periodically and every address it returns is a replica. A
-  Kubernetes headless Service returns one A record per ready pod.
+  name is resolved every ``TAILOR_GATEWAY_INFERENCE_REFRESH_INTERVAL_S`` and every
+  address it returns is a replica. A Kubernetes headless Service returns one A
+  record per ready pod.
 - ``host1:50053,host2:50053``: a fixed list (local runs, tests).
 - ``host:50053``: one endpoint, used as is (gRPC resolves it).
 
@@ -24,39 +25,51 @@ Health is both active and passive: every refresh asks each endpoint's
 ``grpc.health.v1`` readiness (service ``""``), and a call the replica refuses
 (below) marks its endpoint unhealthy at once, until a later check answers
 SERVING. Overload is the number of calls this gateway has in flight to an
-endpoint against ``max_in_flight``; beyond it the adapter spills to its second
-choice, so a hot adapter warms a second replica instead of queueing on one.
-Requests for the bare base model (no adapter) go to the least busy replica.
+endpoint against ``TAILOR_GATEWAY_INFERENCE_MAX_IN_FLIGHT``; beyond it the adapter
+spills to its second choice, so a hot adapter warms a second replica instead of
+queueing on one. Requests for the bare base model (no adapter) go to the least busy
+replica.
 
-:meth:`AdapterAffinityRouter.run` (unary) and :meth:`AdapterAffinityRouter.stream`
-(server streaming) retry on the next replica when a call fails before any response
-arrived with UNAVAILABLE (the replica is gone or refuses new calls) or CANCELLED (a
-replica shutting down cancels the calls it had accepted but not started): a
-replica that stops costs the caller nothing. Every InferenceService call may be
-repeated this way (generation has no side effect until it streams; loading and
-unloading adapters are idempotent). Once a stream has produced a message, a
-failure is the caller's, since the text already sent cannot be taken back.
+The router is the only way to the InferenceService: :meth:`AdapterAffinityRouter.open_stream`
+(a server-streaming call placed by affinity) and :meth:`AdapterAffinityRouter.broadcast`
+(a call every replica must hear) hand out a replica's stub only for the length of a call,
+so every call is counted in flight, shows in ``tailor_gateway_inference_routed_total``,
+and keeps a leaving replica's channel open until it ends. ``open_stream`` moves on to
+the next replica when a call fails before its first message with UNAVAILABLE (the
+replica is gone or refuses new calls) or CANCELLED (a replica shutting down cancels the
+calls it had accepted but not started): a replica that stops costs the caller nothing.
+Generation has no side effect until it streams, so this repeat is safe; once a message
+has arrived, a failure is the caller's, since text already sent cannot be taken back.
+
+A replica that leaves discovery (a pod terminating drops out of the headless Service)
+drains: it gets no new calls, the calls already running on it, long streams included,
+finish, and its channel is closed once the last one ends, or after
+``TAILOR_GATEWAY_INFERENCE_DRAIN_TIMEOUT_S`` at the latest. Closing it at once would
+cancel those streams mid-answer, though the terminating replica is still finishing them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import itertools
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Gauge
 
 from services.common.errors import Unavailable
 from services.common.grpc_client import open_channel
-from services.common.settings import CommonSettings
+from services.gateway.config import GatewaySettings
+from services.gateway.health import upstream_status
+from tailor.inference.v1 import inference_service_pb2 as pb
+from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
 
 log = structlog.get_logger("tailor.gateway.routing")
 
@@ -64,10 +77,9 @@ T = TypeVar("T")
 # (host, port) -> every address the name resolves to, as "ip:port"
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 ChannelFactory = Callable[[str], grpc.aio.Channel]
+StartStream = Callable[[pb_grpc.InferenceServiceStub], grpc.aio.UnaryStreamCall]
 
-DEFAULT_REFRESH_INTERVAL_S = 5.0
-DEFAULT_MAX_IN_FLIGHT = 64
-DEFAULT_HEALTH_TIMEOUT_S = 1.0
+HEALTH_TIMEOUT_S = 1.0
 # Codes meaning "this replica did not do it": try the next one. A cancel of our own shows as
 # asyncio.CancelledError in grpc.aio, never as an AioRpcError, so CANCELLED here is the server's.
 FALLBACK_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
@@ -76,11 +88,16 @@ ROUTED = Counter(
     "tailor_gateway_inference_routed_total",
     "Inference calls routed, by how the replica was chosen.",
     # first (the adapter's home), spill (home busy or unhealthy), retry (after a refusal), base
+    # (no adapter: the least busy), broadcast (one per replica of a call every replica must hear)
     ["choice"],
 )
 HEALTHY_ENDPOINTS = Gauge(
     "tailor_gateway_inference_endpoints_healthy",
     "Inference replicas this gateway currently considers healthy.",
+)
+DRAINING_ENDPOINTS = Gauge(
+    "tailor_gateway_inference_endpoints_draining",
+    "Inference replicas no longer discovered whose running calls this gateway lets finish.",
 )
 
 
@@ -148,47 +165,126 @@ class Endpoint:
         self.channel = channel
         self.in_flight = 0
         self.healthy = True  # optimistic until a check or a call says otherwise
-        self.retired = False  # no longer discovered: closed once its last call ends
+        self.idle = asyncio.Event()  # set while nothing is in flight: what a drain waits for
+        self.idle.set()
+        self.drain: asyncio.Task[None] | None = None  # while no longer discovered
+
+    @functools.cached_property
+    def stub(self) -> pb_grpc.InferenceServiceStub:
+        return pb_grpc.InferenceServiceStub(self.channel)
 
     def __repr__(self) -> str:
         return f"Endpoint({self.address}, in_flight={self.in_flight}, healthy={self.healthy})"
+
+
+def _cancelled_under_us() -> bool:
+    """Whether a CancelledError just caught came from the call, not from our own task being cancelled.
+
+    grpc.aio reports a call cancelled from outside (its channel closed) as CancelledError
+    in the reader; only a task that is itself being cancelled should end that way.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
+class RoutedStream:
+    """A server-streaming inference call running on the replica the router chose.
+
+    Iterating it yields the call's messages, the first one (already received when the
+    router returns it) included. It holds one unit of its replica's in-flight count
+    until the call is over: its last message was read, it failed, or :meth:`cancel`
+    was called (the client left). gRPC's done callback releases it too, so a stream
+    dropped without either cannot leave a count behind (every call has a deadline).
+    """
+
+    def __init__(
+        self,
+        router: AdapterAffinityRouter,
+        endpoint: Endpoint,
+        call: grpc.aio.UnaryStreamCall,
+        first: pb.GenerateCompletionResponse | object,
+    ) -> None:
+        self._router = router
+        self._endpoint = endpoint
+        self._call = call
+        self._first: pb.GenerateCompletionResponse | object | None = first
+        self._released = False
+        call.add_done_callback(lambda _: self._release())
+
+    @property
+    def replica(self) -> str:
+        """The address of the replica running the call."""
+        return self._endpoint.address
+
+    def __aiter__(self) -> RoutedStream:
+        return self
+
+    async def __anext__(self) -> pb.GenerateCompletionResponse:
+        message = self._first
+        self._first = None
+        if message is None:
+            try:
+                message = await self._call.read()
+            except asyncio.CancelledError:
+                self.cancel()
+                if not _cancelled_under_us():
+                    raise
+                # the channel was closed under the call: its replica's drain timed out
+                raise grpc.aio.AioRpcError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.aio.Metadata(),
+                    grpc.aio.Metadata(),
+                    f"inference replica {self.replica} left before the call ended",
+                ) from None
+            except BaseException:
+                self.cancel()
+                raise
+        if message is grpc.aio.EOF:
+            self._release()
+            raise StopAsyncIteration
+        assert isinstance(message, pb.GenerateCompletionResponse)
+        return message
+
+    def cancel(self) -> None:
+        """Stops the call upstream (a no-op once it has ended) and releases its replica."""
+        if not self._call.done():
+            self._call.cancel()
+        self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._router._release(self._endpoint)
 
 
 class AdapterAffinityRouter:
     """Sends each adapter to the same inference replicas, with fallback; see the module docstring.
 
     ``start()`` discovers the endpoints and starts the periodic refresh; ``close()``
-    stops it and closes the channels. ``run`` and ``stream`` make a call with
-    fallback and in-flight accounting; ``channel_for`` only picks a channel (the
-    single-endpoint ``InferenceEndpoints`` interface); ``all_channels`` reaches every
-    replica.
+    stops it and closes the channels. ``open_stream`` and ``broadcast`` are the calls;
+    ``readiness`` is the gateway's readiness as far as inference goes.
 
-    ``channel_factory`` opens the channel of one endpoint (default: ``open_channel``
-    without retries). Fallback is this class's job: a channel that itself retried a
-    dead replica would only delay the move to the next one.
+    ``channel_factory`` opens the channel of one endpoint (default: ``open_channel``,
+    without gRPC's retries). Fallback is this class's job: a channel that itself retried
+    a dead replica would only delay the move to the next one. ``resolver`` stands for
+    DNS (default: :func:`resolve_all`).
     """
 
     def __init__(
         self,
-        target: str,
-        settings: CommonSettings,
+        settings: GatewaySettings,
         *,
-        refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S,
-        resolver: Resolver = resolve_all,
+        resolver: Resolver | None = None,
         channel_factory: ChannelFactory | None = None,
     ) -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
-        self.target = parse_target(target)
-        self.refresh_interval_s = refresh_interval_s
-        self.max_in_flight = max_in_flight
-        self.health_timeout_s = health_timeout_s
-        self._resolver = resolver
+        self.target = parse_target(settings.inference_addr)
+        self.refresh_interval_s = settings.gateway_inference_refresh_interval_s
+        self.max_in_flight = settings.gateway_inference_max_in_flight
+        self.drain_timeout_s = settings.gateway_inference_drain_timeout_s
+        self._resolver = resolver or resolve_all
         self._channel_factory = channel_factory or (lambda address: open_channel(address, settings))
         self._endpoints: dict[str, Endpoint] = {}
-        self._retiring: set[Endpoint] = set()
+        self._draining: dict[str, Endpoint] = {}
         self._rotation = itertools.count()
         self._refresh_task: asyncio.Task[None] | None = None
         if self.target.static:
@@ -198,7 +294,7 @@ class AdapterAffinityRouter:
 
     @property
     def endpoints(self) -> list[Endpoint]:
-        """The endpoints currently discovered."""
+        """The endpoints currently discovered (not those draining)."""
         return list(self._endpoints.values())
 
     async def start(self) -> None:
@@ -207,15 +303,21 @@ class AdapterAffinityRouter:
         self._refresh_task = asyncio.create_task(self._refresh_forever())
 
     async def close(self) -> None:
-        """Stops refreshing and closes every channel."""
+        """Stops refreshing and draining, and closes every channel."""
         if self._refresh_task is not None:
             self._refresh_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresh_task
-        for endpoint in [*self._endpoints.values(), *self._retiring]:
+        draining = list(self._draining.values())
+        drains = [endpoint.drain for endpoint in draining if endpoint.drain is not None]
+        for drain in drains:
+            drain.cancel()
+        await asyncio.gather(*drains, return_exceptions=True)
+        for endpoint in [*self._endpoints.values(), *draining]:
             await endpoint.channel.close()
         self._endpoints.clear()
-        self._retiring.clear()
+        self._draining.clear()
+        DRAINING_ENDPOINTS.set(0)
 
     async def refresh(self) -> None:
         """Re-resolves a DNS target and asks every endpoint's health."""
@@ -232,21 +334,46 @@ class AdapterAffinityRouter:
         await self.check_health()
 
     def set_addresses(self, addresses: Iterable[str]) -> None:
-        """Makes ``addresses`` the endpoint set: opens channels to new ones, retires vanished ones."""
+        """Makes ``addresses`` the endpoint set: opens channels to new ones, drains vanished ones."""
         wanted = list(dict.fromkeys(addresses))
         for address in wanted:
-            if address not in self._endpoints:
-                self._endpoints[address] = Endpoint(address, self._channel_factory(address))
-                log.info("inference endpoint added", endpoint=address)
+            if address in self._endpoints:
+                continue
+            returning = self._draining.pop(address, None)
+            if returning is not None:
+                # back before its drain ended (a readiness flap): keep its channel and its count
+                assert returning.drain is not None
+                returning.drain.cancel()
+                returning.drain = None
+                self._endpoints[address] = returning
+                log.info("inference endpoint back", endpoint=address, in_flight=returning.in_flight)
+                continue
+            self._endpoints[address] = Endpoint(address, self._channel_factory(address))
+            log.info("inference endpoint added", endpoint=address)
         for address in [a for a in self._endpoints if a not in wanted]:
-            endpoint = self._endpoints.pop(address)
-            endpoint.retired = True
-            log.info("inference endpoint removed", endpoint=address, in_flight=endpoint.in_flight)
-            # calls still streaming from it finish first; the channel closes after the last one
-            if endpoint.in_flight:
-                self._retiring.add(endpoint)
-            else:
-                _close_soon(endpoint)
+            leaving = self._endpoints.pop(address)
+            log.info("inference endpoint removed; draining", endpoint=address, in_flight=leaving.in_flight)
+            self._draining[address] = leaving
+            leaving.drain = asyncio.get_running_loop().create_task(self._drain(leaving))
+        DRAINING_ENDPOINTS.set(len(self._draining))
+
+    async def _drain(self, endpoint: Endpoint) -> None:
+        """Closes a vanished endpoint's channel once its calls have ended, or at the drain timeout."""
+        try:
+            await asyncio.wait_for(endpoint.idle.wait(), self.drain_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "inference endpoint drain timed out; closing it under its calls",
+                endpoint=endpoint.address,
+                in_flight=endpoint.in_flight,
+            )
+        # out of the draining set before the first await, so a return from now on opens a new channel
+        if self._draining.get(endpoint.address) is endpoint:
+            del self._draining[endpoint.address]
+        DRAINING_ENDPOINTS.set(len(self._draining))
+        endpoint.drain = None
+        await endpoint.channel.close()
+        log.info("inference endpoint closed", endpoint=endpoint.address)
 
     async def check_health(self) -> None:
         """Asks each endpoint's readiness (health service ``""``) and records the answers."""
@@ -259,13 +386,14 @@ class AdapterAffinityRouter:
         HEALTHY_ENDPOINTS.set(sum(answers))
 
     async def _is_serving(self, endpoint: Endpoint) -> bool:
-        try:
-            response = await health_pb2_grpc.HealthStub(endpoint.channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=self.health_timeout_s
-            )
-        except grpc.aio.AioRpcError:
-            return False
-        return response.status == health_pb2.HealthCheckResponse.SERVING
+        return await upstream_status(endpoint.channel, HEALTH_TIMEOUT_S) == "SERVING"
+
+    async def readiness(self) -> str:
+        """SERVING when the replica a base-model request would go to now says so; else why not."""
+        endpoint = self.choose(None)
+        if endpoint is None:
+            return grpc.StatusCode.UNAVAILABLE.name
+        return await upstream_status(endpoint.channel)
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -309,60 +437,70 @@ class AdapterAffinityRouter:
             return min(healthy, key=lambda e: e.in_flight)
         return candidates[0]
 
-    def all_channels(self) -> list[grpc.aio.Channel]:
-        """One channel per discovered replica, for what every replica must hear (unloading a
-        deleted model's adapter)."""
-        return [endpoint.channel for endpoint in self._endpoints.values()]
-
-    def channel_for(self, adapter_name: str | None) -> grpc.aio.Channel:
-        """The channel of the replica ``adapter_name`` should go to (no fallback, no accounting)."""
-        endpoint = self.choose(adapter_name)
-        if endpoint is None:
-            raise Unavailable("no inference replica is available")
-        return endpoint.channel
-
     # -- calling -------------------------------------------------------------------------
 
-    async def run(self, adapter: str | None, call: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T:
-        """Awaits ``call(channel)`` on the adapter's replica, moving on to the next when it refuses."""
+    async def open_stream(self, adapter: str | None, start: StartStream) -> RoutedStream:
+        """Starts ``start(stub)`` on ``adapter``'s replica (None: the base model) and waits for its
+        first message, moving on to the next replica while one refuses before sending anything.
+
+        Raises the call's error when it fails otherwise, and :class:`Unavailable` when every
+        replica refused. The caller iterates the returned stream, or cancels it.
+        """
         tried: list[Endpoint] = []
         while True:
             endpoint = self._next(adapter, tried)
             self._acquire(endpoint)
+            call: grpc.aio.UnaryStreamCall | None = None
             try:
-                return await call(endpoint.channel)
+                call = start(endpoint.stub)
+                first = await call.read()
             except grpc.aio.AioRpcError as error:
-                if not self._retryable(error, endpoint, tried):
+                self._release(endpoint)
+                if error.code() not in FALLBACK_CODES:
                     raise
+                self._refused(endpoint, tried, error.details() or error.code().name)
+                continue
+            except asyncio.CancelledError:
+                if call is not None:
+                    call.cancel()
+                self._release(endpoint)
+                if not _cancelled_under_us():
+                    raise
+                # the channel closed under a call that had sent nothing (its drain timed out)
+                self._refused(endpoint, tried, "channel closed")
+                continue
+            except BaseException:
+                if call is not None:
+                    call.cancel()
+                self._release(endpoint)
+                raise
+            stream = RoutedStream(self, endpoint, call, first)
+            if first is grpc.aio.EOF:
+                stream.cancel()  # nothing more will come: release now, not at the done callback
+            return stream
+
+    async def broadcast(
+        self, invoke: Callable[[pb_grpc.InferenceServiceStub], Awaitable[T]]
+    ) -> dict[str, T | grpc.aio.AioRpcError]:
+        """Awaits ``invoke(stub)`` on every discovered replica at once, for what every replica
+        must hear (unloading a deleted model's adapter): {address: its answer or its error}.
+
+        No fallback: each replica is a target of its own, not a stand-in for another.
+        """
+        endpoints = self.endpoints
+
+        async def on(endpoint: Endpoint) -> T | grpc.aio.AioRpcError:
+            ROUTED.labels("broadcast").inc()
+            self._acquire(endpoint)
+            try:
+                return await invoke(endpoint.stub)
+            except grpc.aio.AioRpcError as error:
+                return error
             finally:
                 self._release(endpoint)
 
-    async def stream(
-        self, adapter: str | None, call: Callable[[grpc.aio.Channel], AsyncIterator[T]]
-    ) -> AsyncIterator[T]:
-        """Yields what ``call(channel)`` streams; moves on to the next replica when one refuses,
-        only while nothing has been received yet."""
-        tried: list[Endpoint] = []
-        while True:
-            endpoint = self._next(adapter, tried)
-            self._acquire(endpoint)
-            received = False
-            responses: AsyncIterator[T] | None = None
-            try:
-                responses = call(endpoint.channel)
-                async for message in responses:
-                    received = True
-                    yield message
-                return
-            except grpc.aio.AioRpcError as error:
-                if received or not self._retryable(error, endpoint, tried):
-                    raise
-            finally:
-                # a consumer that stops early (client gone) must not leave generation running
-                cancel = getattr(responses, "cancel", None)  # a grpc call; plain iterators have none
-                if cancel is not None:
-                    cancel()
-                self._release(endpoint)
+        answers = await asyncio.gather(*(on(endpoint) for endpoint in endpoints))
+        return {endpoint.address: answer for endpoint, answer in zip(endpoints, answers, strict=True)}
 
     def _next(self, adapter: str | None, tried: list[Endpoint]) -> Endpoint:
         endpoint = self.choose(adapter, tried)
@@ -378,31 +516,18 @@ class AdapterAffinityRouter:
         ROUTED.labels(choice).inc()
         return endpoint
 
-    def _retryable(self, error: grpc.aio.AioRpcError, endpoint: Endpoint, tried: list[Endpoint]) -> bool:
-        """A refused call never ran there: mark the replica down and try another."""
-        if error.code() not in FALLBACK_CODES:
-            return False
+    def _refused(self, endpoint: Endpoint, tried: list[Endpoint], why: str) -> None:
+        """A refused call never ran there: mark the replica down until a health check says otherwise."""
         if endpoint.healthy:
-            log.warning("inference endpoint unavailable", endpoint=endpoint.address, error=error.details())
+            log.warning("inference endpoint unavailable", endpoint=endpoint.address, error=why)
         endpoint.healthy = False
         tried.append(endpoint)
-        return True
 
     def _acquire(self, endpoint: Endpoint) -> None:
         endpoint.in_flight += 1
+        endpoint.idle.clear()
 
     def _release(self, endpoint: Endpoint) -> None:
         endpoint.in_flight -= 1
-        if endpoint.retired and endpoint.in_flight == 0 and endpoint in self._retiring:
-            self._retiring.discard(endpoint)
-            _close_soon(endpoint)
-
-
-_closing: set[asyncio.Task[None]] = set()
-
-
-def _close_soon(endpoint: Endpoint) -> None:
-    """Closes a retired endpoint's channel in the background (``set_addresses`` is synchronous)."""
-    task = asyncio.get_running_loop().create_task(endpoint.channel.close())
-    _closing.add(task)  # keep a reference until done, or the task may be collected mid-flight
-    task.add_done_callback(_closing.discard)
+        if endpoint.in_flight == 0:
+            endpoint.idle.set()

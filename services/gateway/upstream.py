@@ -6,22 +6,23 @@ only reads (and the idempotent unload) are retried on UNAVAILABLE. Uploads, dele
 and job creation are never retried by the channel: a retried delete would answer
 NOT_FOUND for a delete that worked, and creation has its idempotency key instead.
 
-Inference goes through :class:`~services.gateway.routing.AdapterAffinityRouter`, which
-picks the replica for each model (the same replicas for the same adapter, so it stays
-warm) out of ``TAILOR_INFERENCE_ADDR``: one address, a list, or a headless Service's DNS
-name. Every replica's channel is opened like the others, retries included.
+Inference goes only through :class:`~services.gateway.routing.AdapterAffinityRouter`
+(``Upstreams.inference``), which picks the replica for each model (the same replicas for
+the same adapter, so it stays warm) out of ``TAILOR_INFERENCE_ADDR``: one address, a list,
+or a headless Service's DNS name. Its channels have no gRPC retry policy: moving a refused
+call on to the next replica is the router's job, and a channel retrying a dead replica
+first would only delay that.
 """
 
 from __future__ import annotations
 
-import grpc
+import asyncio
 
-from services.common.errors import Unavailable
 from services.common.grpc_client import idempotent, open_channel
 from services.gateway.config import GatewaySettings
+from services.gateway.health import upstream_status
 from services.gateway.routing import AdapterAffinityRouter
 from tailor.dataset.v1 import dataset_service_pb2, dataset_service_pb2_grpc
-from tailor.inference.v1 import inference_service_pb2, inference_service_pb2_grpc
 from tailor.trainer.v1 import (
     model_registry_service_pb2,
     model_registry_service_pb2_grpc,
@@ -51,16 +52,6 @@ TRAINER_IDEMPOTENT = _methods(
     "ListJobEvents",
     "ListJobCheckpoints",
 ) + _methods(model_registry_service_pb2.DESCRIPTOR, "ModelRegistryService", "ResolveModel", "ListModels")
-# GenerateCompletion is retried only if the replica refused it before generating anything,
-# which gRPC's retry policy guarantees (no retry once a response message arrived).
-INFERENCE_IDEMPOTENT = _methods(
-    inference_service_pb2.DESCRIPTOR,
-    "InferenceService",
-    "GenerateCompletion",
-    "LoadAdapter",
-    "UnloadAdapter",
-    "ListAdapters",
-)
 
 
 class Upstreams:
@@ -76,32 +67,19 @@ class Upstreams:
         self.files = dataset_service_pb2_grpc.DatasetServiceStub(self._dataset_channel)
         self.jobs = trainer_service_pb2_grpc.TrainerServiceStub(self._trainer_channel)
         self.models = model_registry_service_pb2_grpc.ModelRegistryServiceStub(self._trainer_channel)
-        self.inference = AdapterAffinityRouter(
-            settings.inference_addr,
-            settings,
-            channel_factory=lambda address: open_channel(
-                address, settings, idempotent_methods=INFERENCE_IDEMPOTENT
-            ),
-        )
+        self.inference = AdapterAffinityRouter(settings)
 
     async def start(self) -> None:
         await self.inference.start()
 
-    def inference_for(self, adapter_name: str | None) -> inference_service_pb2_grpc.InferenceServiceStub:
-        """The inference replica a request for ``adapter_name`` (None: the bare base model) goes to."""
-        return inference_service_pb2_grpc.InferenceServiceStub(self.inference.channel_for(adapter_name))
-
-    def every_inference_replica(self) -> list[inference_service_pb2_grpc.InferenceServiceStub]:
-        """One stub per replica, for what every replica must hear (unloading a deleted model)."""
-        return [inference_service_pb2_grpc.InferenceServiceStub(c) for c in self.inference.all_channels()]
-
-    def health_channels(self) -> dict[str, grpc.aio.Channel | None]:
-        """{service name: a channel to ask}, for readiness; None when no inference replica is known."""
-        try:
-            inference: grpc.aio.Channel | None = self.inference.channel_for(None)
-        except Unavailable:
-            inference = None
-        return {"dataset": self._dataset_channel, "trainer": self._trainer_channel, "inference": inference}
+    async def readiness(self) -> dict[str, str]:
+        """{service: SERVING, NOT_SERVING or the gRPC code of why it could not be asked}."""
+        dataset, trainer, inference = await asyncio.gather(
+            upstream_status(self._dataset_channel),
+            upstream_status(self._trainer_channel),
+            self.inference.readiness(),
+        )
+        return {"dataset": dataset, "trainer": trainer, "inference": inference}
 
     async def close(self) -> None:
         await self._dataset_channel.close()

@@ -51,7 +51,8 @@ class OpenAIServingModels:
 
         The registry is the source of truth: once it answers, the name resolves to nothing and
         chat with it is a 404 whatever the replicas hold. Unloading only frees their memory,
-        so a replica that cannot be reached is logged, not reported to the caller.
+        so a replica that cannot be reached is logged, not reported to the caller. Every
+        replica is asked at once, so one slow replica does not hold up the others.
         """
         try:
             with caller.rpc_context():
@@ -63,12 +64,16 @@ class OpenAIServingModels:
                 raise model_not_found(name) from None
             raise
         deleted = response.model or name
-        for stub in self._upstreams.every_inference_replica():
-            try:
-                with caller.rpc_context():
-                    await stub.UnloadAdapter(inference_pb.UnloadAdapterRequest(name=deleted))
-            except grpc.aio.AioRpcError as error:
+        with caller.rpc_context():
+            answers = await self._upstreams.inference.broadcast(
+                lambda stub: stub.UnloadAdapter(inference_pb.UnloadAdapterRequest(name=deleted))
+            )
+        for replica, answer in answers.items():
+            if isinstance(answer, grpc.aio.AioRpcError):
                 log.warning(
-                    "could not unload a deleted model's adapter", model=deleted, grpc_status=error.code().name
+                    "could not unload a deleted model's adapter",
+                    model=deleted,
+                    replica=replica,
+                    grpc_status=answer.code().name,
                 )
         return ModelDeleted(id=deleted, deleted=response.deleted)

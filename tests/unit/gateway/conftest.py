@@ -49,12 +49,14 @@ class Gateway:
 async def running_gateway(tmp_path: Path, **overrides: Any) -> AsyncIterator[Gateway]:
     fakes = await start_fake_services(CommonSettings(data_dir=tmp_path, grpc_shutdown_grace_s=0.1))
     settings = GatewaySettings(
-        data_dir=tmp_path,
-        api_keys=f"{KEY_A}=org-a,{KEY_B}=org-b",
-        dataset_addr=fakes.address,
-        trainer_addr=fakes.address,
-        inference_addr=fakes.address,
-        **overrides,
+        **{
+            "data_dir": tmp_path,
+            "api_keys": f"{KEY_A}=org-a,{KEY_B}=org-b",
+            "dataset_addr": fakes.address,
+            "trainer_addr": fakes.address,
+            "inference_addr": fakes.address,
+            **overrides,
+        }
     )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

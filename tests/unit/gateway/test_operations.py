@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+
 import grpc
 import openai
 import pytest
 
-from services.common.errors import Unavailable
 from services.gateway.errors import from_rpc_error
 from services.gateway.models.serving import OpenAIServingModels
-from services.gateway.routing import AdapterAffinityRouter
-from tests.unit.gateway.conftest import Gateway
+from tests.unit.gateway.conftest import Gateway, GatewayFactory
 from tests.unit.gateway.fakes import BASE_MODEL
 
 
@@ -176,18 +176,16 @@ async def test_openapi_document_lists_the_routes_and_no_422(gateway: Gateway) ->
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
-async def test_no_inference_replica_is_503_and_not_ready(
-    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def none_available(self: AdapterAffinityRouter, adapter_name: str | None) -> None:
-        raise Unavailable("no inference replica is available")
-
-    monkeypatch.setattr(AdapterAffinityRouter, "channel_for", none_available)
-    with pytest.raises(openai.InternalServerError) as caught:
-        await gateway.sdk().chat.completions.create(
-            model=BASE_MODEL, messages=[{"role": "user", "content": "x"}]
-        )
-    assert caught.value.status_code == 503
-    async with gateway.http(key=None) as http:
-        ready = await http.get("/readyz")
-    assert ready.status_code == 503 and ready.json()["upstreams"]["inference"] == "UNAVAILABLE"
+async def test_an_unreachable_inference_replica_is_503_and_not_ready(gateway_with: GatewayFactory) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody_listens = f"127.0.0.1:{probe.getsockname()[1]}"
+    async with gateway_with(inference_addr=nobody_listens) as gateway:
+        with pytest.raises(openai.InternalServerError) as caught:
+            await gateway.sdk().chat.completions.create(
+                model=BASE_MODEL, messages=[{"role": "user", "content": "x"}]
+            )
+        assert caught.value.status_code == 503
+        async with gateway.http(key=None) as http:
+            ready = await http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["upstreams"]["inference"] == "UNAVAILABLE"
