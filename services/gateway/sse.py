@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from services.gateway.errors import from_rpc_error, internal_error
 from services.gateway.generation import ChoiceFinished, Generation, TextDelta
@@ -114,3 +116,23 @@ async def completion_events(
     finally:
         reader.cancel()
         generation.cancel()
+
+
+class GenerationStreamResponse(StreamingResponse):
+    """The SSE response of a started generation, which it ends however the response ends.
+
+    :func:`completion_events` cancels the generation when its body stops early, but a client
+    that leaves before Starlette starts iterating the body never runs the body at all: the
+    gRPC call would go on generating for nobody until its deadline, holding its replica's
+    place in the router's in-flight count.
+    """
+
+    def __init__(self, generation: Generation, body: AsyncIterator[bytes]) -> None:
+        super().__init__(body, media_type=MEDIA_TYPE, headers=HEADERS)
+        self._generation = generation
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._generation.cancel()

@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
 
 from services.common.ids import new_id
 from services.gateway import sse
@@ -48,7 +47,7 @@ class OpenAIServingChat:
 
     async def create(
         self, caller: Caller, body: ChatCompletionRequest, request: Request
-    ) -> ChatCompletion | StreamingResponse:
+    ) -> ChatCompletion | sse.GenerationStreamResponse:
         wanted = body.generation_input()  # 400s come before any upstream call
         model = await resolve_model(self._upstreams, caller, body.model)
 
@@ -86,7 +85,7 @@ class OpenAIServingChat:
             text_choice=lambda index, text: _chunk_choice(index, {"content": text}),
             finish_choice=lambda index, reason: _chunk_choice(index, {}, reason),
         )
-        return StreamingResponse(events, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        return sse.GenerationStreamResponse(generation, events)
 
     @staticmethod
     def _completion(body: ChatCompletionRequest, collected: Collected) -> ChatCompletion:

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
 
 from services.common.ids import new_id
 from services.gateway import sse
@@ -37,7 +36,7 @@ class OpenAIServingCompletions:
 
     async def create(
         self, caller: Caller, body: CompletionRequest, request: Request
-    ) -> Completion | StreamingResponse:
+    ) -> Completion | sse.GenerationStreamResponse:
         wanted = body.generation_input()  # 400s come before any upstream call
         model = await resolve_model(self._upstreams, caller, body.model)
         echoed = body.prompt_text() if body.echo else ""
@@ -73,7 +72,7 @@ class OpenAIServingCompletions:
             text_choice=_choice,
             finish_choice=lambda index, reason: _choice(index, "", reason),
         )
-        return StreamingResponse(events, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        return sse.GenerationStreamResponse(generation, events)
 
     @staticmethod
     def _completion(body: CompletionRequest, echoed: str, collected: Collected) -> Completion:
