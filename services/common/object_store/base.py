@@ -302,7 +302,13 @@ class ObjectStore(ABC):
         return await self._delete_prefix(validate_prefix(prefix))
 
     def list(self, prefix: str = "") -> AsyncIterator[StoredObject]:
-        """The objects whose key starts with ``prefix``, sorted by key."""
+        """The objects whose key starts with ``prefix``, sorted by key.
+
+        On S3 the order is the server's, which S3 defines as key order (UTF-8 bytes);
+        some S3-compatible servers list in directory-walk order instead (SeaweedFS:
+        ``a/b`` before ``a-c``; see docs/object_store.md). Callers that need an order
+        across ``/`` boundaries sort for themselves.
+        """
         return self._list(validate_prefix(prefix))
 
 

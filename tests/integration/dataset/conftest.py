@@ -36,8 +36,9 @@ def s3_settings(server: S3Server, bucket: str, **overrides: Any) -> DatasetSetti
     )
 
 
-@pytest.fixture(params=["filesystem", "s3"])
+@pytest.fixture(params=["filesystem", "s3-moto", "s3-seaweedfs"])
 def backend(request: pytest.FixtureRequest) -> str:
+    """The object store: a directory, or a bucket on one of the S3 servers (see ../conftest.py)."""
     return request.param
 
 
@@ -49,7 +50,7 @@ def make_settings(backend: str, request: pytest.FixtureRequest, tmp_path: Path) 
         overrides.setdefault("data_dir", tmp_path / "data")
         if backend == "filesystem":
             return DatasetSettings(**overrides)
-        server: S3Server = request.getfixturevalue("s3_server")
+        server: S3Server = request.getfixturevalue("s3_server_for")(backend)
         return s3_settings(server, request.getfixturevalue("fresh_bucket"), **overrides)
 
     return make
