@@ -120,7 +120,7 @@ def current_messages(messages: list[Message]) -> list[Message]:
 
 
 def current_tools(holder: dict[str, Any]) -> list[Tool] | None:
-    """An example's ``tools`` and (deprecated) ``functions`` as one list of tools; None when there are none."""
+    """An example's ``tools`` and (deprecated) ``functions`` as one list of tools; None if there are none."""
     tools = holder.get("tools") or []
     if holder.get("functions"):
         tools = [*tools, *({"type": "function", "function": function} for function in holder["functions"])]

@@ -108,7 +108,10 @@ class ExampleReader:
             return raw.decode("utf-8")
         except UnicodeDecodeError as error:
             self.line += 1  # the line that is not text
-            fail("invalid_utf8", f"not UTF-8 (byte 0x{raw[error.start]:02x} at byte {error.start + 1} of the line)")
+            fail(
+                "invalid_utf8",
+                f"not UTF-8 (byte 0x{raw[error.start]:02x} at byte {error.start + 1} of the line)",
+            )
 
     def _check(self, example: Any) -> None:
         if type(example) is not dict:

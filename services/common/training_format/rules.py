@@ -252,7 +252,10 @@ def _text_length(content: Any, where: str) -> int:
         kind = part.get("type")
         if kind != "text":
             # Tailor's base models read text only, so image or audio parts could not be trained on.
-            fail("unsupported_content", f"{where}[{index}]: only text parts are supported, not {shorten(kind)}")
+            fail(
+                "unsupported_content",
+                f"{where}[{index}]: only text parts are supported, not {shorten(kind)}",
+            )
         check_keys(part, _TEXT_PART_KEYS, f"{where}[{index}]")
         text = part.get("text")
         if type(text) is not str:

@@ -32,7 +32,10 @@ def check_tool_calls(calls: Any, where: str) -> None:
 
 def check_function_call(call: Any, where: str) -> None:
     if type(call) is not dict:
-        fail("invalid_tool_calls", f"{where} must be an object with name and arguments, got {json_type(call)}")
+        fail(
+            "invalid_tool_calls",
+            f"{where} must be an object with name and arguments, got {json_type(call)}",
+        )
     check_keys(call, _FUNCTION_CALL_KEYS, where)
     name = call.get("name")
     if type(name) is not str or not name:

@@ -158,7 +158,9 @@ def _check_method_fits(found: ExampleFormat, *, preference: bool) -> None:
             f"this is a {found.label} example.",
         )
     if not preference and found is ExampleFormat.PREFERENCE:
-        raise InvalidExample("wrong_format_for_method", "a preference example needs a DPO job (method type `dpo`).")
+        raise InvalidExample(
+            "wrong_format_for_method", "a preference example needs a DPO job (method type `dpo`)."
+        )
 
 
 def tokenize_example(

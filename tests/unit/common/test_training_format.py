@@ -107,7 +107,8 @@ def test_a_preference_output_is_exactly_one_assistant_message() -> None:
     ],
 )
 def test_half_a_surrogate_pair_is_refused(escaped: str, valid: bool) -> None:
-    line = '{"messages": [{"role": "user", "content": "' + escaped + '"}, {"role": "assistant", "content": "x"}]}'
+    reply = '{"role": "assistant", "content": "x"}'
+    line = '{"messages": [{"role": "user", "content": "' + escaped + '"}, ' + reply + "]}"
     if valid:
         assert read(line) is not None
     else:

@@ -39,13 +39,16 @@ PROPERTY_SETTINGS = settings(
 # Text a chat template or tokenizer might trip on; surrogates are left to the strategies below.
 ODD_TEXT = ["", " ", "Paris.", "🎉 東京", "\u2028", "\ufeff", "\x00", "\r", "{{ x }}", "{% raw %}", "<|im_end|>"]
 TEXT = st.text(max_size=10) | st.sampled_from(ODD_TEXT)  # st.text() draws no surrogates
-SURROGATE_TEXT = st.text(alphabet=st.characters(categories=["Cs"]) | st.sampled_from("ab🎉"), min_size=1, max_size=4)
+SURROGATE_TEXT = st.text(
+    alphabet=st.characters(categories=["Cs"]) | st.sampled_from("ab🎉"), min_size=1, max_size=4
+)
 NAME = st.sampled_from(["get_weather", "lookup", "f"])
 TEXT_PARTS = st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": TEXT}), max_size=2)
 CONTENT = TEXT | TEXT_PARTS
 WEIGHT = st.sampled_from([0, 1, 0.0, 1.0])
 
-FUNCTION_CALL = st.fixed_dictionaries({"name": NAME, "arguments": st.sampled_from(['{"city": "Lisbon"}', "{}"]) | TEXT})
+ARGUMENTS = st.sampled_from(['{"city": "Lisbon"}', "{}"]) | TEXT
+FUNCTION_CALL = st.fixed_dictionaries({"name": NAME, "arguments": ARGUMENTS})
 TOOL_CALL = st.fixed_dictionaries({"id": TEXT, "type": st.just("function"), "function": FUNCTION_CALL})
 FUNCTION_DEFINITION = st.fixed_dictionaries(
     {"name": NAME},
@@ -59,10 +62,12 @@ TOOL_DEFINITION = st.fixed_dictionaries({"type": st.just("function"), "function"
 
 
 def assistant(*, weighted: bool) -> st.SearchStrategy[dict[str, Any]]:
-    """An assistant message: text, tool calls, or a deprecated function call; with a weight if ``weighted``."""
+    """An assistant message: text, tool calls, or a deprecated function call; weighted if ``weighted``."""
     weight = {"weight": WEIGHT} if weighted else {}
     return (
-        st.fixed_dictionaries({"role": st.just("assistant"), "content": CONTENT}, optional={"name": TEXT, **weight})
+        st.fixed_dictionaries(
+            {"role": st.just("assistant"), "content": CONTENT}, optional={"name": TEXT, **weight}
+        )
         | st.fixed_dictionaries(
             {"role": st.just("assistant"), "tool_calls": st.lists(TOOL_CALL, min_size=1, max_size=2)},
             optional={"content": st.none() | CONTENT, **weight},
@@ -76,7 +81,9 @@ def assistant(*, weighted: bool) -> st.SearchStrategy[dict[str, Any]]:
 
 USER = st.fixed_dictionaries({"role": st.just("user"), "content": CONTENT}, optional={"name": TEXT})
 CONTEXT_MESSAGE = (
-    st.fixed_dictionaries({"role": st.sampled_from(["system", "developer"]), "content": CONTENT}, optional={"name": TEXT})
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "developer"]), "content": CONTENT}, optional={"name": TEXT}
+    )
     | USER
     | assistant(weighted=True)
     | st.fixed_dictionaries({"role": st.just("tool"), "tool_call_id": TEXT, "content": CONTENT})
@@ -84,8 +91,9 @@ CONTEXT_MESSAGE = (
 )
 TRAINED_REPLY = assistant(weighted=False)
 
+CHAT_MESSAGES = st.tuples(st.lists(CONTEXT_MESSAGE, max_size=4), TRAINED_REPLY).map(lambda p: [*p[0], p[1]])
 CHAT = st.fixed_dictionaries(
-    {"messages": st.tuples(st.lists(CONTEXT_MESSAGE, max_size=4), TRAINED_REPLY).map(lambda p: [*p[0], p[1]])},
+    {"messages": CHAT_MESSAGES},
     optional={
         "tools": st.lists(TOOL_DEFINITION, max_size=2),
         "functions": st.lists(FUNCTION_DEFINITION, max_size=2),
@@ -114,16 +122,18 @@ EXAMPLES = {"chat": CHAT, "prompt_completion": PROMPT_COMPLETION, "preference": 
 
 # What a mutation puts in: JSON values of every type, keys of every format, and text no tokenizer reads.
 KEYS = st.sampled_from(
-    ["role", "content", "weight", "name", "tool_calls", "tool_call_id", "function_call", "function", "arguments",
-     "id", "type", "text", "messages", "tools", "functions", "parallel_tool_calls", "prompt", "completion",
-     "input", "preferred_output", "non_preferred_output", "preferred_completion", "non_preferred_completion"]
+    ["role", "content", "weight", "name", "tool_calls", "tool_call_id", "function_call", "function",
+     "arguments", "id", "type", "text", "messages", "tools", "functions", "parallel_tool_calls", "prompt",
+     "completion", "input", "preferred_output", "non_preferred_output", "preferred_completion",
+     "non_preferred_completion"]
 )  # fmt: skip
+ROLES = ["system", "developer", "user", "assistant", "tool", "function", "wizard", "text", "image_url"]
 SCALARS = (
     st.none()
     | st.booleans()
     | st.integers(-1, 2)
     | st.floats(allow_nan=True)
-    | st.sampled_from(["system", "developer", "user", "assistant", "tool", "function", "wizard", "text", "image_url"])
+    | st.sampled_from(ROLES)
     | TEXT
     | SURROGATE_TEXT
     | st.just([])
@@ -133,7 +143,10 @@ SCALARS = (
 
 def _paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
     """The path to every value inside ``value``, itself excluded."""
-    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    if isinstance(value, dict):
+        children: Any = value.items()
+    else:
+        children = enumerate(value) if isinstance(value, list) else ()
     for key, child in children:
         yield (*path, key)
         yield from _paths(child, (*path, key))
@@ -156,8 +169,9 @@ def mutated(draw: st.DrawFn, examples: st.SearchStrategy[dict[str, Any]]) -> Any
 
 
 RAW_LINES = st.sampled_from(
-    ["", "   ", "\t", "\u2028", "not json", "[1, 2]", "null", '"text"', "{}", '{"messages": [}', '{"a": 1} {"b": 2}',
-     '{"prompt": "a", "completion": "\\ud800"}', "\ufeff{}", '{"prompt": 1' + "0" * 5000 + ', "completion": "b"}']
+    ["", "   ", "\t", "\u2028", "not json", "[1, 2]", "null", '"text"', "{}", '{"messages": [}',
+     '{"a": 1} {"b": 2}', '{"prompt": "a", "completion": "\\ud800"}', "\ufeff{}",
+     '{"prompt": 1' + "0" * 5000 + ', "completion": "b"}']
 )  # fmt: skip
 
 
@@ -165,7 +179,7 @@ RAW_LINES = st.sampled_from(
 def files(draw: st.DrawFn, *, valid_only: bool) -> bytes:
     """A JSONL file of one to three lines, mostly of one format, with the variations editors leave."""
     file_format = draw(st.sampled_from(sorted(EXAMPLES)))
-    kinds = ["valid", "blank"] if valid_only else ["valid", "mutated", "mutated", "mutated", "other_format", "raw"]
+    kinds = ["valid", "blank"] if valid_only else ["valid", *["mutated"] * 3, "other_format", "raw"]
     lines = []
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(kinds))
@@ -175,7 +189,8 @@ def files(draw: st.DrawFn, *, valid_only: bool) -> bytes:
         if kind == "blank":
             lines.append(draw(st.sampled_from(["", "  ", "\r"])))
             continue
-        examples = EXAMPLES[draw(st.sampled_from(sorted(EXAMPLES)))] if kind == "other_format" else EXAMPLES[file_format]
+        line_format = draw(st.sampled_from(sorted(EXAMPLES))) if kind == "other_format" else file_format
+        examples = EXAMPLES[line_format]
         value = draw(mutated(examples)) if kind == "mutated" else draw(examples)
         line = json.dumps(value, ensure_ascii=draw(st.booleans()))
         lines.append(line + draw(st.sampled_from(["", "\r", " "])))
@@ -195,7 +210,7 @@ def validate_at_upload(data: bytes) -> ValidationResult:
 
 
 def load_in_worker(path: Path, data: bytes, tokenizer: PreTrainedTokenizerBase) -> ExampleSet | JobFailure:
-    """The worker's examples of the file, for whichever method (SFT or DPO) trains its format; else why not."""
+    """The worker's examples of the file, for the method (SFT or DPO) that trains its format; else why not."""
     path.write_bytes(data)
     failures = []
     for preference in (False, True):
@@ -228,9 +243,10 @@ def assert_agree(data: bytes, scratch: Path, tokenizer: PreTrainedTokenizerBase)
             for sequence in example.sequences:
                 assert any(label != IGNORE_INDEX for label in sequence.labels), "an example trains nothing"
     else:
-        assert isinstance(loaded, JobFailure), f"refused at upload ({uploaded.summary()}), trained by the worker"
+        assert isinstance(loaded, JobFailure), f"refused at upload ({uploaded.summary()}), trained anyway"
         first = uploaded.problems[0]
-        assert f"line {first.line}: " in loaded.message or first.line == 0, (uploaded.summary(), loaded.message)
+        same_line = f"line {first.line}: " in loaded.message or first.line == 0
+        assert same_line, (uploaded.summary(), loaded.message)
     return uploaded
 
 
@@ -257,7 +273,10 @@ def test_a_deprecated_function_call_and_its_result_are_rendered_and_the_call_tra
     example = {
         "messages": [
             {"role": "user", "content": "Weather in Lisbon?"},
-            {"role": "assistant", "function_call": {"name": "get_weather", "arguments": '{"city": "Lisbon"}'}},
+            {
+                "role": "assistant",
+                "function_call": {"name": "get_weather", "arguments": '{"city": "Lisbon"}'},
+            },
             {"role": "function", "name": "get_weather", "content": "21"},
             {"role": "assistant", "content": "It is 21 degrees."},
         ],
@@ -267,7 +286,8 @@ def test_a_deprecated_function_call_and_its_result_are_rendered_and_the_call_tra
     assert isinstance(loaded, ExampleSet)
     (sequence,) = loaded.examples[0].sequences
     text = tokenizer.decode(sequence.input_ids)
-    assert '{"type": "function", "function": {"name": "get_weather"' in text, "the function is offered as a tool"
+    offered = '{"type": "function", "function": {"name": "get_weather"' in text
+    assert offered, "the function is offered as a tool"
     assert "<|im_start|>tool\n21<|im_end|>" in text, "the function's result is a tool message"
     trained = tokenizer.decode([label for label in sequence.labels if label != IGNORE_INDEX])
     call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Lisbon"}}\n</tool_call>'
