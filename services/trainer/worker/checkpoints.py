@@ -1,4 +1,4 @@
-"""Checkpoints and adapters in the object store: where they go, what they hold, how they move.
+"""Checkpoints and adapters in the object store: where they go and what they hold.
 
 Under a job's output prefix (``orgs/{org}/jobs/{job_id}/``)::
 
@@ -11,7 +11,8 @@ Under a job's output prefix (``orgs/{org}/jobs/{job_id}/``)::
 The training state is one ``torch.save`` file: the training loop's state (adapter weights,
 optimizer, schedule, RNG, step, trained tokens), the resolved hyperparameters and the results
 rows so far. It holds only tensors and plain Python values and is read back with
-``weights_only=True``, so loading a checkpoint never runs code from it.
+``weights_only=True``, so loading a checkpoint never runs code from it. Moving them to and
+from the store is :mod:`.transfers`' job.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from services.common.object_store import ObjectStore
 
 STATE_FILE = "training_state.pt"
 # Bumped when the state's layout changes; a state of another version is not resumed from.
@@ -39,13 +38,13 @@ class CheckpointLocation:
 
 def checkpoint_location(output_prefix: str, step: int) -> CheckpointLocation:
     """Where the checkpoint at ``step`` goes under a job's output prefix."""
-    base = f"{_as_prefix(output_prefix)}checkpoints/step-{step}/"
+    base = f"{as_prefix(output_prefix)}checkpoints/step-{step}/"
     return CheckpointLocation(adapter_prefix=f"{base}adapter/", state_prefix=f"{base}state/")
 
 
 def final_adapter_prefix(output_prefix: str) -> str:
     """Where the final adapter goes under a job's output prefix."""
-    return f"{_as_prefix(output_prefix)}adapter/"
+    return f"{as_prefix(output_prefix)}adapter/"
 
 
 def save_state(directory: Path, state: dict[str, Any]) -> Path:
@@ -63,27 +62,6 @@ def load_state(directory: Path) -> dict[str, Any]:
     return state
 
 
-async def upload_directory(store: ObjectStore, directory: Path, prefix: str) -> None:
-    """Upload every file directly in ``directory`` to ``{prefix}{file name}``."""
-    for path in sorted(directory.iterdir()):
-        if path.is_file():
-            await store.put_file(f"{_as_prefix(prefix)}{path.name}", path)
-
-
-async def download_prefix(store: ObjectStore, prefix: str, directory: Path) -> Path:
-    """Download every object under ``prefix`` into ``directory`` (keeping sub-paths); returns it.
-
-    Raises FileNotFoundError when nothing is stored under the prefix.
-    """
-    prefix = _as_prefix(prefix)
-    found = False
-    async for stored in store.list(prefix):
-        found = True
-        await store.get_file(stored.key, directory / stored.key.removeprefix(prefix))
-    if not found:
-        raise FileNotFoundError(f"nothing is stored under {prefix!r}")
-    return directory
-
-
-def _as_prefix(prefix: str) -> str:
+def as_prefix(prefix: str) -> str:
+    """``prefix`` ending in ``/``, as object store prefixes of directories do."""
     return prefix if prefix.endswith("/") else f"{prefix}/"

@@ -1,4 +1,4 @@
-"""The base model and its tokenizer, where they run, and the LoRA adapter put on top.
+"""The base model and its tokenizer, where they come from and run, and the LoRA adapter put on top.
 
 The same code serves the CPU (float32) and CUDA (bfloat16 weights, autocast, float32 adapter
 weights as PEFT keeps them). A base model that cannot be loaded (a missing directory, a Hugging
@@ -20,7 +20,11 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
+from services.common.base_models import BaseModelSpec, resolve_base_model
+from services.common.errors import TailorError
+from services.trainer.worker.config import WorkerSettings
 from services.trainer.worker.failures import BASE_MODEL_UNAVAILABLE, JobFailure
+from tailor.trainer.v1 import worker_service_pb2
 
 _GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
@@ -45,6 +49,25 @@ def choose_placement(device: str, dtype: str) -> Placement:
     if dtype == "auto":
         dtype = "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32"
     return Placement(torch.device(device), getattr(torch, dtype))
+
+
+def base_model_source(
+    settings: WorkerSettings, plan: worker_service_pb2.TrainingPlan, spec: BaseModelSpec | None
+) -> str:
+    """Where to load the base model from on this machine.
+
+    A built-in model (tailor-tiny) is built under this worker's own data directory: the
+    trainer's path for it means nothing inside a Kubernetes pod. Anything else is loaded from
+    where the trainer resolved it (a Hugging Face id, or a directory both can see).
+    """
+    if spec is None or not spec.is_builtin:
+        return plan.base_model_source
+    try:
+        return resolve_base_model(plan.base_model, settings).location
+    except (TailorError, OSError) as error:
+        raise JobFailure(
+            BASE_MODEL_UNAVAILABLE, f"Base model {plan.base_model!r} could not be built: {error}"
+        ) from error
 
 
 def load_tokenizer(

@@ -8,8 +8,8 @@ import io
 import torch
 
 from services.common.object_store import ObjectStoreUnavailable
+from services.trainer.worker.failures import job_failure
 from services.trainer.worker.results import ResultsLog, metrics_event
-from services.trainer.worker.run import job_failure
 from services.trainer.worker.training import StepMetrics, StepReport
 from tailor.trainer.v1 import job_pb2
 
