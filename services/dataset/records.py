@@ -20,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.database import Database, first_or_none, paginate, sqlite_url
 from services.common.errors import NotFound
+from services.common.not_found import file_not_found
 from services.common.training_format import ExampleFormat, Problem
 from services.dataset.config import DatasetSettings
 from services.dataset.validation import FileStatistics
@@ -50,11 +51,9 @@ class FileStatus(enum.StrEnum):
 class FileNotFound(NotFound):
     """No file with this id in the caller's organization (whether or not another has one)."""
 
-    default_code = "file_not_found"
-
     def __init__(self, file_id: str) -> None:
-        shown = file_id if len(file_id) <= 100 else file_id[:97] + "..."
-        super().__init__(f"No such File object: {shown}", param="file_id")
+        answer = file_not_found(file_id)
+        super().__init__(answer.message, param=answer.param, code=answer.code)
 
 
 def now() -> int:

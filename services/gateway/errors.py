@@ -113,16 +113,6 @@ def unsupported_parameter(param: str, why: str) -> OpenAIError:
     )
 
 
-def model_not_found(model: str) -> OpenAIError:
-    """404 with OpenAI's own wording, for unknown, deleted and other organizations' models alike."""
-    return OpenAIError(
-        404,
-        f"The model `{model}` does not exist or you do not have access to it.",
-        param="model",
-        code="model_not_found",
-    )
-
-
 def from_status(status: grpc.StatusCode, message: str, code: str | None, param: str | None) -> OpenAIError:
     """The OpenAI error for a gRPC status with its message, code and param: the one mapping."""
     http_status = HTTP_STATUS_OF_GRPC.get(status, 500)

@@ -22,12 +22,11 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import grpc
 import structlog
 from fastapi import Request
 
 from services.gateway.auth import Caller
-from services.gateway.errors import OpenAIError, model_not_found
+from services.gateway.errors import OpenAIError
 from services.gateway.routing import RoutedStream
 from services.gateway.upstream import Upstreams
 from tailor.inference.v1 import inference_service_pb2 as pb
@@ -185,17 +184,12 @@ async def start_generation(
     """Starts ``wanted`` on ``model`` and waits for its first message; failures so far raise."""
     request = generate_request(model, wanted)
     adapter = request.adapter.name if request.HasField("adapter") else None
-    try:
-        # the organization travels on every attempt, a fallback's included
-        with caller.rpc_context():
-            responses = await upstreams.inference.open_stream(
-                adapter, lambda stub: stub.GenerateCompletion(request, timeout=timeout_s)
-            )
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            # the registry knows the name but the adapter is gone (deleted meanwhile): not servable
-            raise model_not_found(model.id) from None
-        raise
+    # The organization travels on every attempt, a fallback's included. An adapter deleted
+    # since the registry answered is the inference service's model_not_found.
+    with caller.rpc_context():
+        responses = await upstreams.inference.open_stream(
+            adapter, lambda stub: stub.GenerateCompletion(request, timeout=timeout_s)
+        )
     return Generation(responses=responses, choices=wanted.choices)
 
 

@@ -43,6 +43,7 @@ from typing import Any
 import structlog
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.not_found import model_not_found
 from services.common.object_store import ObjectNotFound, ObjectStore
 from services.common.object_store.base import is_valid_key
 from services.inference import metrics
@@ -186,7 +187,7 @@ class AdapterCache:
         while True:
             entry = self._entries.get(ref.name)
             if entry is not None and entry.owner != organization:
-                raise _not_found(ref.name)
+                raise model_not_found(ref.name)
             if entry is None or not entry.retired:
                 break
             await entry.gone.wait()  # an unload is finishing: start afresh after it
@@ -282,7 +283,7 @@ class AdapterCache:
             try:
                 await self._store.get_file(f"{_prefix(ref.uri)}/{CONFIG_FILE}", staging / CONFIG_FILE)
             except ObjectNotFound:
-                raise _not_found(ref.name) from None
+                raise model_not_found(ref.name) from None
             try:
                 await self._store.get_file(f"{_prefix(ref.uri)}/{WEIGHTS_FILE}", staging / WEIGHTS_FILE)
             except ObjectNotFound:
@@ -371,12 +372,6 @@ def _prefix(uri: str) -> str:
     return uri.strip().rstrip("/")
 
 
-def _not_found(name: str) -> NotFound:
-    return NotFound(
-        f"The model `{name}` does not exist or you do not have access to it.",
-        param="model",
-        code="model_not_found",
-    )
 
 
 def _replace_directory(source: Path, target: Path) -> None:

@@ -26,8 +26,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.database import first_or_none, paginate
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument
 from services.common.ids import new_id, new_model_suffix
+from services.common.not_found import job_not_found, model_not_found_message
 from services.common.tenancy import current_organization
 from services.trainer.config import TrainerSettings
 from services.trainer.conversions import checkpoint_to_proto, event_to_proto, job_to_proto, set_fields
@@ -53,10 +54,6 @@ MAX_PAGE_SIZE = 100
 DEFAULT_JOBS_PAGE = 20
 DEFAULT_EVENTS_PAGE = 20
 DEFAULT_CHECKPOINTS_PAGE = 10
-
-
-def job_not_found(job_id: str) -> NotFound:
-    return NotFound(f"No fine-tuning job with id {job_id!r}.", param="job_id", code="job_not_found")
 
 
 def page_size(limit: int, default: int) -> int:
@@ -170,7 +167,7 @@ class JobService:
                 return StartingPoint(model.base_model, model.adapter_uri, model.lora_rank)
         available = ", ".join(sorted(self._settings.base_models))
         raise InvalidArgument(
-            f"The model `{name}` does not exist or you do not have access to it. "
+            f"{model_not_found_message(name)} "
             f"Fine-tune a base model ({available}) or one of your fine-tuned models.",
             param="model",
             code="model_not_found",

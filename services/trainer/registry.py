@@ -18,7 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.database import first_or_none
-from services.common.errors import NotFound, PermissionDenied
+from services.common.errors import PermissionDenied
+from services.common.not_found import model_not_found
 from services.trainer.config import TrainerSettings
 from services.trainer.conversions import model_to_proto
 from services.trainer.records import ModelRecord, TrainerRecords, now
@@ -38,14 +39,6 @@ def fine_tuned_model_name(base_model: str, organization_id: str, suffix: str, id
 def checkpoint_model_name(fine_tuned_model: str, step_number: int) -> str:
     """The name of a job's checkpoint: its model name and ``:ckpt-step-N``."""
     return f"{fine_tuned_model}:ckpt-step-{step_number}"
-
-
-def model_not_found(name: str) -> NotFound:
-    return NotFound(
-        f"The model `{name}` does not exist or you do not have access to it.",
-        param="model",
-        code="model_not_found",
-    )
 
 
 async def registered_model(session: AsyncSession, name: str, organization_id: str) -> ModelRecord | None:

@@ -26,8 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.base_models import resolve_base_model
 from services.common.database import first_or_none
-from services.common.errors import FailedPrecondition, NotFound, TailorError
+from services.common.errors import FailedPrecondition, TailorError
 from services.common.ids import new_id
+from services.common.not_found import job_not_found
 from services.common.object_store import ObjectStore
 from services.common.tenancy import current_organization
 from services.trainer.config import TrainerSettings
@@ -210,9 +211,7 @@ class WorkerApi:
     async def _job_of_attempt(self, session: AsyncSession, worker: worker_pb2.WorkerIdentity) -> JobRecord:
         job = await job_by_id(session, worker.job_id, current_organization())
         if job is None:
-            raise NotFound(
-                f"No fine-tuning job with id {worker.job_id!r}.", param="job_id", code="job_not_found"
-            )
+            raise job_not_found(worker.job_id)
         if job.attempt_id != worker.attempt_id or not worker.attempt_id:
             raise FailedPrecondition(
                 f"Attempt {worker.attempt_id!r} is no longer the one training job {job.id}; stop.",

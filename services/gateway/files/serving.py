@@ -42,10 +42,6 @@ _EXPIRES_AFTER_SECONDS = range(3600, 2592000 + 1)
 _METADATA_FIELDS = ("purpose", "expires_after[anchor]", "expires_after[seconds]")
 
 
-def _no_such_file(file_id: str) -> OpenAIError:
-    return OpenAIError(404, f"No such File object: {file_id}", param="id", code="file_not_found")
-
-
 def _too_large(limit: int) -> OpenAIError:
     return invalid_request(
         f"The file is larger than the maximum upload size of {limit} bytes.",
@@ -244,16 +240,12 @@ class OpenAIServingFiles:
 
     async def retrieve(self, caller: Caller, file_id: str) -> FileObject:
         with caller.rpc_context():
-            response = await self._call_for_file(
-                file_id, self._upstreams.files.GetFile(pb.GetFileRequest(file_id=file_id))
-            )
+            response = await self._upstreams.files.GetFile(pb.GetFileRequest(file_id=file_id))
         return FileObject.from_record(response.file)
 
     async def delete(self, caller: Caller, file_id: str) -> FileDeleted:
         with caller.rpc_context():
-            response = await self._call_for_file(
-                file_id, self._upstreams.files.DeleteFile(pb.DeleteFileRequest(file_id=file_id))
-            )
+            response = await self._upstreams.files.DeleteFile(pb.DeleteFileRequest(file_id=file_id))
         return FileDeleted(id=response.file_id or file_id, deleted=response.deleted)
 
     async def content(self, caller: Caller, file_id: str) -> StreamingResponse:
@@ -263,7 +255,7 @@ class OpenAIServingFiles:
                 pb.DownloadFileRequest(file_id=file_id), timeout=self._settings.gateway_transfer_timeout_s
             )
         # the first message is the record: failures before it (404 above all) are plain HTTP errors
-        first = await self._call_for_file(file_id, call.read())
+        first = await call.read()
         if first is grpc.aio.EOF or not first.HasField("file"):
             call.cancel()
             raise OpenAIError(500, "The file's content could not be read.", type="server_error")
@@ -286,12 +278,3 @@ class OpenAIServingFiles:
             },
         )
 
-    @staticmethod
-    async def _call_for_file(file_id, awaitable):  # type: ignore[no-untyped-def]
-        """Awaits a call about one file, with OpenAI's wording for a missing (or foreign) file."""
-        try:
-            return await awaitable
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise _no_such_file(file_id) from None
-            raise

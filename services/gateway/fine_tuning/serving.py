@@ -23,11 +23,9 @@ import hashlib
 import json
 import time
 
-import grpc
 
 from services.gateway.auth import Caller
 from services.gateway.config import GatewaySettings
-from services.gateway.errors import OpenAIError
 from services.gateway.fine_tuning.protocol import (
     CreateFineTuningJobRequest,
     FineTuningJob,
@@ -43,12 +41,6 @@ from tailor.trainer.v1 import trainer_service_pb2 as pb
 # The trainer's largest page; a larger `limit` gets this many and `has_more`, so paging still works.
 MAX_PAGE_SIZE = 100
 MAX_CLIENT_KEY_CHARS = 256
-
-
-def _no_such_job(job_id: str) -> OpenAIError:
-    return OpenAIError(
-        404, f"Could not find fine-tuning job: {job_id}", param="fine_tuning_job_id", code="not_found"
-    )
 
 
 def _page_size(limit: int | None) -> int:
@@ -108,24 +100,21 @@ class OpenAIServingFineTuning:
         )
 
     async def retrieve(self, caller: Caller, job_id: str) -> FineTuningJob:
-        response = await self._job_call(caller, job_id, self._jobs.GetJob, pb.GetJobRequest(job_id=job_id))
+        response = await self._job_call(caller, self._jobs.GetJob, pb.GetJobRequest(job_id=job_id))
         return FineTuningJob.from_proto(response.job)
 
     async def cancel(self, caller: Caller, job_id: str) -> FineTuningJob:
-        response = await self._job_call(
-            caller, job_id, self._jobs.CancelJob, pb.CancelJobRequest(job_id=job_id)
+        response = await self._job_call(caller, self._jobs.CancelJob, pb.CancelJobRequest(job_id=job_id)
         )
         return FineTuningJob.from_proto(response.job)
 
     async def pause(self, caller: Caller, job_id: str) -> FineTuningJob:
-        response = await self._job_call(
-            caller, job_id, self._jobs.PauseJob, pb.PauseJobRequest(job_id=job_id)
+        response = await self._job_call(caller, self._jobs.PauseJob, pb.PauseJobRequest(job_id=job_id)
         )
         return FineTuningJob.from_proto(response.job)
 
     async def resume(self, caller: Caller, job_id: str) -> FineTuningJob:
-        response = await self._job_call(
-            caller, job_id, self._jobs.ResumeJob, pb.ResumeJobRequest(job_id=job_id)
+        response = await self._job_call(caller, self._jobs.ResumeJob, pb.ResumeJobRequest(job_id=job_id)
         )
         return FineTuningJob.from_proto(response.job)
 
@@ -133,7 +122,7 @@ class OpenAIServingFineTuning:
         self, caller: Caller, job_id: str, *, after: str | None, limit: int | None
     ) -> FineTuningJobEventList:
         request = pb.ListJobEventsRequest(job_id=job_id, limit=_page_size(limit), after=after or "")
-        response = await self._job_call(caller, job_id, self._jobs.ListJobEvents, request)
+        response = await self._job_call(caller, self._jobs.ListJobEvents, request)
         events = [FineTuningJobEvent.from_proto(event) for event in response.events]
         return FineTuningJobEventList.of(events, response.has_more)
 
@@ -141,17 +130,12 @@ class OpenAIServingFineTuning:
         self, caller: Caller, job_id: str, *, after: str | None, limit: int | None
     ) -> FineTuningJobCheckpointList:
         request = pb.ListJobCheckpointsRequest(job_id=job_id, limit=_page_size(limit), after=after or "")
-        response = await self._job_call(caller, job_id, self._jobs.ListJobCheckpoints, request)
+        response = await self._job_call(caller, self._jobs.ListJobCheckpoints, request)
         checkpoints = [FineTuningJobCheckpoint.from_proto(c) for c in response.checkpoints]
         return FineTuningJobCheckpointList.of(checkpoints, response.has_more)
 
     @staticmethod
-    async def _job_call(caller: Caller, job_id: str, rpc, request):  # type: ignore[no-untyped-def]
-        """Calls ``rpc`` about one job, with OpenAI's wording for a missing (or foreign) job."""
-        try:
-            with caller.rpc_context():
-                return await rpc(request)
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise _no_such_job(job_id) from None
-            raise
+    async def _job_call(caller: Caller, rpc, request):  # type: ignore[no-untyped-def]
+        """Calls ``rpc`` about one job as the caller (a missing or foreign job is the trainer's 404)."""
+        with caller.rpc_context():
+            return await rpc(request)

@@ -6,7 +6,6 @@ import grpc
 import structlog
 
 from services.gateway.auth import Caller
-from services.gateway.errors import model_not_found
 from services.gateway.models.protocol import Model, ModelDeleted, ModelList
 from services.gateway.upstream import Upstreams
 from tailor.inference.v1 import inference_service_pb2 as inference_pb
@@ -20,15 +19,8 @@ async def resolve_model(upstreams: Upstreams, caller: Caller, name: str) -> pb.M
 
     Unknown, deleted and other organizations' names all read the same, so existence does not leak.
     """
-    try:
-        with caller.rpc_context():
-            response: pb.ResolveModelResponse = await upstreams.models.ResolveModel(
-                pb.ResolveModelRequest(model=name)
-            )
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            raise model_not_found(name) from None
-        raise
+    with caller.rpc_context():
+        response: pb.ResolveModelResponse = await upstreams.models.ResolveModel(pb.ResolveModelRequest(model=name))
     return response.model
 
 
@@ -54,15 +46,10 @@ class OpenAIServingModels:
         so a replica that cannot be reached is logged, not reported to the caller. Every
         replica is asked at once, so one slow replica does not hold up the others.
         """
-        try:
-            with caller.rpc_context():
-                response: pb.DeleteModelResponse = await self._upstreams.models.DeleteModel(
-                    pb.DeleteModelRequest(model=name)
-                )
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise model_not_found(name) from None
-            raise
+        with caller.rpc_context():
+            response: pb.DeleteModelResponse = await self._upstreams.models.DeleteModel(
+                pb.DeleteModelRequest(model=name)
+            )
         deleted = response.model or name
         with caller.rpc_context():
             answers = await self._upstreams.inference.broadcast(

@@ -317,7 +317,8 @@ async def test_another_organizations_file_does_not_exist(service: Served) -> Non
                 service.stub.GetFileStatistics(pb.GetFileStatisticsRequest(file_id=file_id)),
             ]
             for call in calls:
-                message = await expect_error(call, not_found, param="file_id")
+                # the public API's param (OpenAI's `id`): the gateway passes the answer on unchanged
+                message = await expect_error(call, not_found, param="id")
                 assert message == f"No such File object: {file_id}"
         assert not (await service.stub.ListFiles(pb.ListFilesRequest())).files
         foreign_cursor = pb.ListFilesRequest(after=file.id)

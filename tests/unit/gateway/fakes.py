@@ -23,13 +23,13 @@ import grpc
 from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     PermissionDenied,
     TailorError,
     Unavailable,
 )
 from services.common.grpc_server import GrpcServer, ServiceRegistration
 from services.common.ids import new_id, new_model_suffix
+from services.common.not_found import file_not_found, job_not_found, model_not_found
 from services.common.settings import CommonSettings
 from services.common.tenancy import current_organization
 from tailor.dataset.v1 import dataset_service_pb2 as dataset_pb
@@ -98,7 +98,7 @@ class FakeDataset(dataset_grpc.DatasetServiceServicer):
     def _own(self, file_id: str) -> tuple[dataset_pb.File, bytes]:
         entry = self.files.get(file_id)
         if entry is None or entry[0] != current_organization():
-            raise NotFound(f"No file {file_id}.", param="file_id", code="file_not_found")
+            raise file_not_found(file_id)
         return entry[1], entry[2]
 
     async def UploadFile(self, request_iterator, context):  # type: ignore[no-untyped-def]
@@ -213,11 +213,7 @@ class FakeRegistry(registry_grpc.ModelRegistryServiceServicer):
                 return model
         model = self.registered.get(name)
         if model is None or name in self.deleted or model.owned_by != current_organization():
-            raise NotFound(
-                f"The model `{name}` does not exist or you do not have access to it.",
-                param="model",
-                code="model_not_found",
-            )
+            raise model_not_found(name)
         return model
 
     async def ResolveModel(self, request, context):  # type: ignore[no-untyped-def]
@@ -254,7 +250,7 @@ class FakeTrainer(trainer_grpc.TrainerServiceServicer):
     def _own(self, job_id: str) -> job_pb2.Job:
         job = self.jobs.get(job_id)
         if job is None or job.organization_id != current_organization():
-            raise NotFound(f"No fine-tuning job with id {job_id!r}.", param="job_id", code="job_not_found")
+            raise job_not_found(job_id)
         return job
 
     def event(self, job: job_pb2.Job, message: str, metrics: job_pb2.Metrics | None = None) -> None:
