@@ -1,6 +1,6 @@
 """Multi-LoRA serving: throughput and latency as distinct adapters mix in one workload, same run.
 
-The protocol of serving.md §5, scaled to what a CPU machine can run in minutes:
+The protocol of docs/research/serving.md §5, scaled to what a CPU machine can run in minutes:
 
 - **inputs, identical for every arm**: one base model (tailor-tiny, and a randomly
   initialised ~30M-parameter Llama of the same tokenizer, ``small``), 72 random LoRA

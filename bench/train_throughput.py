@@ -1,6 +1,6 @@
 """Training throughput: the worker's training loop against TRL's SFTTrainer, same model, data, LoRA and batch.
 
-The protocol of training.md §6, scaled to what a CPU machine can run in minutes:
+The protocol of docs/research/training.md §6, scaled to what a CPU machine can run in minutes:
 
 - **inputs, identical for every arm**: a randomly initialised Llama of a fixed shape (saved
   once, loaded by every arm), tailor-tiny's tokenizer and ChatML template with its vocabulary

@@ -1,7 +1,7 @@
 """The one place where failures become OpenAI's error envelope and HTTP status.
 
 Every non-2xx answer of the gateway is ``{"error": {"message", "type", "param", "code"}}``
-(openai_api.md §3): the official SDK picks its exception class from the status alone and
+(docs/research/openai_api.md §3): the official SDK picks its exception class from the status alone and
 reads ``message``/``code``/``param`` from that body, so a framework default such as
 FastAPI's ``422 {"detail": ...}`` would surface as the wrong exception with no message.
 

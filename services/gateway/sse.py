@@ -1,4 +1,5 @@
-"""Server-sent events as the OpenAI SDK reads them (openai_api.md §1.5), for chat and text completions.
+"""Server-sent events as the OpenAI SDK reads them (docs/research/openai_api.md §1.5), for chat and text
+completions.
 
 One JSON object per ``data:`` line, each event ended by a blank line; ``data: [DONE]``
 ends the stream, after which the response is closed (SDK 1.x reads to EOF). An error

@@ -12,7 +12,7 @@ standard library: the dataset service has no torch.
 * :mod:`.problems` the :class:`Problem` a line fails with, and its wording.
 
 What a valid file is (OpenAI's documented rules: the fine-tuning guide, its API spec, and the
-cookbook's ``Chat_finetuning_data_prep`` checks; see research/openai_api.md §4):
+cookbook's ``Chat_finetuning_data_prep`` checks; see docs/research/openai_api.md §4):
 
 * UTF-8 JSONL; a byte order mark at the start of the file (only there) is tolerated;
   JSON escapes of half a UTF-16 surrogate pair are refused (they are no character);

@@ -1,4 +1,5 @@
-"""OpenAI's chat completion shapes (openai_api.md §1.5), and the request's mapping to the contract.
+"""OpenAI's chat completion shapes (docs/research/openai_api.md §1.5), and the request's mapping to the
+contract.
 
 Every parameter of the SDK's ``chat.completions.create`` is declared. Those Tailor does
 not implement fall in two groups:

@@ -3,7 +3,7 @@
 The model name goes through the registry on every request (no cache), so a model deleted
 a moment ago is a 404 here at once, on every gateway replica.
 
-Streaming follows openai_api.md §1.5 to the letter: a first chunk per choice carrying
+Streaming follows docs/research/openai_api.md §1.5 to the letter: a first chunk per choice carrying
 ``role``, content deltas by choice ``index``, exactly one ``finish_reason`` per choice on
 an empty delta, the usage chunk with ``choices: []`` only when
 ``stream_options.include_usage`` asks, then ``data: [DONE]`` and the end of the body (see

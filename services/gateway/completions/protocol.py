@@ -1,4 +1,4 @@
-"""OpenAI's legacy text completion shapes (openai_api.md §1.6), and the request's mapping.
+"""OpenAI's legacy text completion shapes (docs/research/openai_api.md §1.6), and the request's mapping.
 
 Tailor serves one text prompt per request. Token-id prompts need the base model's
 tokenizer, which the gateway does not load, and a batch of prompts is left to the

@@ -1,4 +1,4 @@
-"""OpenAI's fine-tuning shapes (openai_api.md §1.2) and their mapping to the trainer's messages.
+"""OpenAI's fine-tuning shapes (docs/research/openai_api.md §1.2) and their mapping to the trainer's messages.
 
 Requests: ``hyperparameters`` (deprecated but common) and ``method`` both map to the
 contract's ``Method``; ``"auto"`` is an absent field, which the trainer resolves.

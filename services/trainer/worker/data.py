@@ -1,7 +1,7 @@
 """Training data: a file's examples rendered into token sequences with the positions the loss is taken on.
 
 What a valid line is, and the typed example it becomes, is defined once for the dataset service and
-the worker in :mod:`services.common.training_format` (openai_api.md §4). Each example is read,
+the worker in :mod:`services.common.training_format` (docs/research/openai_api.md §4). Each example is read,
 checked and tokenized in one pass over the downloaded file:
 
 - **chat** (:class:`ChatExample`): rendered with the base model's chat template; the loss is on the

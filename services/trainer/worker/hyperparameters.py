@@ -1,6 +1,6 @@
 """A job's hyperparameters with every ``"auto"`` resolved, the way OpenAI resolves them.
 
-OpenAI does not publish its current rules; these are the public ones (training.md §1):
+OpenAI does not publish its current rules; these are the public ones (docs/research/training.md §1):
 
 - ``n_epochs``: the cookbook estimator (``Chat_finetuning_data_prep.ipynb``): 3 epochs, but at
   least 100 and at most 25,000 example-passes, within 1-25 epochs;

@@ -1,7 +1,7 @@
 """LoRA adapters that vLLM can serve: how they are configured, saved and checked before upload.
 
 vLLM loads a PEFT adapter directory (``adapter_config.json`` + ``adapter_model.safetensors``)
-and refuses some of what PEFT can produce (training.md §3): ranks outside its set, DoRA,
+and refuses some of what PEFT can produce (docs/research/training.md §3): ranks outside its set, DoRA,
 trained biases, ``modules_to_save``, initialisations that alter the base weights, and
 weights that are not ``lora_A``/``lora_B`` matrices. :func:`lora_config` only builds adapters
 without those, and :func:`check_vllm_compatible` re-checks every saved adapter, so nothing the

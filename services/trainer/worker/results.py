@@ -1,6 +1,6 @@
 """What a run reports about its steps: metrics events, checkpoint metrics and the results CSV.
 
-The shapes are OpenAI's (training.md §4): a metrics event's message reads
+The shapes are OpenAI's (docs/research/training.md §4): a metrics event's message reads
 ``Step 12/90: training loss=0.83, validation loss=0.91`` and its data carries the step's
 metrics; the results file is a CSV with one row per step and the header
 ``step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy``, validation cells
