@@ -28,6 +28,7 @@ from services.common.training_format import (
     FormatAnchor,
     InvalidExample,
     Problem,
+    may_escape_surrogates,
 )
 
 DEFAULT_MAX_PROBLEMS = 20
@@ -315,6 +316,8 @@ class _LineChecker:
                 self._check_line_bytes(line)
             return
         reader = self._reader
+        # One search of the block spares its lines theirs (surrogate escapes are rare).
+        reader.may_escape_surrogates = may_escape_surrogates(text)
         read = reader.read
         for line in text.split("\n"):
             try:

@@ -52,7 +52,12 @@ from services.common.training_format.examples import (
     TrainingExample,
     build_example,
 )
-from services.common.training_format.lines import BYTE_ORDER_MARK, ExampleReader, FormatAnchor
+from services.common.training_format.lines import (
+    BYTE_ORDER_MARK,
+    ExampleReader,
+    FormatAnchor,
+    may_escape_surrogates,
+)
 from services.common.training_format.problems import NO_EXAMPLES, InvalidExample, Problem
 
 __all__ = [
@@ -69,4 +74,5 @@ __all__ = [
     "PromptCompletionExample",
     "TrainingExample",
     "build_example",
+    "may_escape_surrogates",
 ]

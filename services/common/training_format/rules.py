@@ -218,10 +218,10 @@ def _check_assistant(
         fail("invalid_weight", f"{path}[{index}].weight must be 0 or 1, got {shorten(weight)}")
     calls = False
     if "tool_calls" in message:
-        check_tool_calls(message["tool_calls"], f"{path}[{index}].tool_calls")
+        check_tool_calls(message["tool_calls"], path, index)
         calls = True
     if "function_call" in message:
-        check_function_call(message["function_call"], f"{path}[{index}].function_call")
+        check_function_call(message["function_call"], path, index)
         calls = True
     if type(content) is str:
         counts.characters += len(content)

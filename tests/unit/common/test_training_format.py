@@ -92,6 +92,68 @@ def test_a_preference_output_is_exactly_one_assistant_message() -> None:
     assert two.message == "preferred_output must be a list of exactly one assistant message, got a list of 2"
 
 
+def _reply(**fields: Any) -> dict[str, Any]:
+    return {"messages": [USER, {"role": "assistant", **fields}]}
+
+
+CALL = {"name": "f", "arguments": "{}"}
+
+
+def _offering(**tools: Any) -> dict[str, Any]:
+    return {"messages": [USER, REPLY], **tools}
+
+
+# Tool checks format a problem's path only once something is wrong: each branch, worded as before.
+TOOL_PROBLEMS = [
+    (
+        _reply(tool_calls=[{"id": "c", "type": "function", "function": CALL, "x": 1}]),
+        "unrecognized_key",
+        'messages[1].tool_calls[0]: unknown key "x"; expected only function, id, type',
+    ),
+    (
+        _reply(tool_calls=[{"id": "c", "type": "function", "function": {"name": "", "arguments": "{}"}}]),
+        "invalid_tool_calls",
+        "messages[1].tool_calls[0].function.name must be a non-empty string",
+    ),
+    (
+        _reply(function_call=3),
+        "invalid_tool_calls",
+        "messages[1].function_call must be an object with name and arguments, got a number",
+    ),
+    (
+        _reply(function_call={"name": "f"}),
+        "invalid_tool_calls",
+        "messages[1].function_call.arguments must be a string (the arguments' JSON text)",
+    ),
+    (
+        _offering(tools=[{"type": "function", "function": {"name": "f"}, "extra": 1}]),
+        "unrecognized_key",
+        'tools[0]: unknown key "extra"; expected only function, type',
+    ),
+    (
+        _offering(tools=[{"type": "function", "function": {"name": "f", "parameters": []}}]),
+        "invalid_tools",
+        "tools[0].function.parameters must be a JSON Schema object",
+    ),
+    (
+        _offering(functions=[{"name": "f", "description": 1}]),
+        "invalid_tools",
+        "functions[0].description must be a string",
+    ),
+    (
+        _offering(functions=[{"name": "f", "strict": "yes"}]),
+        "invalid_tools",
+        "functions[0].strict must be true or false",
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "code", "message"), TOOL_PROBLEMS)
+def test_each_tool_problem_names_its_path(line: dict[str, Any], code: str, message: str) -> None:
+    found = problem(line)
+    assert (found.code, found.message) == (code, message)
+
+
 @pytest.mark.parametrize(
     ("escaped", "valid"),
     [
