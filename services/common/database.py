@@ -8,6 +8,11 @@ Listings are newest first with OpenAI's cursor pagination (``after`` = the id of
 item of the previous page, exclusive). Rows are ordered by an autoincrement ``seq``
 column rather than by ``created_at`` (whole seconds tie often), so pages never skip or
 repeat a row; :func:`paginate` does this for any table that has ``seq`` and ``id``.
+
+A database that cannot be reached is UNAVAILABLE (retryable), whatever the driver calls
+it: SQLite and psycopg raise ``OperationalError``, but asyncpg raises a plain ``OSError``
+when the server refuses the connection and errors with a SQLSTATE of connection failure,
+shutdown or exhausted resources when it goes away; see :func:`_means_unavailable`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import MetaData, Select, event, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -27,6 +32,24 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from services.common.errors import InvalidArgument, Unavailable
 
 RowT = TypeVar("RowT")
+
+# SQLSTATE classes of a server that is gone or cannot take the work now, rather than of a bad
+# statement: 08 connection exception, 53 insufficient resources (too many connections, disk
+# full), 57 operator intervention (shutting down, starting up).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+
+
+def _means_unavailable(error: DBAPIError) -> bool:
+    """Whether a driver error says the database cannot be reached, not that a statement failed."""
+    if isinstance(error, OperationalError) or error.connection_invalidated:
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+
+
+def _unavailable(error: BaseException) -> Unavailable:
+    detail = getattr(error, "orig", None) or error
+    return Unavailable(f"the records database is unavailable: {detail}")
 
 
 def sqlite_url(path: Path) -> str:
@@ -59,8 +82,15 @@ class Database:
 
     async def create_schema(self) -> None:
         """Creates missing tables (idempotent)."""
-        async with self.engine.begin() as connection:
-            await connection.run_sync(self.metadata.create_all)
+        try:
+            async with self.engine.begin() as connection:
+                await connection.run_sync(self.metadata.create_all)
+        except OSError as error:
+            raise _unavailable(error) from error
+        except DBAPIError as error:
+            if _means_unavailable(error):
+                raise _unavailable(error) from error
+            raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -70,9 +100,17 @@ class Database:
         """
         try:
             async with self.sessions() as session, session.begin():
+                try:
+                    # Connect before the caller's work, so that an OSError here is known to be
+                    # the database's (the caller's own I/O may raise OSError too).
+                    await session.connection()
+                except OSError as error:
+                    raise _unavailable(error) from error
                 yield session
-        except OperationalError as error:
-            raise Unavailable(f"the records database is unavailable: {error.orig}") from error
+        except DBAPIError as error:
+            if _means_unavailable(error):
+                raise _unavailable(error) from error
+            raise
 
     async def check(self) -> None:
         """Readiness: a trivial query."""

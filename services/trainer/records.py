@@ -8,6 +8,9 @@ Listings are newest first by the autoincrement ``seq`` (see
 inside the process: job state changes read a row, check its status and write it back,
 and SQLite (the default) refuses rather than waits when two transactions race that
 way. One trainer process owns the records (it also owns the workers it launched).
+Nothing serializes two processes: the SQLite driver begins a transaction at its first
+write, not at the read before it, and Postgres reads committed rows; what several
+replicas on one Postgres can and cannot share is in :mod:`services.trainer.scheduler`.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ One loop, woken by changes (a new job, a resume, a worker gone) or every
 3. **Queue.** While fewer than ``trainer_max_concurrent_jobs`` workers run, the
    queued jobs are launched, highest priority first and FIFO within a priority. Each
    launch gets a fresh attempt id; reports naming any other attempt are refused.
+   A job is claimed for its attempt by an UPDATE that only succeeds while the job is
+   still queued and unclaimed, so replicas sharing one database never both launch it.
 
 The records are the truth and the loop only acts on them, so a restart loses nothing:
 at start-up (:meth:`Scheduler.recover`) workers that survived (Kubernetes pods) are
@@ -22,6 +24,23 @@ trainer) go back to the queue, to continue from their last checkpoint.
 
 Heartbeats are kept in memory against the monotonic clock: after a restart every
 surviving worker simply starts a fresh timeout.
+
+**Several replicas on one Postgres.** Only launching is safe (see :func:`_claim`,
+tested by tests/integration/trainer/test_replicas.py); the rest still assumes one replica:
+
+- Recovery at start-up treats every launched job as its own. A job whose worker this
+  replica's executor cannot see (another replica's local subprocess) goes back to the
+  queue and is trained again; a Kubernetes worker is seen by every replica, so a
+  starting replica adopts the running ones' workers as well.
+- Heartbeats, slots and stopping are per replica: ``trainer_max_concurrent_jobs`` is per
+  replica; a worker's reports keep it alive only on the replica that watches it (one
+  that reaches another replica through a load-balanced address is declared lost there);
+  cancel and pause stop a worker at once only from its own replica, elsewhere it learns
+  from the directive answering its next report.
+- Other status changes (files validated, worker reports, cancel) read a job and write
+  it back without a row lock, so under READ COMMITTED two replicas acting on one job at
+  the same moment can both apply theirs (say, "Files validated" logged twice).
+- A replica that dies leaves its jobs' attempts set until a replica starts and recovers them.
 """
 
 from __future__ import annotations
@@ -34,7 +53,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import TailorError
 from services.common.object_store import ObjectStore
@@ -359,11 +379,14 @@ class Scheduler:
                 )
                 .order_by(JobRecord.priority.desc(), JobRecord.seq.asc())
                 .limit(free_slots)
+                # Postgres: jobs another replica is claiming right now are passed over rather
+                # than waited for (SQLite ignores this).
+                .with_for_update(skip_locked=True)
             )
             for job in (await session.execute(query)).scalars().all():
-                job.attempt_id = new_attempt_id()
-                job.attempts += 1
-                launches.append(WorkerLaunch(job.id, job.attempt_id, job.organization_id))
+                attempt_id = new_attempt_id()
+                if await _claim(session, job.id, attempt_id):
+                    launches.append(WorkerLaunch(job.id, attempt_id, job.organization_id))
         for launch in launches:
             active = ActiveWorker(launch, launched_at=time.monotonic())
             self._active[launch.job_id] = active
@@ -399,6 +422,22 @@ class Scheduler:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+
+
+async def _claim(session: AsyncSession, job_id: str, attempt_id: str) -> bool:
+    """Gives a queued job to ``attempt_id`` unless another replica's attempt got it first.
+
+    The condition is checked by the UPDATE itself, so two replicas cannot both win: Postgres
+    re-reads a row another transaction changed before updating it, and SQLite takes its
+    write lock before reading (the SELECT above runs outside that lock on SQLite).
+    """
+    claimed = await session.execute(
+        update(JobRecord)
+        .where(JobRecord.id == job_id, JobRecord.status == Status.QUEUED, JobRecord.attempt_id.is_(None))
+        .values(attempt_id=attempt_id, attempts=JobRecord.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return claimed.rowcount == 1  # type: ignore[attr-defined]
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

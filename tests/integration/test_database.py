@@ -1,15 +1,16 @@
-"""Records: SQLite by default, transactions that roll back, cursor pagination newest first."""
+"""Records on SQLite and on Postgres: transactions that roll back, cursor pagination newest first,
+and a database that cannot be reached reported as unavailable (retryable), not as a bug."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from sqlalchemy import Integer, String, select
+from sqlalchemy import Integer, String, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.database import Database, paginate, sqlite_url
-from services.common.errors import InvalidArgument
+from services.common.database import Database, paginate
+from services.common.errors import InvalidArgument, Unavailable
+from tests.support.processes import free_port
 
 
 class Base(DeclarativeBase):
@@ -24,8 +25,8 @@ class Item(Base):
 
 
 @pytest.fixture
-async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
-    database = Database(sqlite_url(tmp_path / "records" / "test.db"), Base.metadata)
+async def db(database_url: str):  # type: ignore[no-untyped-def]
+    database = Database(database_url, Base.metadata)
     await database.create_schema()
     yield database
     await database.close()
@@ -60,7 +61,9 @@ async def test_a_foreign_or_unknown_cursor_is_refused(db: Database) -> None:
         assert caught.value.param == "after"
 
 
-async def test_a_failed_transaction_leaves_nothing_and_records_survive_reopening(db: Database, tmp_path: Path) -> None:
+async def test_a_failed_transaction_leaves_nothing_and_records_survive_reopening(
+    db: Database, database_url: str
+) -> None:
     with pytest.raises(RuntimeError):
         async with db.transaction() as session:
             session.add(Item(id="half", org="a"))
@@ -70,8 +73,39 @@ async def test_a_failed_transaction_leaves_nothing_and_records_survive_reopening
         session.add(Item(id="kept", org="a"))
     await db.close()
 
-    reopened = Database(sqlite_url(tmp_path / "records" / "test.db"), Base.metadata)
+    reopened = Database(database_url, Base.metadata)
     async with reopened.transaction() as session:
         ids = (await session.execute(select(Item.id))).scalars().all()
     await reopened.close()
     assert ids == ["kept"]
+
+
+# SQLite raises OperationalError for anything that goes wrong, and every OperationalError
+# is UNAVAILABLE; asyncpg needs telling apart (see services.common.database).
+
+
+async def test_on_postgres_a_server_that_cannot_be_reached_is_unavailable_not_an_internal_error() -> None:
+    database = Database(f"postgresql+asyncpg://tailor@127.0.0.1:{free_port()}/tailor", Base.metadata)
+    try:
+        with pytest.raises(Unavailable, match="the records database is unavailable"):
+            await database.create_schema()
+        with pytest.raises(Unavailable, match="the records database is unavailable"):
+            async with database.transaction() as session:
+                await session.execute(select(Item))
+        with pytest.raises(Unavailable):
+            await database.check()
+    finally:
+        await database.close()
+
+
+async def test_on_postgres_a_bad_statement_is_not_mistaken_for_an_unreachable_database(
+    postgres_url: str,
+) -> None:
+    # (SQLite cannot tell them apart: it raises OperationalError for both.)
+    database = Database(postgres_url, Base.metadata)
+    try:
+        with pytest.raises(DBAPIError):
+            async with database.transaction() as session:
+                await session.execute(text("SELECT * FROM no_such_table"))
+    finally:
+        await database.close()

@@ -1,4 +1,5 @@
-"""Fixtures for the dataset service over real gRPC: its settings on each object store backend, and the service."""
+"""Fixtures for the dataset service over real gRPC: its settings on each object store backend and
+records database (SQLite, Postgres), and the service."""
 
 from __future__ import annotations
 
@@ -43,11 +44,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_settings(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> SettingsFactory:
-    """Builds the dataset service's settings for this test's backend, with overrides."""
+def make_settings(
+    backend: str, database_url: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> SettingsFactory:
+    """Builds the dataset service's settings for this test's backend and database, with overrides."""
 
     def make(**overrides: Any) -> DatasetSettings:
         overrides.setdefault("data_dir", tmp_path / "data")
+        overrides.setdefault("dataset_database_url", database_url)
         if backend == "filesystem":
             return DatasetSettings(**overrides)
         server: S3Server = request.getfixturevalue("s3_server_for")(backend)

@@ -8,9 +8,10 @@ bytes survive a restart; another organization's files do not exist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -19,11 +20,13 @@ from sqlalchemy import text
 
 from services.common.grpc_client import rpc_error
 from services.common.settings import MiB
+from services.dataset.config import DatasetSettings
 from tailor.dataset.v1 import dataset_service_pb2 as pb
 from tests.integration.dataset.conftest import Served, SettingsFactory, s3_settings, start
 from tests.integration.dataset.large_upload import chat_examples_block
 from tests.integration.dataset.support import CHAT, download, jsonl, leftovers, upload, upload_requests
 from tests.support.grpc_services import as_organization
+from tests.support.postgres_server import postgres_server
 from tests.support.s3_server import moto_s3_server_process
 
 ORG = "org-a"
@@ -241,13 +244,39 @@ async def eventually(condition: object, timeout_s: float = 15.0) -> None:
 
 
 async def test_a_record_that_cannot_be_written_takes_its_object_with_it(
-    make_settings: SettingsFactory,
+    make_settings: SettingsFactory, database_url: str
 ) -> None:
-    async for service in start(make_settings()):
-        with as_organization(ORG):
-            kept = await upload(service.stub, jsonl(CHAT))
+    if database_url.startswith("postgresql"):
+        # The records' own server goes down (the session's shared one must stay up).
+        async with records_server_that_goes_down() as (url, go_down):
+            await upload_then_lose_the_records(make_settings(dataset_database_url=url), go_down)
+    else:
+
+        async def sqlite_table_gone(service: Served) -> None:
             async with service.files.records.database.engine.begin() as connection:
                 await connection.execute(text("ALTER TABLE files RENAME TO files_elsewhere"))
+
+        await upload_then_lose_the_records(make_settings(), sqlite_table_gone)
+
+
+@contextlib.asynccontextmanager
+async def records_server_that_goes_down() -> AsyncIterator[tuple[str, Callable[[Served], Awaitable[None]]]]:
+    """A Postgres server of the test's own, and a way to stop it while the service runs."""
+    with postgres_server() as server:
+
+        async def go_down(_: Served) -> None:
+            await asyncio.to_thread(server.stop)
+
+        yield server.create_database(), go_down
+
+
+async def upload_then_lose_the_records(
+    settings: DatasetSettings, lose_records: Callable[[Served], Awaitable[None]]
+) -> None:
+    async for service in start(settings):
+        with as_organization(ORG):
+            kept = await upload(service.stub, jsonl(CHAT))
+            await lose_records(service)
             await expect_error(upload(service.stub, jsonl(CHAT)), grpc.StatusCode.UNAVAILABLE)
         assert leftovers(service.settings) == [f"orgs/{ORG}/files/{kept.id}"]
 

@@ -1,5 +1,7 @@
 """Fixtures of the trainer's integration tests: a stand-in dataset service, the trainer on loopback.
 
+The trainer keeps its records on each database (``database_url``: SQLite, Postgres).
+
 ``worker_command`` is what the trainer launches per job. It is the fake worker by
 default; the lifecycle tests also pass with the real one (``python -m
 services.trainer.worker``), which a test module can choose by overriding the fixture.
@@ -44,8 +46,10 @@ def files(dataset: tuple[FakeDataset, str]) -> FakeDataset:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, dataset: tuple[FakeDataset, str], worker_command: str) -> TrainerSettings:
-    return trainer_settings(tmp_path / "data", dataset[1], worker_command)
+def settings(
+    tmp_path: Path, dataset: tuple[FakeDataset, str], worker_command: str, database_url: str
+) -> TrainerSettings:
+    return trainer_settings(tmp_path / "data", dataset[1], worker_command, trainer_database_url=database_url)
 
 
 @pytest.fixture

@@ -80,7 +80,7 @@ async def until_serving(address: str) -> None:
 
 
 async def test_a_killed_trainer_restarts_and_the_job_still_succeeds(
-    tmp_path: Path, dataset: tuple[FakeDataset, str]
+    tmp_path: Path, dataset: tuple[FakeDataset, str], database_url: str
 ) -> None:
     files, dataset_addr = dataset
     address = f"127.0.0.1:{free_port()}"
@@ -91,6 +91,7 @@ async def test_a_killed_trainer_restarts_and_the_job_still_succeeds(
         "TAILOR_TRAINER_LISTEN": address,
         "TAILOR_TRAINER_ADDR": address,
         "TAILOR_TRAINER_WORKER_COMMAND": FAKE_WORKER_COMMAND,
+        "TAILOR_TRAINER_DATABASE_URL": database_url,
         "TAILOR_TRAINER_MAX_CONCURRENT_JOBS": "1",
         "TAILOR_TRAINER_SCHEDULER_INTERVAL_S": "0.1",
         "TAILOR_TRAINER_HEARTBEAT_INTERVAL_S": "1",
