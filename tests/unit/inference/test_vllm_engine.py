@@ -1,4 +1,4 @@
-"""What the vllm engine translates, tested without vLLM (it is only installed on GPU images)."""
+"""What the vllm engine translates, tested without vLLM (tests/integration/inference runs it)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import pytest
 
 from services.common.errors import TailorError, Unavailable
 from services.inference.sampling import SamplingSettings
-from services.inference.vllm_engine import LoRAIds, finish_reason_from_vllm, sampling_params_kwargs
+from services.inference.vllm_engine import (
+    LoRAIds,
+    cpu_backend_environment,
+    finish_reason_from_vllm,
+    lora_slots_for,
+    sampling_params_kwargs,
+)
 
 
 def test_lora_ids_are_stable_per_name_and_never_shared() -> None:
@@ -44,3 +50,19 @@ def test_an_engine_side_abort_or_error_fails_the_request() -> None:
         finish_reason_from_vllm("abort")
     with pytest.raises(TailorError):
         finish_reason_from_vllm("error")
+
+
+def test_on_cpu_one_lora_slot_stays_free_of_resident_adapters() -> None:
+    # vLLM's torch-native LoRA ops give base rows the adapter in the last slot (see lora_slots_for).
+    assert lora_slots_for(4, on_cpu=True) == 5
+    assert lora_slots_for(4, on_cpu=False) == 4
+
+
+def test_the_cpu_backend_binds_the_cores_this_process_may_use_and_reserves_none() -> None:
+    assert cpu_backend_environment(kvcache_gib=2, threads=0, allowed_cpus={3, 1}) == {
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_CPU_OMP_THREADS_BIND": "1,3",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+    one_core = cpu_backend_environment(kvcache_gib=1, threads=1, allowed_cpus={0, 1})
+    assert one_core["VLLM_CPU_OMP_THREADS_BIND"] == "0"
