@@ -63,6 +63,24 @@ def reference_greedy(
     return _greedy_replies(model, tokenizer, [user_message], max_new_tokens)[user_message]
 
 
+def reference_greedy_tokens(
+    base_dir: Path, user_message: str, max_new_tokens: int, adapter_dir: Path | None = None
+) -> tuple[str, int]:
+    """:func:`reference_greedy`'s text and how many tokens it generated (an end-of-sequence token included)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    model.eval()
+    with torch.inference_mode():
+        ids = torch.tensor([chat_prompt_ids(tokenizer, user_message)])
+        output = model.generate(input_ids=ids, max_new_tokens=max_new_tokens, do_sample=False)[0, ids.shape[1] :]
+    return tokenizer.decode(output, skip_special_tokens=True), len(output)
+
+
 def _greedy_replies(model, tokenizer, prompts, max_new_tokens: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
     model.eval()
     replies = {}
@@ -171,3 +189,51 @@ def random_adapter(
     peft_model = get_peft_model(copy.deepcopy(base_model), config)
     peft_model.save_pretrained(output_dir)
     return output_dir
+
+
+def train_worker_adapter(
+    base_dir: Path, output_dir: Path, *, reply: str, seed: int, epochs: int = 3, rank: int = 8
+) -> Path:
+    """An adapter as the trainer's worker makes one (its data loading, training loop, save): ``output_dir``.
+
+    A short supervised run on chats that answer with ``reply``: enough to move the model's
+    outputs away from the base model's (what it says is not checked: tests compare an
+    engine with the transformers + peft reference, whatever that answers), and saved with
+    the worker's :func:`~services.trainer.worker.lora.save_adapter`, which checks that vLLM
+    accepts it.
+    """
+    import json
+    import tempfile
+
+    from services.trainer.worker.data import load_examples
+    from services.trainer.worker.lora import lora_config, save_adapter
+    from services.trainer.worker.models import (
+        attach_adapter,
+        choose_placement,
+        load_base_model,
+        load_tokenizer,
+    )
+    from services.trainer.worker.training import SupervisedObjective, TrainingConfig, TrainingLoop
+
+    torch.manual_seed(seed)
+    tokenizer = load_tokenizer(str(base_dir))
+    records = [
+        {"messages": [{"role": "user", "content": f"{topic} {n}"}, {"role": "assistant", "content": reply}]}
+        for n in range(4)
+        for topic in TRAINING_TOPICS
+    ]
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "train.jsonl"
+        path.write_text("".join(json.dumps(record) + "\n" for record in records))
+        examples = load_examples(
+            path, tokenizer, preference=False, max_length=512, file_param="training_file"
+        ).examples
+    base = load_base_model(str(base_dir), choose_placement("cpu", "float32"))
+    model = attach_adapter(base, config=lora_config(rank, 2 * rank, 0.0))
+    config = TrainingConfig(
+        n_epochs=epochs, batch_size=4, learning_rate=5e-3, seed=seed, max_length=512, pad_token_id=0,
+        warmup_steps=2,
+    )
+    for _ in TrainingLoop(model, SupervisedObjective(), examples, config, device=torch.device("cpu")).run():
+        pass
+    return save_adapter(model, output_dir, base_model_name="tailor-tiny", max_rank=rank)

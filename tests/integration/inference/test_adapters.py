@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -18,6 +19,7 @@ from tests.integration.inference.conftest import (
     ALPHA_REPLY,
     BRAVO_REPLY,
     ORG,
+    AdmissionGate,
     OTHER_ORG,
     Replica,
     chat_request,
@@ -26,6 +28,9 @@ from tests.integration.inference.conftest import (
     expect_error,
 )
 from tests.support.grpc_services import as_organization
+
+# One event loop for the session: replicas on the vLLM engine share an engine, whose output task lives on it.
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 ALPHA = "ft:tailor-tiny:org-a::alpha"
 BRAVO = "ft:tailor-tiny:org-a::bravo"
@@ -101,7 +106,8 @@ async def test_a_busy_adapter_is_not_evicted_a_new_one_waits_for_a_free_slot(
         alpha = await replica.upload(ALPHA, trained_adapters[ALPHA_REPLY])
         bravo = await replica.upload(BRAVO, trained_adapters[BRAVO_REPLY])
         engine = replica.runtime.engine
-        engine.pause_admissions()  # type: ignore[attr-defined]
+        gate = AdmissionGate(engine)
+        await gate.shut()
         alpha_call = asyncio.create_task(complete(replica.stub, chat_request("hi", adapter=alpha)))
         await replica.wait_until(lambda: engine.load().waiting == 1)  # alpha is loaded and queued
         bravo_call = asyncio.create_task(complete(replica.stub, chat_request("hi", adapter=bravo)))
@@ -110,7 +116,7 @@ async def test_a_busy_adapter_is_not_evicted_a_new_one_waits_for_a_free_slot(
         adapters = await list_adapters(replica)
         assert adapters[ALPHA].state == pb.ADAPTER_STATE_LOADED and adapters[ALPHA].waiting_requests == 1
         assert adapters[BRAVO].state == pb.ADAPTER_STATE_LOADING and adapters[BRAVO].waiting_requests == 1
-        engine.resume_admissions()  # type: ignore[attr-defined]
+        await gate.open_when_waiting(1)
         assert (await alpha_call).text == ALPHA_REPLY
         assert (await bravo_call).text == BRAVO_REPLY
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from tailor.inference.v1 import inference_service_pb2 as pb
 from tests.integration.inference.conftest import Replica, chat_request, complete
 from tests.support.grpc_services import as_organization
+
+# One event loop for the session: replicas on the vLLM engine share an engine, whose output task lives on it.
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 # Long enough that it is still generating when the client leaves (tailor-tiny's base model
 # does not stop on its own within this many tokens for this prompt).

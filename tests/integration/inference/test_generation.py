@@ -1,4 +1,4 @@
-"""Generation over gRPC on the hf engine: mixed-adapter batches, streaming, determinism, parameters."""
+"""Generation over gRPC on each engine: mixed-adapter batches, streaming, determinism, parameters."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import grpc
+import pytest
 
 from services.common.grpc_client import rpc_error
 from tailor.inference.v1 import inference_service_pb2 as pb
@@ -13,6 +14,7 @@ from tests.integration.inference.adapter_factory import reference_greedy
 from tests.integration.inference.conftest import (
     ALPHA_REPLY,
     BRAVO_REPLY,
+    AdmissionGate,
     Replica,
     chat_request,
     complete,
@@ -20,14 +22,17 @@ from tests.integration.inference.conftest import (
 )
 from tests.support.grpc_services import as_organization
 
+# One event loop for the session: replicas on the vLLM engine share an engine, whose output task lives on it.
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
 
 async def test_two_adapters_and_the_base_in_one_batch_each_answer_their_own(
     replica: Replica, trained_adapters: dict[str, Path], tailor_tiny_dir: Path
 ) -> None:
     alpha = await replica.upload("ft:tailor-tiny:org-a::alpha", trained_adapters[ALPHA_REPLY])
     bravo = await replica.upload("ft:tailor-tiny:org-a::bravo", trained_adapters[BRAVO_REPLY])
-    engine = replica.runtime.engine
-    engine.pause_admissions()  # type: ignore[attr-defined]
+    gate = AdmissionGate(replica.runtime.engine)
+    await gate.shut()
     calls = [
         asyncio.create_task(
             complete(replica.stub, chat_request("hello there", adapter=alpha, max_tokens=12))
@@ -38,8 +43,7 @@ async def test_two_adapters_and_the_base_in_one_batch_each_answer_their_own(
         asyncio.create_task(complete(replica.stub, chat_request("hello there", max_tokens=12))),
     ]
     # All three queue (the adapters load meanwhile), then join the batch in the same step.
-    await replica.wait_until(lambda: engine.load().waiting == 3)
-    engine.resume_admissions()  # type: ignore[attr-defined]
+    await gate.open_when_waiting(3)
     alpha_out, bravo_out, base_out = await asyncio.gather(*calls)
 
     assert alpha_out.text == ALPHA_REPLY

@@ -24,6 +24,7 @@ from tests.integration.inference.conftest import chat_request, complete
 DEFAULT_LIMIT = CommonSettings.model_fields["max_lora_rank"].default
 
 
+@pytest.mark.asyncio(loop_scope="session")  # replicas on the vLLM engine share the session's loop
 async def test_an_adapter_of_the_largest_rank_a_job_may_train_is_served_with_default_settings(
     replica_factory: Any, tailor_tiny_dir: Path, tmp_path: Path
 ) -> None:

@@ -1,21 +1,36 @@
-"""The replica as `python -m services.inference` builds it: health, the service, metrics, clean stop."""
+"""The replica as `python -m services.inference` builds it: health, the service, metrics, clean stop.
+
+On the vLLM side the engine is chosen by ``auto``: vLLM's CPU build is installed (the dev
+profile), so auto must pick it on this CPU-only machine.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from services.common.grpc_client import open_channel
 from services.inference.server import SERVICE_NAME, build_server
 from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
-from tests.integration.inference.conftest import chat_request, complete
+from tests.integration.inference.conftest import VLLMEngines, chat_request, complete, require_vllm
 
 
-async def test_build_server_serves_health_generation_and_metrics(settings_factory: Any) -> None:
-    settings = settings_factory(inference_listen="127.0.0.1:0")
+@pytest.mark.asyncio(loop_scope="session")
+async def test_build_server_serves_health_generation_and_metrics(
+    settings_factory: Any, engine_kind: str, vllm_engines: VLLMEngines
+) -> None:
+    if engine_kind == "vllm":
+        require_vllm()
+        vllm_engines.release()  # this test starts its own: one vLLM engine at a time
+        settings = settings_factory(inference_listen="127.0.0.1:0", inference_engine="auto")
+    else:
+        settings = settings_factory(inference_listen="127.0.0.1:0")
     server = build_server(settings)
+    assert server.runtime.engine.kind == engine_kind
     port = await server.start()
     channel = open_channel(f"127.0.0.1:{port}", settings)
     try:
@@ -38,4 +53,8 @@ async def test_build_server_serves_health_generation_and_metrics(settings_factor
         REGISTRY.get_sample_value("vllm:num_requests_running", {"model_name": "tailor-tiny", "engine": "0"})
         is None
     )
-    assert not server.runtime.engine._thread.is_alive()  # type: ignore[attr-defined]
+    if engine_kind == "hf":
+        assert not server.runtime.engine._thread.is_alive()  # type: ignore[attr-defined]
+    else:
+        await asyncio.sleep(0.1)  # the output task's cancellation lands
+        assert server.runtime.engine._llm.errored  # type: ignore[attr-defined]  # shut down
