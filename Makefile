@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed-$(PROFILE)
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: install lock proto up demo test test-gpu bench clean
+.PHONY: install system-packages lock proto up demo test test-gpu bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ $(STAMP): $(LOCKFILE) pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# PostgreSQL's server and libnuma, which the test suite needs (apt-get as root; see the script).
+system-packages:
+	bash requirements/system.sh
 
 # Recompile requirements/*.txt from pyproject.toml (UPGRADE=1: newest allowed versions).
 lock: install
@@ -47,7 +51,7 @@ up: install
 demo: install
 	$(PY) -m services.gateway.demo
 
-test: install
+test: install system-packages
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-gpu: install

@@ -116,8 +116,21 @@ def _run_coroutine_in_thread(coroutine: Any) -> Any:
     return result[0]
 
 
+def _binary_directory() -> Path | None:
+    """Where ``initdb`` and ``postgres`` are: on PATH, or Debian's newest /usr/lib/postgresql/<v>/bin."""
+    found = shutil.which("initdb")
+    if found is not None:
+        return Path(found).resolve().parent
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
+    )
+    return versions[-1].parent if versions else None
+
+
 def _missing_binaries() -> list[str]:
-    return [name for name in REQUIRED_BINARIES if shutil.which(name) is None]
+    directory = _binary_directory()
+    return [name for name in REQUIRED_BINARIES if directory is None or not (directory / name).exists()]
 
 
 def _run_as() -> dict[str, Any]:
@@ -130,7 +143,11 @@ def _run_as() -> dict[str, Any]:
 
 def _server_environment() -> dict[str, str]:
     # Only what the server needs: a root HOME or a user's PG* variables must not leak in.
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    directory = _binary_directory()
+    if directory is not None:
+        path = f"{directory}:{path}"
+    return {"PATH": path, "LC_ALL": "C", "LANG": "C"}
 
 
 @contextlib.contextmanager
@@ -139,9 +156,9 @@ def postgres_server() -> Iterator[PostgresServer]:
     missing = _missing_binaries()
     if missing:
         raise PostgresUnavailable(
-            f"PostgreSQL server binaries not found on PATH: {', '.join(missing)}. The tests run "
-            "against a real Postgres; install the server (Debian: apt-get install postgresql, "
-            "then put /usr/lib/postgresql/<version>/bin on PATH)."
+            f"PostgreSQL server binaries not found on PATH or in /usr/lib/postgresql/*/bin: "
+            f"{', '.join(missing)}. The tests run against a real Postgres; `make test` installs it "
+            "with apt-get when run as root, else install it yourself (Debian: apt-get install postgresql)."
         )
     run_as = _run_as()
     directory = Path(tempfile.mkdtemp(prefix="tailor-postgres-"))
@@ -168,7 +185,8 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 def _initdb(data: Path, directory: Path, run_as: dict[str, Any]) -> None:
     result = subprocess.run(
-        ["initdb", "--pgdata", str(data), "--username", SUPERUSER, "--auth", "trust"]
+        [str(_binary_directory() / "initdb"), "--pgdata", str(data)]
+        + ["--username", SUPERUSER, "--auth", "trust"]
         + ["--encoding", "UTF8", "--locale", "C", "--no-sync"],
         cwd=directory,
         env=_server_environment(),
@@ -191,7 +209,7 @@ def _start(data: Path, directory: Path, port: int, run_as: dict[str, Any]) -> su
         # Several services, each with a connection pool, share the one server.
         "max_connections": "300",
     }
-    command = ["postgres", "-D", str(data), "-p", str(port)]
+    command = [str(_binary_directory() / "postgres"), "-D", str(data), "-p", str(port)]
     for name, value in options.items():
         command += ["-c", f"{name}={value}"]
     setpriv = shutil.which("setpriv")
