@@ -56,7 +56,7 @@ class ChoiceFinished:
 
 
 @dataclass(frozen=True)
-class Usage:
+class TokenCounts:
     """Token counts of the whole request."""
 
     prompt_tokens: int
@@ -70,7 +70,7 @@ class Usage:
         }
 
 
-GenerationEvent = TextDelta | ChoiceFinished | Usage
+GenerationEvent = TextDelta | ChoiceFinished | TokenCounts
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,8 @@ class Generation:
     _finished: set[int] = field(default_factory=set)
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
-        """Text deltas and finishes as they come, then one :class:`Usage`; cancels the call when closed early."""
-        usage = Usage(0, 0)
+        """Text deltas and finishes as they come, then one :class:`TokenCounts`; cancels the call when closed early."""
+        usage = TokenCounts(0, 0)
         try:
             async for response in self.responses:
                 for delta in response.deltas:
@@ -133,7 +133,7 @@ class Generation:
                         self._finished.add(delta.index)
                         yield ChoiceFinished(delta.index, FINISH_REASONS.get(delta.finish_reason, "stop"))
                 if response.HasField("usage"):
-                    usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
+                    usage = TokenCounts(response.usage.prompt_tokens, response.usage.completion_tokens)
         finally:
             self.cancel()
         # The contract promises a finish per choice; should a replica break it, clients
@@ -155,14 +155,14 @@ class Collected:
 
     texts: list[str]
     finish_reasons: list[str]
-    usage: Usage
+    usage: TokenCounts
 
 
 async def collect(generation: Generation) -> Collected:
     """Reads a generation to its end (the non-streamed answer)."""
     parts: list[list[str]] = [[] for _ in range(generation.choices)]
     finish_reasons = ["stop"] * generation.choices
-    usage = Usage(0, 0)
+    usage = TokenCounts(0, 0)
     async for event in generation.events():
         if isinstance(event, TextDelta):
             parts[event.index].append(event.text)

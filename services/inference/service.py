@@ -48,7 +48,7 @@ class SamplingRequest:
 
 
 @dataclass(frozen=True)
-class Usage:
+class TokenCounts:
     """Token counts of a whole request."""
 
     prompt_tokens: int
@@ -60,7 +60,7 @@ class CompletionChunk:
     """One message of a generation stream: choice deltas, or the final usage."""
 
     deltas: list[ChoiceDelta] = field(default_factory=list)
-    usage: Usage | None = None
+    usage: TokenCounts | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ class InferenceService:
                             visible = [delta for delta in deltas if delta.text or delta.finish_reason]
                             if visible:
                                 yield CompletionChunk(deltas=visible)
-                yield CompletionChunk(usage=Usage(len(prompt_ids), completion_tokens))
+                yield CompletionChunk(usage=TokenCounts(len(prompt_ids), completion_tokens))
                 outcome = "completed"
             except (asyncio.CancelledError, GeneratorExit):
                 outcome = "cancelled"

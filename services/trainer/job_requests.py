@@ -3,7 +3,7 @@
 Each refusal is INVALID_ARGUMENT naming the field the way OpenAI does
 ("hyperparameters.n_epochs", "suffix", "metadata", "seed", "method.type"), so the
 gateway can hand it to the SDK unchanged. The checks that need other services (the
-model, the files) live in :mod:`services.trainer.jobs` and :mod:`services.trainer.files`.
+model, the files) live in :mod:`services.trainer.jobs` and :mod:`services.trainer.file_checks`.
 """
 
 from __future__ import annotations

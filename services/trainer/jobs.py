@@ -3,7 +3,7 @@
 Create checks everything it can before storing anything: the fields and their
 ranges (:mod:`services.trainer.job_requests`), the model (a configured base model,
 or a fine-tuned model of the same organization to continue training from), and the
-files (:mod:`services.trainer.files`). A file the dataset service has not finished
+files (:mod:`services.trainer.file_checks`). A file the dataset service has not finished
 processing is not refused: the job waits in ``validating_files`` until it is, as on
 OpenAI, and fails if it turns out invalid.
 
@@ -34,7 +34,7 @@ from services.trainer.config import TrainerSettings
 from services.trainer.conversions import checkpoint_to_proto, event_to_proto, job_to_proto, set_fields
 from services.trainer.dataset_client import DatasetFiles
 from services.trainer.events import add_event
-from services.trainer.files import check_files
+from services.trainer.file_checks import check_files
 from services.trainer.job_requests import MAX_SEED, check_request, method_type, request_fingerprint
 from services.trainer.lifecycle import Action, apply
 from services.trainer.records import (

@@ -63,7 +63,7 @@ from services.trainer.config import TrainerSettings
 from services.trainer.dataset_client import DatasetFiles
 from services.trainer.executors import Executor, WorkerLaunch, WorkerStatus, worker_environment
 from services.trainer.executors.base import new_attempt_id
-from services.trainer.files import check_files
+from services.trainer.file_checks import check_files
 from services.trainer.lifecycle import Action, apply, end_attempt_badly, mark_failed, resume_point
 from services.trainer.records import CheckpointRecord, JobRecord, Status, TrainerRecords, job_by_id, now
 from services.trainer.storage import discard_unregistered_outputs, output_prefix

@@ -6,7 +6,7 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.trainer.events import metrics_message
-from services.trainer.files import file_problem
+from services.trainer.file_checks import file_problem
 from services.trainer.registry import checkpoint_model_name, fine_tuned_model_name
 from services.trainer.storage import job_output
 from tailor.dataset.v1 import dataset_service_pb2 as dataset_pb2
