@@ -147,7 +147,10 @@ class JobService:
             if earlier is None:
                 raise
             return job_to_proto(earlier)
-        self._scheduler.wake()
+        if verdict.processing:
+            self._scheduler.wake()
+        else:
+            self._scheduler.files_checked(job.id)
         return job_to_proto(job)
 
     async def _starting_point(self, name: str, organization: str, requested_rank: object) -> StartingPoint:

@@ -3,9 +3,11 @@
 One loop, woken by changes (a new job, a resume, a worker gone) or every
 ``trainer_scheduler_interval_s``, does three things in turn:
 
-1. **Files.** Jobs in ``validating_files`` whose files the dataset service is still
-   processing are checked again; processed files move the job to ``queued``, bad
-   ones fail it (``invalid_training_file``).
+1. **Files.** A job whose files were processed when it was created (the usual case: the
+   SDK waits for processing) moves to ``queued`` without asking the dataset service
+   again (:meth:`Scheduler.files_checked`). Jobs in ``validating_files`` whose files
+   were still processing are checked again; processed files move the job to
+   ``queued``, bad ones fail it (``invalid_training_file``).
 2. **Workers.** Each launched worker is asked about through its executor. A worker
    gone while its job still expected results crashed; one silent for longer than the
    heartbeat timeout (or that never claimed its job) is lost and stopped. Either way
@@ -63,7 +65,7 @@ from services.trainer.config import TrainerSettings
 from services.trainer.dataset_client import DatasetFiles
 from services.trainer.executors import Executor, WorkerLaunch, WorkerStatus, worker_environment
 from services.trainer.executors.base import new_attempt_id
-from services.trainer.file_checks import check_files
+from services.trainer.file_checks import FilesVerdict, check_files
 from services.trainer.lifecycle import Action, apply, end_attempt_badly, mark_failed, resume_point
 from services.trainer.records import CheckpointRecord, JobRecord, Status, TrainerRecords, job_by_id, now
 from services.trainer.storage import discard_unregistered_outputs, output_prefix
@@ -108,6 +110,9 @@ class Scheduler:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
+        # Jobs whose files were found processed at creation: no second look needed. Memory
+        # only; after a restart such a job is simply checked again.
+        self._files_ready: set[str] = set()
         self._worker_trainer_addr = settings.trainer_addr
 
     # Life of the scheduler.
@@ -155,6 +160,11 @@ class Scheduler:
         await self._launch_queued()
 
     # What the RPCs tell the scheduler.
+
+    def files_checked(self, job_id: str) -> None:
+        """The job's files were processed and fit when it was created: it can be queued as it is."""
+        self._files_ready.add(job_id)
+        self.wake()
 
     def heard_from(self, job_id: str, attempt_id: str) -> None:
         """A report arrived from the worker: it is alive (the heartbeat)."""
@@ -247,8 +257,14 @@ class Scheduler:
         for job in waiting:
             method = job_pb2.MethodType.Value(job.method_type)
             try:
-                with call_context(job.organization_id, None):
-                    verdict = await check_files(self._dataset, job.training_file, job.validation_file, method)
+                if job.id in self._files_ready:
+                    self._files_ready.discard(job.id)
+                    verdict = FilesVerdict()
+                else:
+                    with call_context(job.organization_id, None):
+                        verdict = await check_files(
+                            self._dataset, job.training_file, job.validation_file, method
+                        )
             except TailorError as error:
                 log.warning(
                     "could not check a job's files; will try again", job_id=job.id, error=error.message

@@ -51,6 +51,8 @@ class FakeDataset(dataset_grpc.DatasetServiceServicer):
     def __init__(self) -> None:
         self.files: dict[tuple[str, str], dataset_pb2.File] = {}
         self.contents: dict[str, bytes] = {}
+        # Every GetFile asked, by file id: what the trainer looked up and how often.
+        self.lookups: list[str] = []
 
     def add_file(
         self,
@@ -87,6 +89,7 @@ class FakeDataset(dataset_grpc.DatasetServiceServicer):
         )
 
     async def GetFile(self, request: dataset_pb2.GetFileRequest, context: Any) -> dataset_pb2.GetFileResponse:
+        self.lookups.append(request.file_id)
         file = self.files.get((current_organization(), request.file_id))
         if file is None:
             raise NotFound(f"No such file: {request.file_id}", param="file_id", code="file_not_found")

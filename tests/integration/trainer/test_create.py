@@ -166,6 +166,15 @@ async def test_a_valid_request_is_accepted_with_openai_defaults(
     ]
 
 
+async def test_files_found_processed_at_create_are_not_asked_about_again(
+    scripted_trainer: TrainerClient, files: FakeDataset
+) -> None:
+    training_file = files.add_file(ORG)
+    job = await scripted_trainer.create(ORG, training_file=training_file)
+    await scripted_trainer.wait_for(ORG, job.id, job_pb2.JOB_STATUS_QUEUED, job_pb2.JOB_STATUS_RUNNING)
+    assert files.lookups == [training_file], "create checked the file; the scheduler had nothing to ask"
+
+
 async def test_a_retried_create_returns_the_first_job(
     scripted_trainer: TrainerClient, files: FakeDataset
 ) -> None:
