@@ -93,7 +93,11 @@ def adapter_of(model: registry_pb.Model) -> pb.AdapterRef | None:
     if model.kind == registry_pb.MODEL_KIND_BASE or not model.adapter_uri:
         return None
     return pb.AdapterRef(
-        name=model.id, uri=model.adapter_uri, base_model=model.base_model, lora_rank=model.lora_rank
+        name=model.id,
+        uri=model.adapter_uri,
+        base_model=model.base_model,
+        lora_rank=model.lora_rank,
+        target_modules=model.lora_target_modules,
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,12 +88,35 @@ class AdapterFiles:
     size_bytes: int
 
 
+def check_target_modules(target_modules: Sequence[str], layout: BaseModelLayout, *, name: str) -> None:
+    """Refuse, before any download, an adapter the registry says adapts modules the base model lacks."""
+    leaves = {path.rsplit(".", 1)[-1] for path in layout.linear}
+    missing = sorted(set(target_modules) - leaves)
+    if missing:
+        raise _refuse(name, f"it adapts {', '.join(missing)}, which this replica's base model does not have")
+
+
 def validate_adapter_dir(
-    directory: Path, layout: BaseModelLayout, *, max_lora_rank: int, name: str
+    directory: Path,
+    layout: BaseModelLayout,
+    *,
+    max_lora_rank: int,
+    name: str,
+    expected_modules: Sequence[str] = (),
 ) -> AdapterFiles:
-    """Check the adapter in ``directory``; FailedPrecondition saying what is wrong (see the module docstring)."""
+    """Check the adapter in ``directory``; FailedPrecondition saying what is wrong (see the module docstring).
+
+    ``expected_modules``: the target modules the registry recorded for the adapter; files
+    that adapt other modules are not the adapter the registry describes.
+    """
     config = _read_config(directory / CONFIG_FILE, name)
     rank = _check_config(config, max_lora_rank, name)
+    recorded = config.get("target_modules")
+    if expected_modules and isinstance(recorded, list) and set(recorded) != set(expected_modules):
+        raise _refuse(
+            name,
+            f"its files adapt {sorted(recorded)} but the model registry recorded {sorted(expected_modules)}",
+        )
     _check_weights(directory / WEIGHTS_FILE, layout, max_lora_rank, name)
     size = sum(path.stat().st_size for path in directory.iterdir() if path.is_file())
     return AdapterFiles(rank=rank, size_bytes=size)

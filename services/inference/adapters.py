@@ -51,6 +51,7 @@ from services.inference.adapter_validation import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     BaseModelLayout,
+    check_target_modules,
     validate_adapter_dir,
 )
 from services.inference.engine import Engine
@@ -69,6 +70,8 @@ class AdapterRef:
     uri: str
     base_model: str
     lora_rank: int = 0
+    # Leaf names of the modules it adapts, as recorded; empty when unknown.
+    target_modules: tuple[str, ...] = ()
 
 
 class AdapterState(enum.Enum):
@@ -240,6 +243,7 @@ class AdapterCache:
                 param="model",
                 code="invalid_adapter",
             )
+        check_target_modules(ref.target_modules, self._layout, name=ref.name)
 
     # Loading.
 
@@ -294,7 +298,12 @@ class AdapterCache:
                 ) from None
             metrics.ADAPTER_DOWNLOADS.inc()
             checked = await asyncio.to_thread(
-                validate_adapter_dir, staging, self._layout, max_lora_rank=self._max_lora_rank, name=ref.name
+                validate_adapter_dir,
+                staging,
+                self._layout,
+                max_lora_rank=self._max_lora_rank,
+                name=ref.name,
+                expected_modules=list(ref.target_modules),
             )
             directory = self._cache_dir / hashlib.sha256(ref.name.encode()).hexdigest()[:32]
             await asyncio.to_thread(_replace_directory, staging, directory)

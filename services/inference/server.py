@@ -242,7 +242,9 @@ def build_server(settings: InferenceSettings) -> GrpcServer:
 
 
 def _adapter_ref(message: pb.AdapterRef) -> AdapterRef:
-    return AdapterRef(message.name, message.uri, message.base_model, message.lora_rank)
+    return AdapterRef(
+        message.name, message.uri, message.base_model, message.lora_rank, tuple(message.target_modules)
+    )
 
 
 def _conversation(chat: pb.ChatInput) -> Conversation:
@@ -281,7 +283,13 @@ def _sampling(params: pb.SamplingParams) -> SamplingRequest:
 def _adapter_info(report: AdapterReport) -> pb.AdapterInfo:
     ref = report.status.ref
     return pb.AdapterInfo(
-        adapter=pb.AdapterRef(name=ref.name, uri=ref.uri, base_model=ref.base_model, lora_rank=ref.lora_rank),
+        adapter=pb.AdapterRef(
+            name=ref.name,
+            uri=ref.uri,
+            base_model=ref.base_model,
+            lora_rank=ref.lora_rank,
+            target_modules=ref.target_modules,
+        ),
         state=_ADAPTER_STATES[report.status.state],
         last_used_at=int(report.status.last_used_at),
         running_requests=report.running_requests,

@@ -17,8 +17,11 @@ MessageT = TypeVar("MessageT", bound=Message)
 
 
 def set_fields(message: Message) -> dict[str, Any]:
-    """The fields of a message of optional scalars that are set, as a plain dict."""
-    return {field.name: value for field, value in message.ListFields()}
+    """The fields of a message of optional scalars (and repeated strings) that are set, as a plain dict."""
+    return {
+        field.name: list(value) if field.is_repeated else value
+        for field, value in message.ListFields()
+    }
 
 
 def message_from(cls: type[MessageT], fields: dict[str, Any] | None) -> MessageT:
@@ -85,7 +88,9 @@ def checkpoint_to_proto(checkpoint: CheckpointRecord) -> job_pb2.Checkpoint:
     )
 
 
-def model_to_proto(model: ModelRecord) -> model_registry_service_pb2.Model:
+def model_to_proto(
+    model: ModelRecord, lora_target_modules: list[str] | None = None
+) -> model_registry_service_pb2.Model:
     return model_registry_service_pb2.Model(
         id=model.name,
         kind=model_registry_service_pb2.ModelKind.Value(model.kind),
@@ -96,4 +101,5 @@ def model_to_proto(model: ModelRecord) -> model_registry_service_pb2.Model:
         job_id=model.job_id,
         step_number=model.step_number,
         lora_rank=model.lora_rank,
+        lora_target_modules=lora_target_modules or [],
     )

@@ -83,6 +83,11 @@ def check_hyperparameters(
         allowed = sorted(rank for rank in VLLM_LORA_RANKS if rank <= max_lora_rank)
         if hp.lora_rank not in allowed:
             _out_of_range("lora_rank", f"one of {allowed}")
+    if hp.lora_target_modules:
+        raise InvalidArgument(
+            "hyperparameters.lora_target_modules is resolved by the trainer's worker and cannot be requested.",
+            param="hyperparameters.lora_target_modules",
+        )
     if hp.HasField("lora_alpha") and not _positive(hp.lora_alpha):
         _out_of_range("lora_alpha", "a number greater than 0")
     if hp.HasField("lora_dropout") and not (math.isfinite(hp.lora_dropout) and 0 <= hp.lora_dropout < 1):

@@ -22,7 +22,7 @@ from services.common.errors import PermissionDenied
 from services.common.not_found import model_not_found
 from services.trainer.config import TrainerSettings
 from services.trainer.conversions import model_to_proto
-from services.trainer.records import ModelRecord, TrainerRecords, now
+from services.trainer.records import ModelRecord, TrainerRecords, job_by_id, now
 from tailor.trainer.v1 import model_registry_service_pb2 as registry_pb2
 
 FINE_TUNED = registry_pb2.ModelKind.Name(registry_pb2.MODEL_KIND_FINE_TUNED)
@@ -106,9 +106,13 @@ class ModelRegistry:
             return base
         async with self._records.read() as session:
             model = await registered_model(session, name, organization_id)
-        if model is None:
-            raise model_not_found(name)
-        return model_to_proto(model)
+            if model is None:
+                raise model_not_found(name)
+            # The modules are the job's, as its worker reported them: every checkpoint of a
+            # job and its final model adapt the same ones.
+            job = await job_by_id(session, model.job_id)
+            modules = list(job.hyperparameters.get("lora_target_modules", [])) if job is not None else []
+        return model_to_proto(model, modules)
 
     async def list(self, organization_id: str) -> list[registry_pb2.Model]:
         """Base models first, then the organization's fine-tuned models and checkpoints, newest first."""

@@ -89,6 +89,10 @@ class Behaviour:
         return replace(self, **changes)
 
 
+# What the fake adapter adapts, reported as the real worker reports its resolved modules.
+TARGET_MODULES = ("q_proj", "v_proj")
+
+
 def adapter_files(rank: int, base_model: str) -> dict[str, bytes]:
     """A PEFT-shaped adapter: adapter_config.json and a valid, tensor-less safetensors file."""
     config = {
@@ -98,7 +102,7 @@ def adapter_files(rank: int, base_model: str) -> dict[str, bytes]:
         "lora_alpha": 2 * rank,
         "lora_dropout": 0.0,
         "bias": "none",
-        "target_modules": ["q_proj", "v_proj"],
+        "target_modules": list(TARGET_MODULES),
         "base_model_name_or_path": base_model,
     }
     header = json.dumps({"__metadata__": {"format": "pt", "fake": "true"}}).encode()
@@ -195,6 +199,7 @@ class FakeWorker:
         for name, value in defaults.items():
             if not hp.HasField(name):
                 setattr(hp, name, value)
+        hp.lora_target_modules[:] = TARGET_MODULES
         return method
 
     async def report_step(self, step: int, metrics: job_pb2.Metrics) -> int:

@@ -35,7 +35,7 @@ import structlog
 from services.common.object_store import ObjectStore
 from services.trainer.worker.checkpoints import checkpoint_location, final_adapter_prefix, save_state
 from services.trainer.worker.config import WorkerSettings
-from services.trainer.worker.lora import save_adapter
+from services.trainer.worker.lora import adapted_modules, save_adapter
 from services.trainer.worker.preparation import Inputs, Prepared, prepare
 from services.trainer.worker.progress import Stop, TrainerLink
 from services.trainer.worker.results import RESULTS_FILENAME, metrics_event, metrics_proto
@@ -98,7 +98,7 @@ class JobAttempt:
             self._last_checkpoint_step = prepared.resumed_step
         self._check_stop()
         await self.link.started(
-            prepared.hyperparameters.to_method(),
+            prepared.hyperparameters.to_method(adapted_modules(prepared.model)),
             total_steps=prepared.loop.total_steps,
             training_examples=len(prepared.training),
         )

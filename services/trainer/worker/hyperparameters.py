@@ -45,8 +45,12 @@ class Hyperparameters:
     lora_dropout: float
     beta: float | None
 
-    def to_method(self) -> job_pb2.Method:
-        """The resolved method, as reported to the trainer (``ReportStarted.resolved_method``)."""
+    def to_method(self, target_modules: list[str] | None = None) -> job_pb2.Method:
+        """The resolved method, as reported to the trainer (``ReportStarted.resolved_method``).
+
+        ``target_modules``: the modules the attached adapter adapts, which travel with the
+        model's registry entry to serving.
+        """
         hyperparameters = job_pb2.Hyperparameters(
             n_epochs=self.n_epochs,
             batch_size=self.batch_size,
@@ -54,6 +58,7 @@ class Hyperparameters:
             lora_rank=self.lora_rank,
             lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout,
+            lora_target_modules=target_modules or [],
         )
         if self.beta is not None:
             hyperparameters.beta = self.beta

@@ -53,6 +53,11 @@ def lora_config(
     )
 
 
+def adapted_modules(model: PeftModel) -> list[str]:
+    """The leaf names of the modules the model's adapter adapts (``all-linear`` resolved), sorted."""
+    return sorted(model.peft_config[model.active_adapter].target_modules)
+
+
 def save_adapter(model: PeftModel, directory: Path, *, base_model_name: str, max_rank: int) -> Path:
     """Save the adapter's two files into ``directory`` and check them; returns the directory.
 

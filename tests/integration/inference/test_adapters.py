@@ -209,3 +209,27 @@ async def test_load_then_unload_an_adapter(replica: Replica, trained_adapters: d
     assert replica.runtime.engine.adapters == set()  # type: ignore[attr-defined]
     # A later request (the registry would not send one for a deleted model) starts afresh.
     assert (await complete(replica.stub, chat_request("hi", adapter=alpha))).text == ALPHA_REPLY
+
+
+async def test_an_adapter_the_registry_describes_otherwise_is_refused_before_the_engine(
+    replica: Replica, trained_adapters: dict[str, Path]
+) -> None:
+    config = json.loads((trained_adapters[ALPHA_REPLY] / "adapter_config.json").read_text())
+    adapted = sorted(config["target_modules"])
+
+    unknown = await replica.upload("ft:tailor-tiny:org-a::unknown-modules", trained_adapters[ALPHA_REPLY])
+    unknown.target_modules.extend(["query_key_value"])
+    downloads = count_downloads(replica)
+    error = await expect_error(complete(replica.stub, chat_request("hi", adapter=unknown)))
+    assert rpc_error(error).code == "invalid_adapter" and "query_key_value" in error.details()
+    assert not downloads, "refused from the registry's description, before any download"
+
+    mismatched = await replica.upload("ft:tailor-tiny:org-a::mismatched", trained_adapters[ALPHA_REPLY])
+    mismatched.target_modules.extend(adapted[:1])
+    error = await expect_error(complete(replica.stub, chat_request("hi", adapter=mismatched)))
+    assert rpc_error(error).code == "invalid_adapter" and "registry recorded" in error.details()
+
+    described = await replica.upload(ALPHA, trained_adapters[ALPHA_REPLY])
+    described.target_modules.extend(adapted)
+    assert (await complete(replica.stub, chat_request("hi", adapter=described))).text == ALPHA_REPLY
+    assert list(await list_adapters(replica)) == [ALPHA]

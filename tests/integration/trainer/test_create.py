@@ -54,6 +54,11 @@ FIELD_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     ("rank vLLM refuses", {"method": hyperparameters(lora_rank=12)}, "hyperparameters.lora_rank"),
     ("rank over the maximum", {"method": hyperparameters(lora_rank=128)}, "hyperparameters.lora_rank"),
     ("dropout of 1", {"method": hyperparameters(lora_dropout=1.0)}, "hyperparameters.lora_dropout"),
+    (
+        "target modules, which the worker resolves",
+        {"method": hyperparameters(lora_target_modules=["q_proj"])},
+        "hyperparameters.lora_target_modules",
+    ),
     ("unknown method", {"method": job_pb2.Method(type=9)}, "method.type"),
     ("colon in suffix", {"suffix": "a:b"}, "suffix"),
     ("65-character suffix", {"suffix": "x" * 65}, "suffix"),

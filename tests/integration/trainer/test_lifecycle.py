@@ -99,10 +99,13 @@ async def test_a_job_runs_from_validation_to_a_servable_model(
     store = open_object_store(settings)
     config = json.loads(await store.get_bytes(model.adapter_uri + "adapter_config.json"))
     assert config["r"] == model.lora_rank
+    # the modules the worker adapted travel with the registry entry, checkpoints included
+    assert list(model.lora_target_modules) == sorted(config["target_modules"]) != []
     assert await store.exists(model.adapter_uri + "adapter_model.safetensors")
     checkpoint_model = await trainer.resolve(ORG, newest.fine_tuned_model_checkpoint)
     assert checkpoint_model.kind == registry_pb2.MODEL_KIND_CHECKPOINT
     assert checkpoint_model.step_number == newest.step_number
+    assert checkpoint_model.lora_target_modules == model.lora_target_modules
     assert await store.exists(checkpoint_model.adapter_uri + "adapter_config.json")
     # The dropped checkpoint's objects went with it.
     remaining = [stored.key async for stored in store.list(f"orgs/{ORG}/jobs/{job.id}/checkpoints/")]

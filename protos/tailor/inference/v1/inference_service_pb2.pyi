@@ -28,16 +28,18 @@ ADAPTER_STATE_LOADED: AdapterState
 ADAPTER_STATE_CACHED: AdapterState
 
 class AdapterRef(_message.Message):
-    __slots__ = ("name", "uri", "base_model", "lora_rank")
+    __slots__ = ("name", "uri", "base_model", "lora_rank", "target_modules")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     LORA_RANK_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
     name: str
     uri: str
     base_model: str
     lora_rank: int
-    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., base_model: _Optional[str] = ..., lora_rank: _Optional[int] = ...) -> None: ...
+    target_modules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., base_model: _Optional[str] = ..., lora_rank: _Optional[int] = ..., target_modules: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ToolCall(_message.Message):
     __slots__ = ("id", "name", "arguments")

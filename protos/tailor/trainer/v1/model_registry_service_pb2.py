@@ -24,29 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.tailor/trainer/v1/model_registry_service.proto\x12\x11tailor.trainer.v1\"\xc3\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.tailor.trainer.v1.ModelKind\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x03\x12\x13\n\x0b\x61\x64\x61pter_uri\x18\x06 \x01(\t\x12\x0e\n\x06job_id\x18\x07 \x01(\t\x12\x13\n\x0bstep_number\x18\x08 \x01(\x03\x12\x11\n\tlora_rank\x18\t \x01(\x05\"$\n\x13ResolveModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"?\n\x14ResolveModelResponse\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.tailor.trainer.v1.Model\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.tailor.trainer.v1.Model\"#\n\x12\x44\x65leteModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"5\n\x13\x44\x65leteModelResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08*r\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_BASE\x10\x01\x12\x19\n\x15MODEL_KIND_FINE_TUNED\x10\x02\x12\x19\n\x15MODEL_KIND_CHECKPOINT\x10\x03\x32\xb0\x02\n\x14ModelRegistryService\x12_\n\x0cResolveModel\x12&.tailor.trainer.v1.ResolveModelRequest\x1a\'.tailor.trainer.v1.ResolveModelResponse\x12Y\n\nListModels\x12$.tailor.trainer.v1.ListModelsRequest\x1a%.tailor.trainer.v1.ListModelsResponse\x12\\\n\x0b\x44\x65leteModel\x12%.tailor.trainer.v1.DeleteModelRequest\x1a&.tailor.trainer.v1.DeleteModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.tailor/trainer/v1/model_registry_service.proto\x12\x11tailor.trainer.v1\"\xe0\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.tailor.trainer.v1.ModelKind\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x03\x12\x13\n\x0b\x61\x64\x61pter_uri\x18\x06 \x01(\t\x12\x0e\n\x06job_id\x18\x07 \x01(\t\x12\x13\n\x0bstep_number\x18\x08 \x01(\x03\x12\x11\n\tlora_rank\x18\t \x01(\x05\x12\x1b\n\x13lora_target_modules\x18\n \x03(\t\"$\n\x13ResolveModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"?\n\x14ResolveModelResponse\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.tailor.trainer.v1.Model\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.tailor.trainer.v1.Model\"#\n\x12\x44\x65leteModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"5\n\x13\x44\x65leteModelResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08*r\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_BASE\x10\x01\x12\x19\n\x15MODEL_KIND_FINE_TUNED\x10\x02\x12\x19\n\x15MODEL_KIND_CHECKPOINT\x10\x03\x32\xb0\x02\n\x14ModelRegistryService\x12_\n\x0cResolveModel\x12&.tailor.trainer.v1.ResolveModelRequest\x1a\'.tailor.trainer.v1.ResolveModelResponse\x12Y\n\nListModels\x12$.tailor.trainer.v1.ListModelsRequest\x1a%.tailor.trainer.v1.ListModelsResponse\x12\\\n\x0b\x44\x65leteModel\x12%.tailor.trainer.v1.DeleteModelRequest\x1a&.tailor.trainer.v1.DeleteModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailor.trainer.v1.model_registry_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELKIND']._serialized_start=547
-  _globals['_MODELKIND']._serialized_end=661
+  _globals['_MODELKIND']._serialized_start=576
+  _globals['_MODELKIND']._serialized_end=690
   _globals['_MODEL']._serialized_start=70
-  _globals['_MODEL']._serialized_end=265
-  _globals['_RESOLVEMODELREQUEST']._serialized_start=267
-  _globals['_RESOLVEMODELREQUEST']._serialized_end=303
-  _globals['_RESOLVEMODELRESPONSE']._serialized_start=305
-  _globals['_RESOLVEMODELRESPONSE']._serialized_end=368
-  _globals['_LISTMODELSREQUEST']._serialized_start=370
-  _globals['_LISTMODELSREQUEST']._serialized_end=389
-  _globals['_LISTMODELSRESPONSE']._serialized_start=391
-  _globals['_LISTMODELSRESPONSE']._serialized_end=453
-  _globals['_DELETEMODELREQUEST']._serialized_start=455
-  _globals['_DELETEMODELREQUEST']._serialized_end=490
-  _globals['_DELETEMODELRESPONSE']._serialized_start=492
-  _globals['_DELETEMODELRESPONSE']._serialized_end=545
-  _globals['_MODELREGISTRYSERVICE']._serialized_start=664
-  _globals['_MODELREGISTRYSERVICE']._serialized_end=968
+  _globals['_MODEL']._serialized_end=294
+  _globals['_RESOLVEMODELREQUEST']._serialized_start=296
+  _globals['_RESOLVEMODELREQUEST']._serialized_end=332
+  _globals['_RESOLVEMODELRESPONSE']._serialized_start=334
+  _globals['_RESOLVEMODELRESPONSE']._serialized_end=397
+  _globals['_LISTMODELSREQUEST']._serialized_start=399
+  _globals['_LISTMODELSREQUEST']._serialized_end=418
+  _globals['_LISTMODELSRESPONSE']._serialized_start=420
+  _globals['_LISTMODELSRESPONSE']._serialized_end=482
+  _globals['_DELETEMODELREQUEST']._serialized_start=484
+  _globals['_DELETEMODELREQUEST']._serialized_end=519
+  _globals['_DELETEMODELRESPONSE']._serialized_start=521
+  _globals['_DELETEMODELRESPONSE']._serialized_end=574
+  _globals['_MODELREGISTRYSERVICE']._serialized_start=693
+  _globals['_MODELREGISTRYSERVICE']._serialized_end=997
 # @@protoc_insertion_point(module_scope)

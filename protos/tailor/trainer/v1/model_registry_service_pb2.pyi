@@ -19,7 +19,7 @@ MODEL_KIND_FINE_TUNED: ModelKind
 MODEL_KIND_CHECKPOINT: ModelKind
 
 class Model(_message.Message):
-    __slots__ = ("id", "kind", "base_model", "owned_by", "created", "adapter_uri", "job_id", "step_number", "lora_rank")
+    __slots__ = ("id", "kind", "base_model", "owned_by", "created", "adapter_uri", "job_id", "step_number", "lora_rank", "lora_target_modules")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class Model(_message.Message):
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_NUMBER_FIELD_NUMBER: _ClassVar[int]
     LORA_RANK_FIELD_NUMBER: _ClassVar[int]
+    LORA_TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: ModelKind
     base_model: str
@@ -38,7 +39,8 @@ class Model(_message.Message):
     job_id: str
     step_number: int
     lora_rank: int
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., base_model: _Optional[str] = ..., owned_by: _Optional[str] = ..., created: _Optional[int] = ..., adapter_uri: _Optional[str] = ..., job_id: _Optional[str] = ..., step_number: _Optional[int] = ..., lora_rank: _Optional[int] = ...) -> None: ...
+    lora_target_modules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., base_model: _Optional[str] = ..., owned_by: _Optional[str] = ..., created: _Optional[int] = ..., adapter_uri: _Optional[str] = ..., job_id: _Optional[str] = ..., step_number: _Optional[int] = ..., lora_rank: _Optional[int] = ..., lora_target_modules: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResolveModelRequest(_message.Message):
     __slots__ = ("model",)
