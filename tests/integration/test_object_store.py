@@ -482,8 +482,10 @@ def test_memory_stays_flat_on_a_200_mib_round_trip(
           (still referenced while it reads the next) and the next part twice (assembled
           from chunks, then copied to split off its look-ahead byte): 3 x 16 MiB. A 20 MiB
           upload never reaches that steady state (its second part is 4 MiB); 200 MiB does.
-    The bound, 32 MiB, leaves room for that extra part plus allocator noise, and is far
-    below what holding even a sixth of the object would cost.
+    Once in about 45 runs against SeaweedFS the 200 MiB run peaked one more part higher
+    (+36 MiB): a slower server leaves one more 16 MiB part in flight. The bound, 48 MiB,
+    leaves room for two such parts plus allocator noise; a leak that keeps a quarter of
+    the object (50 MiB), let alone all of it (180 MiB more than the small run), fails.
     """
     if backend == "fs":
         small = _roundtrip_peak_rss_kib("fs", 20, "--root", str(tmp_path / "small"))
@@ -499,4 +501,4 @@ def test_memory_stays_flat_on_a_200_mib_round_trip(
             large = _roundtrip_peak_rss_kib("s3", 200, *credentials, "--bucket", f"{fresh_bucket}-large")
 
     growth_mib = (large - small) / 1024
-    assert growth_mib < 32, f"peak RSS grew by {growth_mib:.1f} MiB: 20 MiB -> {small} KiB, 200 MiB -> {large} KiB"
+    assert growth_mib < 48, f"peak RSS grew by {growth_mib:.1f} MiB: 20 MiB -> {small} KiB, 200 MiB -> {large} KiB"
