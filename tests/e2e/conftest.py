@@ -8,7 +8,6 @@ main one keeps the default limit. Everything listens on 127.0.0.1.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -19,9 +18,9 @@ import httpx
 import openai
 import pytest
 
+from tests.support.local_stack import running_stack
 from tests.support.processes import OutputWatchedProcess, free_port
 
-STARTUP_TIMEOUT_S = 300
 KEY_A = "sk-e2e-org-a-0001"
 KEY_B = "sk-e2e-org-b-0002"
 RATE_LIMITED_PER_MINUTE = 3
@@ -41,37 +40,22 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("e2e") / "data"
-    ports = {name: free_port() for name in ("dataset", "trainer", "inference", "gateway", "limited")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
-    env.update(
-        TAILOR_DATA_DIR=str(data_dir),
-        TAILOR_DATASET_ADDR=f"127.0.0.1:{ports['dataset']}",
-        TAILOR_TRAINER_ADDR=f"127.0.0.1:{ports['trainer']}",
-        TAILOR_INFERENCE_ADDR=f"127.0.0.1:{ports['inference']}",
-        TAILOR_GATEWAY_PORT=str(ports["gateway"]),
-        TAILOR_API_KEYS=f"{KEY_A}=org-a,{KEY_B}=org-b",
-        HF_HUB_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-    )
-    launcher = OutputWatchedProcess([sys.executable, "-m", "services.local_stack"], env)
-    limited: OutputWatchedProcess | None = None
-    try:
-        launcher.wait_for("all services are up", STARTUP_TIMEOUT_S)
+    with running_stack(data_dir, TAILOR_API_KEYS=f"{KEY_A}=org-a,{KEY_B}=org-b") as platform:
+        limited_port = free_port()
         limited = OutputWatchedProcess(
             [sys.executable, "-m", "services.gateway"],
             {
-                **env,
-                "TAILOR_GATEWAY_PORT": str(ports["limited"]),
+                **platform.environment,
+                "TAILOR_GATEWAY_PORT": str(limited_port),
                 "TAILOR_GATEWAY_RATE_LIMIT_PER_MINUTE": str(RATE_LIMITED_PER_MINUTE),
             },
         )
-        limited_url = f"http://127.0.0.1:{ports['limited']}"
-        _wait_healthy(limited_url)
-        yield Stack(url=f"http://127.0.0.1:{ports['gateway']}", rate_limited_url=limited_url)
-    finally:
-        if limited is not None:
+        try:
+            limited_url = f"http://127.0.0.1:{limited_port}"
+            _wait_healthy(limited_url)
+            yield Stack(url=platform.url, rate_limited_url=limited_url)
+        finally:
             limited.stop()
-        launcher.stop()
 
 
 def _wait_healthy(url: str) -> None:

@@ -11,7 +11,6 @@ checks the records really are there, and no SQLite file was written instead.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,8 +21,8 @@ import asyncpg
 import pytest
 
 from tests.conftest import DATABASES
-from tests.e2e.conftest import KEY_A, STARTUP_TIMEOUT_S, Stack
-from tests.support.processes import OutputWatchedProcess, free_port
+from tests.e2e.conftest import KEY_A, Stack
+from tests.support.local_stack import running_stack
 
 pytestmark = pytest.mark.slow
 
@@ -45,27 +44,14 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         return
     postgres_url: str = request.getfixturevalue("postgres_url")
     data_dir = tmp_path_factory.mktemp("e2e-postgres") / "data"
-    ports = {name: free_port() for name in ("dataset", "trainer", "inference", "gateway")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
-    env.update(
-        TAILOR_DATA_DIR=str(data_dir),
-        TAILOR_DATASET_ADDR=f"127.0.0.1:{ports['dataset']}",
-        TAILOR_TRAINER_ADDR=f"127.0.0.1:{ports['trainer']}",
-        TAILOR_INFERENCE_ADDR=f"127.0.0.1:{ports['inference']}",
-        TAILOR_GATEWAY_PORT=str(ports["gateway"]),
+    with running_stack(
+        data_dir,
         TAILOR_API_KEYS=f"{KEY_A}=org-a",
         # One database for both services, as in the README's example.
         TAILOR_DATASET_DATABASE_URL=postgres_url,
         TAILOR_TRAINER_DATABASE_URL=postgres_url,
-        HF_HUB_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-    )
-    launcher = OutputWatchedProcess([sys.executable, "-m", "services.local_stack"], env)
-    try:
-        launcher.wait_for("all services are up", STARTUP_TIMEOUT_S)
-        yield DemoTarget(f"http://127.0.0.1:{ports['gateway']}", postgres_url, data_dir)
-    finally:
-        launcher.stop()
+    ) as platform:
+        yield DemoTarget(platform.url, postgres_url, data_dir)
 
 
 def test_the_demo_runs_every_step(target: DemoTarget) -> None:

@@ -13,17 +13,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import random
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import openai
 import pytest
 
-from tests.e2e.conftest import KEY_A, STARTUP_TIMEOUT_S
-from tests.support.processes import OutputWatchedProcess, free_port
+from tests.e2e.conftest import KEY_A
+from tests.support.local_stack import running_stack
 from tests.support.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 from tests.support.seaweedfs_server import require_weed, seaweedfs_s3_server
 
@@ -51,28 +49,19 @@ def stack_on_seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
     with contextlib.ExitStack() as cleanup:
         require_weed()
         s3 = cleanup.enter_context(seaweedfs_s3_server())
-        ports = {name: free_port() for name in ("dataset", "trainer", "inference", "gateway")}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
-        env.update(
-            TAILOR_DATA_DIR=str(tmp_path_factory.mktemp("e2e-s3") / "data"),
-            TAILOR_DATASET_ADDR=f"127.0.0.1:{ports['dataset']}",
-            TAILOR_TRAINER_ADDR=f"127.0.0.1:{ports['trainer']}",
-            TAILOR_INFERENCE_ADDR=f"127.0.0.1:{ports['inference']}",
-            TAILOR_GATEWAY_PORT=str(ports["gateway"]),
-            TAILOR_API_KEYS=f"{KEY_A}=org-a",
-            TAILOR_OBJECT_STORE_ENDPOINT=s3.endpoint,
-            TAILOR_OBJECT_STORE_BUCKET=BUCKET,  # missing: the services create it
-            TAILOR_OBJECT_STORE_ACCESS_KEY=ACCESS_KEY,
-            TAILOR_OBJECT_STORE_SECRET_KEY=SECRET_KEY,
-            TAILOR_OBJECT_STORE_REGION=REGION,
-            TAILOR_OBJECT_STORE_PART_SIZE_MIB=str(PART_SIZE_MIB),
-            HF_HUB_OFFLINE="1",
-            PYTHONUNBUFFERED="1",
+        platform = cleanup.enter_context(
+            running_stack(
+                tmp_path_factory.mktemp("e2e-s3") / "data",
+                TAILOR_API_KEYS=f"{KEY_A}=org-a",
+                TAILOR_OBJECT_STORE_ENDPOINT=s3.endpoint,
+                TAILOR_OBJECT_STORE_BUCKET=BUCKET,  # missing: the services create it
+                TAILOR_OBJECT_STORE_ACCESS_KEY=ACCESS_KEY,
+                TAILOR_OBJECT_STORE_SECRET_KEY=SECRET_KEY,
+                TAILOR_OBJECT_STORE_REGION=REGION,
+                TAILOR_OBJECT_STORE_PART_SIZE_MIB=str(PART_SIZE_MIB),
+            )
         )
-        launcher = OutputWatchedProcess([sys.executable, "-m", "services.local_stack"], env)
-        cleanup.callback(launcher.stop)
-        launcher.wait_for("all services are up", STARTUP_TIMEOUT_S)
-        yield StackOnS3(f"http://127.0.0.1:{ports['gateway']}", s3)
+        yield StackOnS3(platform.url, s3)
 
 
 def test_uploads_are_stored_in_the_s3_bucket_and_downloaded_byte_for_byte(

@@ -8,14 +8,12 @@ missing the stack fails to start and these tests fail; they are never skipped.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import KEY_A, KEY_B, STARTUP_TIMEOUT_S, Stack
+from tests.e2e.conftest import KEY_A, KEY_B, Stack
 # Fixtures and tests run here on this module's stack, in the flow's order (the last deletes the model).
 from tests.e2e.test_fine_tuning_flow import (  # noqa: F401, I001
     trained,
@@ -25,7 +23,7 @@ from tests.e2e.test_fine_tuning_flow import (  # noqa: F401, I001
     test_sse_framing_on_the_wire,
     test_deleting_the_model_makes_it_404_everywhere,
 )
-from tests.support.processes import OutputWatchedProcess, free_port
+from tests.support.local_stack import running_stack
 
 pytestmark = pytest.mark.slow
 
@@ -33,28 +31,14 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("e2e-vllm") / "data"
-    ports = {name: free_port() for name in ("dataset", "trainer", "inference", "gateway")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
-    env.update(
-        TAILOR_DATA_DIR=str(data_dir),
-        TAILOR_DATASET_ADDR=f"127.0.0.1:{ports['dataset']}",
-        TAILOR_TRAINER_ADDR=f"127.0.0.1:{ports['trainer']}",
-        TAILOR_INFERENCE_ADDR=f"127.0.0.1:{ports['inference']}",
-        TAILOR_GATEWAY_PORT=str(ports["gateway"]),
+    with running_stack(
+        data_dir,
         TAILOR_API_KEYS=f"{KEY_A}=org-a,{KEY_B}=org-b",
         TAILOR_INFERENCE_ENGINE="vllm",
         # one core for vLLM's compute threads, the other for training and the other services
         TAILOR_INFERENCE_VLLM_CPU_THREADS="1",
-        HF_HUB_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-    )
-    launcher = OutputWatchedProcess([sys.executable, "-m", "services.local_stack"], env)
-    try:
-        launcher.wait_for("all services are up", STARTUP_TIMEOUT_S)
-        assert any('"engine": "vllm"' in line and "engine ready" in line for line in launcher.output), (
+    ) as platform:
+        assert any('"engine": "vllm"' in line and "engine ready" in line for line in platform.launcher.output), (
             "the inference service did not start on vLLM"
         )
-        url = f"http://127.0.0.1:{ports['gateway']}"
-        yield Stack(url=url, rate_limited_url=url)
-    finally:
-        launcher.stop()
+        yield Stack(url=platform.url, rate_limited_url=platform.url)
