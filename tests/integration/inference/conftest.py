@@ -89,33 +89,44 @@ def require_vllm() -> None:
 
 
 class VLLMEngines:
-    """vLLM engines shared between replicas, one per configuration, at most one running at a time."""
+    """vLLM engines shared between replicas, one per configuration, one running at a time.
+
+    One: besides memory, vLLM's Prometheus series live in the process's registry, and each
+    engine that starts replaces the previous one's there, so an older engine kept running
+    would be counted in series no longer exported.
+    """
+
+    KEEP = 1
 
     def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
-        self._engine: Engine | None = None
+        self._engines: dict[tuple[Any, ...], Engine] = {}  # least recently used first
 
     def get(self, settings: InferenceSettings) -> Engine:
         key = tuple(getattr(settings, name) for name in VLLM_ENGINE_SETTINGS)
-        if key != self._key:
-            self.release()
-            require_vllm()
-            from transformers import AutoTokenizer
+        if key in self._engines:
+            self._engines[key] = self._engines.pop(key)
+            return self._engines[key]
+        require_vllm()
+        while len(self._engines) >= self.KEEP:
+            self._stop(self._engines.pop(next(iter(self._engines))))
+        from transformers import AutoTokenizer
 
-            location = str(settings.base_models[settings.inference_base_model].source)
-            self._engine = build_engine(settings, location, None, AutoTokenizer.from_pretrained(location))
-            self._key = key
-        assert self._engine is not None
-        return self._engine
+        location = str(settings.base_models[settings.inference_base_model].source)
+        engine = build_engine(settings, location, None, AutoTokenizer.from_pretrained(location))
+        self._engines[key] = engine
+        return engine
 
     def release(self) -> None:
-        """Stop the running engine (before a test starts one of its own: memory is short)."""
-        if self._engine is not None:
-            self._engine._llm.shutdown()  # type: ignore[attr-defined]  # close() without a loop
-            from vllm.v1.metrics.prometheus import unregister_vllm_metrics
+        """Stop every engine (before a test starts one of its own: memory is short)."""
+        while self._engines:
+            self._stop(self._engines.pop(next(iter(self._engines))))
 
-            unregister_vllm_metrics()
-        self._engine, self._key = None, None
+    @staticmethod
+    def _stop(engine: Engine) -> None:
+        from vllm.v1.metrics.prometheus import unregister_vllm_metrics
+
+        engine._llm.shutdown()  # type: ignore[attr-defined]  # close() without a loop
+        unregister_vllm_metrics()
 
     async def reset(self, engine: Engine) -> None:
         """Leave the engine as a fresh one: no adapters, nothing queued or paused."""
