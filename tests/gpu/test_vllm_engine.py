@@ -1,8 +1,9 @@
 """The vllm engine on a CUDA GPU, checked against the hf engine: same greedy answers, adapters, abort.
 
-Needs a CUDA GPU and vLLM 0.26 (``pip install -e '.[vllm]'``); skipped otherwise. Run with
-``make test-gpu``. tailor-tiny is served in float32 by both engines, so greedy outputs are
-comparable token for token; the adapters are trained here as in the integration tests.
+Needs a CUDA GPU and vLLM 0.32's CUDA build (``pip install -e '.[vllm]'``); skipped
+otherwise. Run with ``make test-gpu``. tailor-tiny is served in float32 by both engines, so
+greedy outputs are comparable token for token; the adapters are trained here as in the
+integration tests.
 """
 
 from __future__ import annotations
