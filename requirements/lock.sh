@@ -8,7 +8,8 @@
 # builds: see requirements/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIP_COMPILE=${PIP_COMPILE:-.venv/bin/pip-compile}
+# Not PIP_COMPILE: pip would read that variable as its own --compile option.
+PIP_COMPILE_COMMAND=${LOCK_PIP_COMPILE:-.venv/bin/pip-compile}
 upgrade=()
 [[ "${UPGRADE:-}" == 1 ]] && upgrade=(--upgrade)
 
@@ -18,7 +19,7 @@ compile() {  # compile PROFILE [pip-compile arguments...]
   echo "== requirements/$profile.txt"
   # --allow-unsafe pins pip and setuptools too; index URLs and find-links are the
   # machine's business, not the lock's.
-  "$PIP_COMPILE" --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+  "$PIP_COMPILE_COMMAND" --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
     "${upgrade[@]}" --output-file "requirements/$profile.txt" "$@" 2>&1 | grep -v "is ignored" || true
   # pyproject's extras refer to the project itself (tailor[ml]); pip-compile writes that as
   # `tailor @ file:///<this checkout>`, which the project's own install step replaces.

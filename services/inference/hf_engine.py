@@ -325,7 +325,8 @@ class HFEngine(Engine):
         )
 
     def _update_load(self) -> None:
-        self._running_requests = len({id(row.owner) for row in self._rows})
+        # Finished rows leave the batch at the next step; their requests are over already.
+        self._running_requests = len({id(row.owner) for row in self._rows if not row.finished})
         self._waiting_requests = len(self._waiting)
 
     def _drop_aborted(self, request_ids: set[str]) -> None:
@@ -468,6 +469,8 @@ class HFEngine(Engine):
             )
             if finish is not None:
                 row.owner.unfinished_choices -= 1
+        # A caller that has read a request's end must find it gone from load() already.
+        self._update_load()
         for owner, choice_deltas in deltas.values():
             owner.send(choice_deltas)
             if owner.unfinished_choices == 0:

@@ -6,7 +6,6 @@ user would start it; the test reads what it prints and asks each service directl
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import stat
@@ -20,7 +19,8 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.processes import OutputWatchedProcess, free_port
+from tests.support.local_stack import stack_environment
+from tests.support.processes import OutputWatchedProcess
 
 STARTUP_TIMEOUT_S = 240
 
@@ -29,17 +29,11 @@ class Launcher(OutputWatchedProcess):
     """``python -m services.local_stack`` on free ports and a fresh data directory."""
 
     def __init__(self, data_dir: Path, ports: dict[str, int] | None = None) -> None:
-        self.ports = {name: free_port() for name in ("dataset", "trainer", "inference", "gateway")}
-        self.ports.update(ports or {})
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
-        env.update(
-            TAILOR_DATA_DIR=str(data_dir),
-            TAILOR_DATASET_ADDR=f"127.0.0.1:{self.ports['dataset']}",
-            TAILOR_TRAINER_ADDR=f"127.0.0.1:{self.ports['trainer']}",
-            TAILOR_INFERENCE_ADDR=f"127.0.0.1:{self.ports['inference']}",
-            TAILOR_GATEWAY_PORT=str(self.ports["gateway"]),
-            HF_HUB_OFFLINE="1",
-        )
+        fixed = {f"TAILOR_{name.upper()}_ADDR": f"127.0.0.1:{port}" for name, port in (ports or {}).items()}
+        env = stack_environment(data_dir, **fixed)
+        self.ports = {"gateway": int(env["TAILOR_GATEWAY_PORT"])}
+        for name in ("dataset", "trainer", "inference"):
+            self.ports[name] = int(env[f"TAILOR_{name.upper()}_ADDR"].rsplit(":", 1)[1])
         super().__init__([sys.executable, "-m", "services.local_stack"], env)
 
     def children(self) -> list[psutil.Process]:

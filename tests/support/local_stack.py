@@ -42,6 +42,10 @@ def stack_environment(data_dir: Path, **settings: str) -> dict[str, str]:
         TAILOR_GATEWAY_PORT=str(ports["gateway"]),
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
+        # make up's `auto` picks vLLM where it is installed; a test that is not about the
+        # engine runs the hf engine, which starts in a second (tests/e2e/test_vllm_stack.py
+        # runs the same flow on vLLM).
+        TAILOR_INFERENCE_ENGINE="hf",
     )
     environment.update(settings)
     return environment
