@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from email.message import Message
+from email.utils import collapse_rfc2231_value
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -132,19 +134,16 @@ class MultipartReader:
         self._header_value.clear()
 
     def _on_headers_finished(self) -> None:
-        disposition, options = parse_options_header(self._headers.get("content-disposition", ""))
-        name = options.get(b"name")
-        if disposition != b"form-data" or name is None:
+        disposition, name, filename = _content_disposition(self._headers.get("content-disposition", ""))
+        if disposition != "form-data" or name is None:
             raise invalid_request(
                 "Every multipart part needs a 'Content-Disposition: form-data; name=...' header."
             )
-        decoded_name = name.decode("utf-8", "replace")
-        filename = options.get(b"filename")
         if filename is not None:
             self._in_file = True
-            self._events.append(FileStart(decoded_name, filename.decode("utf-8", "replace")))
+            self._events.append(FileStart(name, filename))
         else:
-            self._field_name = decoded_name
+            self._field_name = name
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
@@ -167,3 +166,22 @@ class MultipartReader:
 
     def _on_end(self) -> None:
         self._ended = True
+
+
+def _content_disposition(header: str) -> tuple[str | None, str | None, str | None]:
+    """(disposition, name, filename) of a part's Content-Disposition, filenames in any Unicode.
+
+    Browsers and HTTP clients send a filename as raw UTF-8 between quotes (RFC 7578 4.2);
+    some send RFC 5987's ``filename*=UTF-8''...`` as well or instead, which wins when both
+    are there (RFC 6266 4.3). The standard library's MIME parser reads both; the header
+    reaches here already decoded from UTF-8.
+    """
+    message = Message()
+    message["Content-Disposition"] = header
+    disposition = message.get_content_disposition()
+    params = message.get_params(header="content-disposition", failobj=[])
+    name = next((value for key, value in params[1:] if key == "name" and isinstance(value, str)), None)
+    filenames = [value for key, value in params[1:] if key == "filename"]
+    extended = [value for value in filenames if isinstance(value, tuple)]
+    filename = collapse_rfc2231_value(extended[-1] if extended else filenames[-1]) if filenames else None
+    return disposition, name, filename

@@ -48,6 +48,17 @@ async def test_upload_returns_openais_file_object(gateway: Gateway) -> None:
     assert uploaded.status_details is None and uploaded.expires_at is None
 
 
+@pytest.mark.parametrize("filename", ["données.jsonl", "данные.jsonl", "日本語.jsonl", "emoji-🙂.jsonl"])
+async def test_a_filename_in_any_unicode_is_stored_and_returned_exactly(
+    gateway: Gateway, filename: str
+) -> None:
+    # The SDK sends the name as raw UTF-8 in the part's header (RFC 7578); it once was a 500.
+    client = gateway.sdk()
+    uploaded = await client.files.create(file=(filename, jsonl()), purpose="fine-tune")
+    assert uploaded.filename == filename
+    assert (await client.files.retrieve(uploaded.id)).filename == filename
+
+
 async def test_retrieve_content_and_delete(gateway: Gateway) -> None:
     client = gateway.sdk()
     content = jsonl(3)

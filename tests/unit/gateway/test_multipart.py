@@ -57,3 +57,25 @@ async def test_a_part_without_a_name_is_refused() -> None:
     body = b"--tailorboundary\r\nContent-Disposition: form-data\r\n\r\nx\r\n--tailorboundary--\r\n"
     with pytest.raises(OpenAIError, match="Content-Disposition"):
         await read(body, 5)
+
+
+@pytest.mark.parametrize(
+    ("disposition", "filename"),
+    [
+        ('form-data; name="file"; filename="données.jsonl"', "données.jsonl"),
+        ('form-data; name="file"; filename="emoji-🙂.jsonl"', "emoji-🙂.jsonl"),
+        # RFC 5987's extended form wins over the plain one (RFC 6266 4.3)
+        (
+            "form-data; name=\"file\"; filename=\"x.jsonl\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.jsonl",
+            "日本.jsonl",
+        ),
+        ('form-data; name="file"; filename="quote\\"d.jsonl"', 'quote"d.jsonl'),
+    ],
+)
+async def test_filenames_in_any_unicode_are_read_exactly(disposition: str, filename: str) -> None:
+    body = (
+        f"--tailorboundary\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        + b"abc\r\n--tailorboundary--\r\n"
+    )
+    events = await read(body, 5)
+    assert events[0] == FileStart("file", filename)
