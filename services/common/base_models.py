@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.common import tailor_tiny
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, shown
 
 if TYPE_CHECKING:
     from services.common.settings import CommonSettings
@@ -131,7 +131,8 @@ def resolve_base_model(name: str, settings: CommonSettings, *, build: bool = Tru
     if spec is None:
         available = ", ".join(sorted(settings.base_models)) or "none"
         raise InvalidArgument(
-            f"The model `{name}` does not exist or is not a base model. Available base models: {available}.",
+            f"The model `{shown(name)}` does not exist or is not a base model. "
+            f"Available base models: {available}.",
             param="model",
             code="model_not_found",
         )

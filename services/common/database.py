@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from services.common.errors import InvalidArgument, Unavailable
+from services.common.errors import InvalidArgument, Unavailable, shown
 
 RowT = TypeVar("RowT")
 
@@ -139,7 +139,7 @@ async def paginate(
     if after:
         cursor = (await session.execute(query.with_only_columns(seq).where(id_column == after))).scalar()
         if cursor is None:
-            raise InvalidArgument(f"after: no object with id {after!r} in this listing", param="after")
+            raise InvalidArgument(f"after: no object with id {shown(after)!r} in this listing", param="after")
         query = query.where(seq < cursor if newest_first else seq > cursor)
     query = query.order_by(seq.desc() if newest_first else seq.asc()).limit(limit + 1)
     rows = (await session.execute(query)).scalars().all()

@@ -12,6 +12,16 @@ from __future__ import annotations
 import grpc
 
 
+# A caller's value quoted back in an error is cut to this many characters: an error must not
+# echo a megabyte, and gRPC turns a status whose details are too large into an INTERNAL one.
+MAX_SHOWN_CHARS = 100
+
+
+def shown(value: str) -> str:
+    """``value`` as an error may quote it: cut to :data:`MAX_SHOWN_CHARS` with an ellipsis when longer."""
+    return value if len(value) <= MAX_SHOWN_CHARS else value[: MAX_SHOWN_CHARS - 3] + "..."
+
+
 class TailorError(Exception):
     """Base of all expected failures. ``message`` is safe to show to the caller."""
 

@@ -9,14 +9,7 @@ one is shortened, so that an error never echoes a caller's megabyte back.
 
 from __future__ import annotations
 
-from services.common.errors import NotFound
-
-MAX_SHOWN_CHARS = 100
-
-
-def shown(value: str) -> str:
-    """``value``, cut to :data:`MAX_SHOWN_CHARS` with an ellipsis when longer."""
-    return value if len(value) <= MAX_SHOWN_CHARS else value[: MAX_SHOWN_CHARS - 3] + "..."
+from services.common.errors import NotFound, shown
 
 
 def model_not_found_message(model: str) -> str:

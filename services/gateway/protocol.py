@@ -7,9 +7,15 @@ validate responses, so a missing field reads as ``None`` in the user's code much
 
 from __future__ import annotations
 
-from typing import Generic, Literal, Self, TypeVar
+from typing import Annotated, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+# What the gRPC contracts carry: a request integer outside its field's range is a 400 at the
+# edge, naming the field, instead of an overflow deep inside a service (a 500).
+INT32_MAX = 2**31 - 1
+Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 # Every listed object has an `id`, the cursor of the next page.
 ItemT = TypeVar("ItemT", bound=BaseModel)

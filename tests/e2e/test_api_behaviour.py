@@ -106,3 +106,52 @@ def test_no_request_to_a_documented_route_gets_a_5xx(
     stack: Stack, document: dict, data: st.DataObject
 ) -> None:
     send_and_check(stack.url, draw_request(data, document, KEY_B))
+
+
+HUGE = 2**63  # beyond every integer a contract carries
+LONG = "x" * 10_000
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "param"),
+    [
+        ("POST", "/v1/chat/completions", {"max_tokens": 2**31}, "max_tokens"),
+        ("POST", "/v1/chat/completions", {"max_completion_tokens": 2**31}, "max_completion_tokens"),
+        ("POST", "/v1/chat/completions", {"seed": HUGE}, "seed"),
+        ("POST", "/v1/chat/completions", {"seed": 10**30}, "seed"),
+        ("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 2**31}, "max_tokens"),
+        (
+            "POST",
+            "/v1/fine_tuning/jobs",
+            {"hyperparameters": {"n_epochs": 2**31}},
+            "hyperparameters.n_epochs",
+        ),
+        (
+            "POST",
+            "/v1/fine_tuning/jobs",
+            {"method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 2**31}}}},
+            "method.supervised.hyperparameters.batch_size",
+        ),
+        ("POST", "/v1/fine_tuning/jobs", {"model": LONG}, "model"),
+        ("GET", f"/v1/fine_tuning/jobs?after={LONG}", None, "after"),
+        ("GET", f"/v1/fine_tuning/jobs/{LONG}", None, "fine_tuning_job_id"),
+        ("GET", f"/v1/files?after={LONG}", None, "after"),
+    ],
+)
+def test_out_of_range_integers_and_huge_values_are_a_4xx_naming_the_field_never_a_5xx(
+    stack: Stack, method: str, path: str, body: dict[str, object] | None, param: str
+) -> None:
+    # Each once was a 500: an int past the contract's int32/int64, or a 10 KB value echoed
+    # in an error message larger than gRPC passes on as a status.
+    defaults = {
+        "/v1/chat/completions": {"model": "tailor-tiny", "messages": [{"role": "user", "content": "Hi"}]},
+        "/v1/completions": {"model": "tailor-tiny"},
+        "/v1/fine_tuning/jobs": {"model": "tailor-tiny", "training_file": "file-missing"},
+    }
+    payload = {**defaults.get(path, {}), **(body or {})} if method == "POST" else None
+    response = httpx.request(
+        method, f"{stack.url}{path}", json=payload, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30
+    )
+    assert 400 <= response.status_code < 500, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and len(error["message"]) < 500, error

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.errors import invalid_request, unsupported_parameter
 from services.gateway.generation import GenerationInput
+from services.gateway.protocol import Int32, Int64
 from tailor.inference.v1 import inference_service_pb2 as pb
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -145,10 +146,10 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     n: int | None = Field(None, ge=1, le=128)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: Int32 | None = Field(None, ge=1)
+    max_completion_tokens: Int32 | None = Field(None, ge=1)
     stop: Stop = None
-    seed: int | None = None
+    seed: Int64 | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     # handed to the chat template

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.gateway.chat.protocol import Stop, StreamOptions, Usage, check_stop, sampling_params
 from services.gateway.errors import invalid_request, unsupported_parameter
 from services.gateway.generation import GenerationInput
+from services.gateway.protocol import Int32, Int64
 
 # OpenAI's default for this endpoint (chat has none).
 DEFAULT_MAX_TOKENS = 16
@@ -28,12 +29,12 @@ class CompletionRequest(BaseModel):
 
     model: str = Field(min_length=1)
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Int32 | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     n: int | None = Field(None, ge=1, le=128)
     stop: Stop = None
-    seed: int | None = None
+    seed: Int64 | None = None
     echo: bool | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None

@@ -9,15 +9,26 @@ Responses: the job exactly as OpenAI sends it: ``hyperparameters`` always presen
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.gateway.errors import invalid_request, unsupported_parameter
-from services.gateway.protocol import CursorPage
+from services.gateway.protocol import INT32_MAX, CursorPage
 from tailor.trainer.v1 import job_pb2
 
 Auto = Literal["auto"]
+
+
+def _fits_int32(value: object) -> object:
+    if isinstance(value, int) and not -INT32_MAX - 1 <= value <= INT32_MAX:
+        raise ValueError(f"must be 'auto' or an integer from {-INT32_MAX - 1} to {INT32_MAX}")
+    return value
+
+
+# "auto" or an integer the contract's int32 holds; one error naming the field either way
+# (a plain union would report each branch, the first being "Input should be 'auto'").
+AutoInt32 = Annotated[Auto | int, AfterValidator(_fits_int32)]
 
 _STATUS_NAMES = {
     job_pb2.JOB_STATUS_UNSPECIFIED: "validating_files",
@@ -53,12 +64,12 @@ class Hyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: Auto | int | None = Field(None, description="Examples per step, 1-256.")
+    batch_size: AutoInt32 | None = Field(None, description="Examples per step, 1-256.")
     learning_rate_multiplier: Auto | float | None = Field(
         None, description="Multiplier of the base LoRA rate, > 0."
     )
-    n_epochs: Auto | int | None = Field(None, description="Passes over the training file, 1-50.")
-    lora_rank: Auto | int | None = Field(
+    n_epochs: AutoInt32 | None = Field(None, description="Passes over the training file, 1-50.")
+    lora_rank: AutoInt32 | None = Field(
         None, description="Tailor extension: LoRA rank (8, 16, 32, 64, ...)."
     )
     lora_alpha: Auto | float | None = Field(None, description="Tailor extension: LoRA alpha.")
