@@ -214,8 +214,46 @@ class ChatCompletionRequest(BaseModel):
             )
         check_stop(self.stop)
 
+    def check_conversation(self) -> None:
+        """400 for messages and tools OpenAI refuses, naming the message or tool at fault."""
+        for position, message in enumerate(self.messages):
+            where = f"messages[{position}]"
+            # Only an assistant turn that calls a tool, and a (deprecated) function result,
+            # may go without content.
+            calls = message.tool_calls or getattr(message, "function_call", None)
+            if message.content is None and message.role != "function" and not (
+                message.role == "assistant" and calls
+            ):
+                raise invalid_request(
+                    f"Missing required parameter: '{where}.content'.",
+                    param=f"{where}.content",
+                    code="missing_required_parameter",
+                )
+            if message.role == "tool" and not message.tool_call_id:
+                raise invalid_request(
+                    f"Missing required parameter: '{where}.tool_call_id'.",
+                    param=f"{where}.tool_call_id",
+                    code="missing_required_parameter",
+                )
+        for index, tool in enumerate(self.tools or ()):
+            function = tool.get("function")
+            if tool.get("type") != "function" or not isinstance(function, dict):
+                raise invalid_request(
+                    f"Invalid value for 'tools[{index}].type': Tailor serves tools of type 'function' "
+                    "with a 'function' object.",
+                    param=f"tools[{index}].type",
+                    code="invalid_value",
+                )
+            if not isinstance(function.get("name"), str) or not function["name"]:
+                raise invalid_request(
+                    f"Missing required parameter: 'tools[{index}].function.name'.",
+                    param=f"tools[{index}].function.name",
+                    code="missing_required_parameter",
+                )
+
     def generation_input(self) -> GenerationInput:
         """What to generate (400 for what cannot be honoured); the model is resolved separately."""
+        self.check_conversation()
         self.refuse_unsupported()
         return GenerationInput(
             prompt=pb.ChatInput(

@@ -153,6 +153,12 @@ async def test_fine_tuned_models_and_checkpoints_run_with_their_adapter(gateway:
             },
             "messages[0].content[0]",
         ),
+        # what OpenAI refuses (each once generated a 200)
+        ({"messages": [{"role": "user", "content": None}]}, "messages[0].content"),
+        ({"messages": [{"role": "tool"}]}, "messages[0].content"),
+        ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id"),
+        ({"tools": [{"type": "nope"}]}, "tools[0].type"),
+        ({"tools": [{"type": "function", "function": {"parameters": {}}}]}, "tools[0].function.name"),
     ],
 )
 async def test_what_cannot_be_honoured_is_a_400_naming_it(gateway: Gateway, extra: dict, param: str) -> None:
@@ -163,6 +169,23 @@ async def test_what_cannot_be_honoured_is_a_400_naming_it(gateway: Gateway, extr
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
     assert gateway.fakes.inference.requests == []
+
+
+async def test_an_assistant_turn_that_only_calls_a_tool_needs_no_content(gateway: Gateway) -> None:
+    messages = [
+        {"role": "user", "content": "What is 6 x 7?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "mul", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]
+    async with gateway.http() as http:
+        response = await http.post("/v1/chat/completions", json={"model": BASE_MODEL, "messages": messages})
+    assert response.status_code == 200, response.text
 
 
 async def test_parameters_openai_would_answer_anyway_are_ignored(gateway: Gateway) -> None:
