@@ -14,7 +14,7 @@ stay with the job that produced them.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.database import first_or_none
@@ -22,7 +22,7 @@ from services.common.errors import PermissionDenied
 from services.common.not_found import model_not_found
 from services.trainer.config import TrainerSettings
 from services.trainer.conversions import model_to_proto
-from services.trainer.records import ModelRecord, TrainerRecords, job_by_id, now
+from services.trainer.records import JobRecord, ModelRecord, TrainerRecords, now
 from tailor.trainer.v1 import model_registry_service_pb2 as registry_pb2
 
 FINE_TUNED = registry_pb2.ModelKind.Name(registry_pb2.MODEL_KIND_FINE_TUNED)
@@ -41,14 +41,18 @@ def checkpoint_model_name(fine_tuned_model: str, step_number: int) -> str:
     return f"{fine_tuned_model}:ckpt-step-{step_number}"
 
 
-async def registered_model(session: AsyncSession, name: str, organization_id: str) -> ModelRecord | None:
-    """The organization's live (not deleted) registered model of that name, or None."""
-    query = select(ModelRecord).where(
+def _live(name: str, organization_id: str) -> tuple[ColumnElement[bool], ...]:
+    """The conditions of the organization's live (not deleted) registered model of that name."""
+    return (
         ModelRecord.name == name,
         ModelRecord.organization_id == organization_id,
         ModelRecord.deleted.is_(False),
     )
-    return await first_or_none(session, query)
+
+
+async def registered_model(session: AsyncSession, name: str, organization_id: str) -> ModelRecord | None:
+    """The organization's live (not deleted) registered model of that name, or None."""
+    return await first_or_none(session, select(ModelRecord).where(*_live(name, organization_id)))
 
 
 def register_model(
@@ -104,15 +108,20 @@ class ModelRegistry:
         base = self.base_model(name)
         if base is not None:
             return base
+        # One query on every chat's path: the model, and its job's hyperparameters for the
+        # target modules its worker reported (every checkpoint of a job and its final model
+        # adapt the same ones).
+        query = (
+            select(ModelRecord, JobRecord.hyperparameters)
+            .outerjoin(JobRecord, JobRecord.id == ModelRecord.job_id)
+            .where(*_live(name, organization_id))
+        )
         async with self._records.read() as session:
-            model = await registered_model(session, name, organization_id)
-            if model is None:
-                raise model_not_found(name)
-            # The modules are the job's, as its worker reported them: every checkpoint of a
-            # job and its final model adapt the same ones.
-            job = await job_by_id(session, model.job_id)
-            modules = list(job.hyperparameters.get("lora_target_modules", [])) if job is not None else []
-        return model_to_proto(model, modules)
+            found = (await session.execute(query)).first()
+        if found is None:
+            raise model_not_found(name)
+        model, hyperparameters = found
+        return model_to_proto(model, list((hyperparameters or {}).get("lora_target_modules", [])))
 
     async def list(self, organization_id: str) -> list[registry_pb2.Model]:
         """Base models first, then the organization's fine-tuned models and checkpoints, newest first."""
