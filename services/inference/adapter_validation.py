@@ -23,6 +23,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,11 @@ class BaseModelLayout:
 
     linear: Mapping[str, tuple[int, int]]
     embedding: Mapping[str, tuple[int, int]]
+
+    @cached_property
+    def linear_names(self) -> frozenset[str]:
+        """The leaf names of the linear modules (``q_proj``), as an adapter's target_modules lists them."""
+        return frozenset(path.rsplit(".", 1)[-1] for path in self.linear)
 
     @classmethod
     def of_model(cls, model: torch.nn.Module) -> BaseModelLayout:
@@ -90,8 +96,7 @@ class AdapterFiles:
 
 def check_target_modules(target_modules: Sequence[str], layout: BaseModelLayout, *, name: str) -> None:
     """Refuse, before any download, an adapter the registry says adapts modules the base model lacks."""
-    leaves = {path.rsplit(".", 1)[-1] for path in layout.linear}
-    missing = sorted(set(target_modules) - leaves)
+    missing = sorted(set(target_modules) - layout.linear_names)
     if missing:
         raise _refuse(name, f"it adapts {', '.join(missing)}, which this replica's base model does not have")
 

@@ -469,8 +469,9 @@ class HFEngine(Engine):
             )
             if finish is not None:
                 row.owner.unfinished_choices -= 1
-        # A caller that has read a request's end must find it gone from load() already.
-        self._update_load()
+        if any(owner.unfinished_choices == 0 for owner, _ in deltas.values()):
+            # A caller that has read a request's end must find it gone from load() already.
+            self._update_load()
         for owner, choice_deltas in deltas.values():
             owner.send(choice_deltas)
             if owner.unfinished_choices == 0:
