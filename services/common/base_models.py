@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.common import tailor_tiny
+from services.common.builtin_models import BUILTIN_MODELS, builtin_model
 from services.common.errors import FailedPrecondition, InvalidArgument, shown
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 TAILOR_TINY = tailor_tiny.NAME
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS = frozenset({TAILOR_TINY})
 # LoRA ranks vLLM accepts for --max-lora-rank; an adapter's rank must be one of them.
 VLLM_LORA_RANKS = frozenset({1, 8, 16, 32, 64, 128, 256, 320, 512})
 
@@ -138,11 +138,8 @@ def resolve_base_model(name: str, settings: CommonSettings, *, build: bool = Tru
         )
 
     if spec.is_builtin:
-        location = (
-            tailor_tiny.ensure_tailor_tiny(settings.models_dir)
-            if build
-            else tailor_tiny.model_dir(settings.models_dir)
-        )
+        builtin = builtin_model(spec.source.removeprefix(BUILTIN_PREFIX))
+        location = builtin.ensure(settings.models_dir) if build else builtin.directory(settings.models_dir)
         return ResolvedBaseModel(name, spec, str(location.absolute()), revision=None, is_local=True)
 
     if spec.is_local_path:
