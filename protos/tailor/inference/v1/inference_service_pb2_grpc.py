@@ -55,6 +55,11 @@ class InferenceServiceStub:
                 request_serializer=tailor_dot_inference_dot_v1_dot_inference__service__pb2.ListAdaptersRequest.SerializeToString,
                 response_deserializer=tailor_dot_inference_dot_v1_dot_inference__service__pb2.ListAdaptersResponse.FromString,
                 _registered_method=True)
+        self.GetReplicaInfo = channel.unary_unary(
+                '/tailor.inference.v1.InferenceService/GetReplicaInfo',
+                request_serializer=tailor_dot_inference_dot_v1_dot_inference__service__pb2.GetReplicaInfoRequest.SerializeToString,
+                response_deserializer=tailor_dot_inference_dot_v1_dot_inference__service__pb2.GetReplicaInfoResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -93,6 +98,15 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReplicaInfo(self, request, context):
+        """Says what this replica serves: its base model and engine. The gateway asks
+        every replica it discovers, and routes a request only to replicas of the
+        request's base model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +129,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.ListAdapters,
                     request_deserializer=tailor_dot_inference_dot_v1_dot_inference__service__pb2.ListAdaptersRequest.FromString,
                     response_serializer=tailor_dot_inference_dot_v1_dot_inference__service__pb2.ListAdaptersResponse.SerializeToString,
+            ),
+            'GetReplicaInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReplicaInfo,
+                    request_deserializer=tailor_dot_inference_dot_v1_dot_inference__service__pb2.GetReplicaInfoRequest.FromString,
+                    response_serializer=tailor_dot_inference_dot_v1_dot_inference__service__pb2.GetReplicaInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +245,33 @@ class InferenceService:
             '/tailor.inference.v1.InferenceService/ListAdapters',
             tailor_dot_inference_dot_v1_dot_inference__service__pb2.ListAdaptersRequest.SerializeToString,
             tailor_dot_inference_dot_v1_dot_inference__service__pb2.ListAdaptersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReplicaInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.inference.v1.InferenceService/GetReplicaInfo',
+            tailor_dot_inference_dot_v1_dot_inference__service__pb2.GetReplicaInfoRequest.SerializeToString,
+            tailor_dot_inference_dot_v1_dot_inference__service__pb2.GetReplicaInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,
