@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from services.common import tailor_tiny
 from services.common.builtin_models import BUILTIN_MODELS, builtin_model
 from services.common.errors import FailedPrecondition, InvalidArgument, shown
+from services.common.model_families import ToolCallFormat
 
 if TYPE_CHECKING:
     from services.common.settings import CommonSettings
@@ -46,6 +47,13 @@ class BaseModelSpec(BaseModel):
     lora_learning_rate: float = Field(2e-4, gt=0, description="LoRA learning rate at multiplier 1.0.")
     lora_rank: int = Field(16, description="Default LoRA rank (one vLLM accepts).")
     max_seq_length: int = Field(2048, gt=0, description="Training examples are truncated to this.")
+    tool_call_format: ToolCallFormat | None = Field(
+        None,
+        description=(
+            "How the chat template writes an assistant's tool calls, so replies are parsed back into "
+            "`tool_calls`; empty means the family's (services/common/model_families.py)."
+        ),
+    )
 
     @property
     def is_builtin(self) -> bool:
@@ -98,6 +106,8 @@ def default_base_models() -> dict[str, BaseModelSpec]:
             lora_learning_rate=2e-3,
             lora_rank=8,
             max_seq_length=512,
+            # a Llama, but with a ChatML template and Qwen's (Hermes) tool-call format
+            tool_call_format="hermes",
         )
     }
 
