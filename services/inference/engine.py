@@ -29,10 +29,13 @@ from pathlib import Path
 from typing import Literal
 
 from services.inference.sampling import SamplingSettings
+from services.inference.tool_calls import ToolCall
 
 log = logging.getLogger("tailor.inference.engine")
 
-FinishReason = Literal["stop", "length"]
+# Engines finish a choice with "stop" or "length"; "tool_calls" is the service's, for a reply
+# it parsed into tool calls (services/inference/tool_calls.py).
+FinishReason = Literal["stop", "length", "tool_calls"]
 EngineKind = Literal["vllm", "hf"]
 
 
@@ -59,6 +62,8 @@ class ChoiceDelta:
     # string, or an incomplete UTF-8 sequence), so a delta may carry tokens and no text.
     token_count: int
     finish_reason: FinishReason | None = None
+    # Tool calls completed in this delta; engines never set them, the service's parser does.
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.common.base_models import resolve_base_model
 from services.common.grpc_server import GrpcServer, ServiceRegistration
+from services.common.model_families import family_of
 from services.common.object_store import ObjectStore, open_object_store
 from services.inference.adapter_validation import BaseModelLayout
 from services.inference.adapters import AdapterCache, AdapterRef, AdapterState
@@ -38,6 +39,7 @@ _FINISH_REASONS = {
     None: pb.FINISH_REASON_UNSPECIFIED,
     "stop": pb.FINISH_REASON_STOP,
     "length": pb.FINISH_REASON_LENGTH,
+    "tool_calls": pb.FINISH_REASON_TOOL_CALLS,
 }
 _ADAPTER_STATES = {
     AdapterState.LOADING: pb.ADAPTER_STATE_LOADING,
@@ -89,7 +91,11 @@ def build_runtime(
     log.info("engine ready", engine=kind, base_model=base.name, max_model_len=engine.max_model_len)
 
     store = store or open_object_store(settings)
-    layout = BaseModelLayout.of_config(AutoConfig.from_pretrained(base.location, revision=base.revision))
+    config = AutoConfig.from_pretrained(base.location, revision=base.revision)
+    layout = BaseModelLayout.of_config(config)
+    # How the model writes tool calls: the base model entry's word, else its family's.
+    tool_call_format = base.spec.tool_call_format or family_of(config.model_type).tool_call_format
+    log.info("tool calls", base_model=base.name, tool_call_format=tool_call_format)
     adapters = AdapterCache(
         store,
         engine,
@@ -107,6 +113,7 @@ def build_runtime(
         renderer=PromptRenderer(tokenizer, base.spec.chat_template),
         adapters=adapters,
         tracker=tracker,
+        tool_call_format=tool_call_format,
     )
     collector = None
     if kind == "hf" and metrics_registry is not None:
@@ -184,7 +191,13 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                 response = pb.GenerateCompletionResponse(
                     deltas=[
                         pb.ChoiceDelta(
-                            index=d.index, text=d.text, finish_reason=_FINISH_REASONS[d.finish_reason]
+                            index=d.index,
+                            text=d.text,
+                            finish_reason=_FINISH_REASONS[d.finish_reason],
+                            tool_calls=[
+                                pb.ToolCall(id=call.id, name=call.name, arguments=call.arguments)
+                                for call in d.tool_calls
+                            ],
                         )
                         for d in chunk.deltas
                     ]

@@ -2,15 +2,19 @@
 
 A generation: check the base model, render the input to token ids, validate sampling
 against the context length, hold the adapter in the engine (fetching it on first use),
-stream the engine's deltas, and finish with usage. On the way it records the metrics and
-the waiting/running counts, and when the caller goes away (cancel, deadline) closing the
-engine's stream aborts the request, which frees its batch slot.
+stream the engine's deltas, and finish with usage. When a chat request carries tools, each
+choice's text goes through the replica's tool-call parser (:mod:`services.inference.tool_calls`,
+in the format the base model's template writes calls in): the deltas then carry content and
+complete tool calls, and a choice that made a call finishes with ``tool_calls``. On the way it
+records the metrics and the waiting/running counts, and when the caller goes away (cancel,
+deadline) closing the engine's stream aborts the request, which frees its batch slot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import InvalidArgument
+from services.common.model_families import ToolCallFormat
 from services.common.tenancy import current_organization
 from services.inference import metrics
 from services.inference.adapters import AdapterCache, AdapterRef, AdapterStatus
@@ -25,6 +30,7 @@ from services.inference.engine import ChoiceDelta, Engine, GenerationRequest
 from services.inference.rendering import PromptRenderer
 from services.inference.request_tracker import RequestTracker
 from services.inference.sampling import validate_sampling
+from services.inference.tool_calls import ToolCallStream
 
 
 @dataclass(frozen=True)
@@ -83,12 +89,15 @@ class InferenceService:
         renderer: PromptRenderer,
         adapters: AdapterCache,
         tracker: RequestTracker,
+        tool_call_format: ToolCallFormat | None = None,
     ) -> None:
         self.base_model = base_model
         self.engine = engine
         self.renderer = renderer
         self.adapters = adapters
         self.tracker = tracker
+        # How the base model writes tool calls; None: replies stay text even with tools.
+        self.tool_call_format = tool_call_format
 
     async def generate(
         self,
@@ -121,6 +130,7 @@ class InferenceService:
                     prompt_param=prompt_param,
                 )
                 metrics.PROMPT_TOKENS.inc(len(prompt_ids))
+                tool_calls = self._tool_call_parser(conversation)
                 async with self._adapter_held(adapter, organization) as engine_adapter:
                     request = GenerationRequest(
                         request_id=f"cmpl-{uuid.uuid4().hex}",
@@ -138,8 +148,11 @@ class InferenceService:
                                 tracked.started()
                                 last_token_at = now
                                 completion_tokens += tokens
-                            # Deltas whose text is held back (stop strings, partial characters) say nothing yet.
-                            visible = [delta for delta in deltas if delta.text or delta.finish_reason]
+                            if tool_calls is not None:
+                                deltas = [tool_calls.parse(delta) for delta in deltas]
+                            # Deltas whose text is held back (stop strings, partial characters, a
+                            # tool call still open) say nothing yet.
+                            visible = [d for d in deltas if d.text or d.finish_reason or d.tool_calls]
                             if visible:
                                 yield CompletionChunk(deltas=visible)
                 yield CompletionChunk(usage=TokenCounts(len(prompt_ids), completion_tokens))
@@ -175,6 +188,12 @@ class InferenceService:
                 code="model_not_found",
             )
 
+    def _tool_call_parser(self, conversation: Conversation | None) -> _ToolCallParser | None:
+        """A parser for the request's choices when it is a chat with tools and the model has a format."""
+        if conversation is None or not conversation.tools_json or self.tool_call_format is None:
+            return None
+        return _ToolCallParser(self.tool_call_format)
+
     def _render(self, conversation: Conversation | None, prompt: str | None) -> tuple[list[int], str]:
         if conversation is not None:
             return self.renderer.render_chat(conversation.messages, conversation.tools_json), "messages"
@@ -189,6 +208,30 @@ class InferenceService:
             return
         async with self.adapters.use(adapter, organization) as engine_name:
             yield engine_name
+
+
+@dataclass
+class _ToolCallParser:
+    """One request's choices through the tool-call parser, one stream per choice."""
+
+    tool_format: ToolCallFormat
+    streams: dict[int, ToolCallStream] = field(default_factory=dict)
+
+    def parse(self, delta: ChoiceDelta) -> ChoiceDelta:
+        """``delta``'s text as content and complete calls; a choice that made calls ends in tool_calls."""
+        stream = self.streams.get(delta.index)
+        if stream is None:
+            stream = self.streams[delta.index] = ToolCallStream(self.tool_format)
+        parsed = stream.push(delta.text) if delta.text else None
+        content = parsed.content if parsed else ""
+        calls = parsed.tool_calls if parsed else ()
+        finish_reason = delta.finish_reason
+        if finish_reason is not None:
+            last = stream.finish()
+            content, calls = content + last.content, calls + last.tool_calls
+            if stream.called:
+                finish_reason = "tool_calls"
+        return dataclasses.replace(delta, text=content, tool_calls=calls, finish_reason=finish_reason)
 
 
 def _observe_latency(
