@@ -10,7 +10,8 @@ still answer with a plain HTTP error (404, 400, 503) instead of a 200 stream car
 error event.
 
 :meth:`Generation.events` turns the stream into per-choice events with the guarantees
-OpenAI's clients rely on: text in order, exactly one finish per choice, usage last.
+OpenAI's clients rely on: text in order, tool calls numbered per choice in the order they
+arrive, exactly one finish per choice, usage last.
 Closing or cancelling the consumer cancels the gRPC call, which stops generation upstream
 and frees the replica's place in the router's count.
 """
@@ -36,7 +37,11 @@ log = structlog.get_logger("tailor.gateway.generation")
 
 T = TypeVar("T")
 
-FINISH_REASONS = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
+FINISH_REASONS = {
+    pb.FINISH_REASON_STOP: "stop",
+    pb.FINISH_REASON_LENGTH: "length",
+    pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
+}
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,19 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ToolCallMade:
+    """A complete tool call of one choice; ``position`` numbers its calls from 0 (OpenAI's ``index``)."""
+
+    index: int
+    position: int
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class ChoiceFinished:
-    """A choice ended: ``stop`` or ``length``."""
+    """A choice ended: ``stop``, ``length`` or ``tool_calls``."""
 
     index: int
     reason: str
@@ -70,7 +86,7 @@ class TokenCounts:
         }
 
 
-GenerationEvent = TextDelta | ChoiceFinished | TokenCounts
+GenerationEvent = TextDelta | ToolCallMade | ChoiceFinished | TokenCounts
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,7 @@ class Generation:
     responses: RoutedStream
     choices: int
     _finished: set[int] = field(default_factory=set)
+    _calls: dict[int, int] = field(default_factory=dict)  # tool calls per choice so far
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
         """Text deltas and finishes as they come, then one :class:`TokenCounts`; cancels the call when closed early."""
@@ -133,6 +150,10 @@ class Generation:
                         continue
                     if delta.text:
                         yield TextDelta(delta.index, delta.text)
+                    for call in delta.tool_calls:
+                        position = self._calls.get(delta.index, 0)
+                        self._calls[delta.index] = position + 1
+                        yield ToolCallMade(delta.index, position, call.id, call.name, call.arguments)
                     if delta.finish_reason != pb.FINISH_REASON_UNSPECIFIED:
                         self._finished.add(delta.index)
                         yield ChoiceFinished(delta.index, FINISH_REASONS.get(delta.finish_reason, "stop"))
@@ -155,26 +176,32 @@ class Generation:
 
 @dataclass
 class Collected:
-    """A whole generation: each choice's text and finish reason, and the usage."""
+    """A whole generation: each choice's text, tool calls and finish reason, and the usage."""
 
     texts: list[str]
     finish_reasons: list[str]
     usage: TokenCounts
+    tool_calls: list[list[ToolCallMade]] = field(default_factory=list)
 
 
 async def collect(generation: Generation) -> Collected:
     """Reads a generation to its end (the non-streamed answer)."""
     parts: list[list[str]] = [[] for _ in range(generation.choices)]
+    calls: list[list[ToolCallMade]] = [[] for _ in range(generation.choices)]
     finish_reasons = ["stop"] * generation.choices
     usage = TokenCounts(0, 0)
     async for event in generation.events():
         if isinstance(event, TextDelta):
             parts[event.index].append(event.text)
+        elif isinstance(event, ToolCallMade):
+            calls[event.index].append(event)
         elif isinstance(event, ChoiceFinished):
             finish_reasons[event.index] = event.reason
         else:
             usage = event
-    return Collected(texts=["".join(p) for p in parts], finish_reasons=finish_reasons, usage=usage)
+    return Collected(
+        texts=["".join(p) for p in parts], finish_reasons=finish_reasons, usage=usage, tool_calls=calls
+    )
 
 
 async def start_generation(

@@ -25,7 +25,7 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from services.gateway.errors import from_rpc_error, internal_error
-from services.gateway.generation import ChoiceFinished, Generation, TextDelta
+from services.gateway.generation import ChoiceFinished, Generation, TextDelta, ToolCallMade
 
 MEDIA_TYPE = "text/event-stream"
 DONE = b"data: [DONE]\n\n"
@@ -68,11 +68,13 @@ async def completion_events(
     opening: list[Choice],
     text_choice: Callable[[int, str], Choice],
     finish_choice: Callable[[int, str], Choice],
+    tool_call_choice: Callable[[ToolCallMade], Choice] | None = None,
 ) -> AsyncIterator[bytes]:
     """The body of a streamed completion: one choice per chunk, in the shape the callables give.
 
     ``envelope`` holds the fields every chunk repeats (id, object, created, model);
-    ``opening`` the choices sent before any text (chat's role deltas, an echoed prompt).
+    ``opening`` the choices sent before any text (chat's role deltas, an echoed prompt);
+    ``tool_call_choice`` the chunk of a tool call (chat only: text completions have none).
     With ``include_usage`` a last chunk with ``choices: []`` carries the totals. Ends with
     ``[DONE]``, or an error event when generation fails midway. Leaving early (a client
     that disconnected) cancels generation upstream.
@@ -88,6 +90,9 @@ async def completion_events(
             async for generated in generation.events():
                 if isinstance(generated, TextDelta):
                     pending.append(encoder.encode([text_choice(generated.index, generated.text)]))
+                elif isinstance(generated, ToolCallMade):
+                    if tool_call_choice is not None:
+                        pending.append(encoder.encode([tool_call_choice(generated)]))
                 elif isinstance(generated, ChoiceFinished):
                     pending.append(encoder.encode([finish_choice(generated.index, generated.reason)]))
                 elif include_usage:

@@ -6,8 +6,10 @@ not implement fall in two groups:
 
 * ignored, where OpenAI would answer anyway and the answer is still what the user
   asked for (``user``, ``metadata``, ``store``, penalties, ``parallel_tool_calls``, ...);
-  ``tools`` are handed to the chat template, and a model trained without them simply
-  answers in text;
+  ``tools`` are handed to the chat template, and the reply is parsed back into
+  ``tool_calls`` in the format the base model writes them (a model trained without tools
+  simply answers in text); ``tool_choice: "none"`` leaves the tools out of the prompt, so
+  nothing is parsed;
 * refused with a 400 naming the parameter, where ignoring it would mislead:
   ``logprobs``, ``logit_bias``, a JSON ``response_format``, a forced ``tool_choice``,
   audio, and non-text content parts.
@@ -288,16 +290,19 @@ class Usage(BaseModel):
 
 
 class AssistantMessage(BaseModel):
+    """The reply: its text, or null when it is only tool calls."""
+
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: None = None
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
 
 
 class ChatCompletion(BaseModel):

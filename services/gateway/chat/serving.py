@@ -7,7 +7,10 @@ Streaming follows docs/research/openai_api.md §1.5 to the letter: a first chunk
 ``role``, content deltas by choice ``index``, exactly one ``finish_reason`` per choice on
 an empty delta, the usage chunk with ``choices: []`` only when
 ``stream_options.include_usage`` asks, then ``data: [DONE]`` and the end of the body (see
-:func:`services.gateway.sse.completion_events`). A client that disconnects cancels the
+:func:`services.gateway.sse.completion_events`). A tool call is one ``delta.tool_calls``
+entry, whole: its ``index`` (the call's position in the choice), ``id``, ``type``,
+``function.name`` and all of ``function.arguments`` in one piece, as the SDK's accumulator
+takes it; a choice that made calls finishes with ``tool_calls``. A client that disconnects cancels the
 stream, and with it the gRPC call, which stops generation upstream.
 """
 
@@ -26,16 +29,49 @@ from services.gateway.chat.protocol import (
     ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
+    FunctionCall,
+    ToolCall,
     Usage,
 )
 from services.gateway.config import GatewaySettings
-from services.gateway.generation import Collected, Generation, collect, start_generation, unless_disconnected
+from services.gateway.generation import (
+    Collected,
+    Generation,
+    ToolCallMade,
+    collect,
+    start_generation,
+    unless_disconnected,
+)
 from services.gateway.models.serving import resolve_model
 from services.gateway.upstream import Upstreams
 
 
 def _chunk_choice(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
     return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _tool_call_choice(call: ToolCallMade) -> dict[str, Any]:
+    """A whole call in one delta: the first piece of a call carries id, type and name, and here all of it."""
+    entry = {
+        "index": call.position,
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+    return _chunk_choice(call.index, {"tool_calls": [entry]})
+
+
+def _message(text: str, calls: list[ToolCallMade]) -> AssistantMessage:
+    """The whole reply; content is null when the reply is only tool calls."""
+    if not calls:
+        return AssistantMessage(content=text)
+    return AssistantMessage(
+        content=text or None,
+        tool_calls=[
+            ToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
+            for call in calls
+        ],
+    )
 
 
 class OpenAIServingChat:
@@ -84,6 +120,7 @@ class OpenAIServingChat:
             ],
             text_choice=lambda index, text: _chunk_choice(index, {"content": text}),
             finish_choice=lambda index, reason: _chunk_choice(index, {}, reason),
+            tool_call_choice=_tool_call_choice,
         )
         return sse.GenerationStreamResponse(generation, events)
 
@@ -94,9 +131,9 @@ class OpenAIServingChat:
             created=int(time.time()),
             model=body.model,
             choices=[
-                ChatChoice(index=index, message=AssistantMessage(content=text), finish_reason=reason)
-                for index, (text, reason) in enumerate(
-                    zip(collected.texts, collected.finish_reasons, strict=True)
+                ChatChoice(index=index, message=_message(text, calls), finish_reason=reason)
+                for index, (text, calls, reason) in enumerate(
+                    zip(collected.texts, collected.tool_calls, collected.finish_reasons, strict=True)
                 )
             ],
             usage=Usage(**collected.usage.as_dict()),

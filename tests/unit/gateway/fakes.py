@@ -419,11 +419,14 @@ class FakeInference(inference_grpc.InferenceServiceServicer):
 
     ``mode``: ``reply`` (normal), ``hang`` (one delta, then waits until cancelled),
     ``fail_midway`` (one delta, then UNAVAILABLE), ``fail_first`` (UNAVAILABLE at once).
+    ``script``, when set, is streamed as is instead of the reply (then usage): the responses
+    of a test that needs exact deltas (tool calls, finish reasons).
     """
 
     reply: str = "Ahoy from Tailor"
     mode: str = "reply"
     delay_s: float = 0.0
+    script: list[inference_pb.GenerateCompletionResponse] | None = None
     requests: list[inference_pb.GenerateCompletionRequest] = field(default_factory=list)
     unloaded: list[str] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -434,6 +437,13 @@ class FakeInference(inference_grpc.InferenceServiceServicer):
         self.started.set()
         if self.mode == "fail_first":
             raise Unavailable("the engine is restarting")
+        if self.script is not None:
+            for response in self.script:
+                yield response
+            yield inference_pb.GenerateCompletionResponse(
+                usage=inference_pb.Usage(prompt_tokens=7, completion_tokens=len(self.script))
+            )
+            return
         choices = request.sampling.n if request.sampling.HasField("n") else 1
         words = self.reply.split(" ")
         try:
