@@ -4,7 +4,8 @@ For each call it
 1. reads the request id and organization from the metadata and binds them for the
    handler (:mod:`services.common.tenancy`) and for every log line;
 2. refuses a call without an organization (UNAUTHENTICATED), except the health
-   and reflection services, which probes and tools call anonymously;
+   and reflection services, which probes and tools call anonymously, and the
+   inference replicas' ``GetReplicaInfo``, which reveals no tenant's data;
 3. maps exceptions to a status, in this one place: a
    :class:`~services.common.errors.TailorError` becomes its status code with a
    ``google.rpc.ErrorInfo`` detail (reason = OpenAI-style code, metadata.param =
@@ -40,8 +41,13 @@ from services.common.tenancy import (
 log = structlog.get_logger("tailor.grpc")
 
 ERROR_DOMAIN = "tailor"
-# Services that answer without an organization: Kubernetes probes and grpcurl call them bare.
-ANONYMOUS_SERVICE_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Services (and methods) that answer without an organization: Kubernetes probes and grpcurl
+# call them bare, and the gateway asks each inference replica what it serves at discovery.
+ANONYMOUS_SERVICE_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.",
+    "/tailor.inference.v1.InferenceService/GetReplicaInfo",
+)
 
 RPC_HANDLED = Counter(
     "tailor_grpc_server_handled_total", "RPCs completed, by method and status code.", ["method", "code"]

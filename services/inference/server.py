@@ -228,6 +228,13 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             adapters=[_adapter_info(report) for report in self.service.list_adapters()]
         )
 
+    async def GetReplicaInfo(
+        self, request: pb.GetReplicaInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetReplicaInfoResponse:
+        """What this replica serves: its base model and engine. Answered without an organization
+        (it is no tenant's data): the gateway asks at discovery, outside any request."""
+        return pb.GetReplicaInfoResponse(base_model=self.service.base_model, engine=self.service.engine.kind)
+
 
 class InferenceServer(GrpcServer):
     """The gRPC server of one replica; stopping it also stops the engine and the cache."""

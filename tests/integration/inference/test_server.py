@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from services.common.grpc_client import open_channel
 from services.inference.server import SERVICE_NAME, build_server
+from tailor.inference.v1 import inference_service_pb2 as pb
 from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from tests.integration.inference.conftest import VLLMEngines, chat_request, complete, require_vllm
 
@@ -40,6 +41,9 @@ async def test_build_server_serves_health_generation_and_metrics(
             assert status == health_pb2.HealthCheckResponse.SERVING
         completion = await complete(pb_grpc.InferenceServiceStub(channel), chat_request("hi", max_tokens=3))
         assert completion.usage.completion_tokens == 3
+        # what it serves, said to a caller without an organization (the gateway at discovery)
+        info = await pb_grpc.InferenceServiceStub(channel).GetReplicaInfo(pb.GetReplicaInfoRequest())
+        assert (info.base_model, info.engine) == (settings.inference_base_model, engine_kind)
         assert (
             REGISTRY.get_sample_value(
                 "vllm:num_requests_running", {"model_name": "tailor-tiny", "engine": "0"}
