@@ -8,6 +8,9 @@ FastAPI's ``422 {"detail": ...}`` would surface as the wrong exception with no m
 Where failures come from, and what they become:
 
 * :class:`OpenAIError`, raised by the gateway's own checks: as constructed.
+* :class:`TemporarilyUnavailable`, raised by the gateway itself when it knows what is
+  missing and when to look again (no inference replica serves a base model yet): 503
+  with its own message, which names nothing internal, and ``Retry-After``.
 * A failed internal gRPC call (:class:`grpc.aio.AioRpcError`): its status through
   :data:`HTTP_STATUS_OF_GRPC`, with the ``code`` and ``param`` the service attached; a
   domain error raised in the gateway process itself (``TailorError``) the same way.
@@ -34,7 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.common.errors import TailorError
+from services.common.errors import TailorError, Unavailable
 from services.common.grpc_client import rpc_error
 
 log = structlog.get_logger("tailor.gateway.errors")
@@ -99,6 +102,27 @@ class OpenAIError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+class TemporarilyUnavailable(Unavailable):
+    """Something the request needs is missing right now, and may be back in ``retry_after_s``.
+
+    Raised in the gateway process; answered 503 with this message and ``Retry-After`` (the
+    SDK waits that long before its retries).
+    """
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+    def openai_error(self) -> OpenAIError:
+        return OpenAIError(
+            503,
+            self.message,
+            type=SERVER_ERROR,
+            code=self.code,
+            headers={"Retry-After": str(self.retry_after_s)},
+        )
 
 
 def invalid_request(message: str, *, param: str | None = None, code: str | None = None) -> OpenAIError:
@@ -186,6 +210,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def local_error(_: Request, error: Exception) -> JSONResponse:
         # a domain error raised in the gateway itself (shared code such as the router)
         assert isinstance(error, TailorError)
+        if isinstance(error, TemporarilyUnavailable):
+            return error.openai_error().response()
         return from_status(error.status_code, error.message, error.code, error.param).response()
 
     async def validation_error(_: Request, error: Exception) -> JSONResponse:

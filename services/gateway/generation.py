@@ -219,7 +219,7 @@ async def start_generation(
     # since the registry answered is the inference service's model_not_found.
     with caller.rpc_context():
         responses = await upstreams.inference.open_stream(
-            adapter, lambda stub: stub.GenerateCompletion(request, timeout=timeout_s)
+            request.base_model, adapter, lambda stub: stub.GenerateCompletion(request, timeout=timeout_s)
         )
     return Generation(responses=responses, choices=wanted.choices)
 

@@ -1,41 +1,54 @@
-"""Adapter-affinity routing from the gateway to the inference replicas.
+"""Routing from the gateway to the inference replicas: one pool per base model, adapter affinity within it.
 
-Every inference replica serves every adapter, but an adapter a replica has never
-seen costs a download from the object store and a load into the engine (a cold
-load stalls the whole engine step in vLLM). So each adapter should keep landing on
-the same replica, where it stays warm, while many adapters spread over all
-replicas. :class:`AdapterAffinityRouter` does this with rendezvous
-(highest-random-weight) hashing: each replica gets a score ``hash(replica,
-adapter)`` and the adapter goes to the highest-scoring replica that is healthy
-and not overloaded, else to the next. Rendezvous hashing needs no ring or
-coordination: every gateway replica computes the same order from the same
-endpoint list, and when a replica disappears only the adapters it held move
-(each to its own second choice), about 1/N of them.
+Each inference replica serves one base model (``TAILOR_INFERENCE_BASE_MODEL``) and any
+number of LoRA adapters trained on it, and says which base through the ``GetReplicaInfo``
+RPC. The router asks every endpoint it discovers, at discovery and at every refresh, and
+keeps one *pool* per base: the discovered endpoints that answered with that base. A
+request goes to the pool of its model's base (an ``ft:`` model's base comes from the
+model registry; a base model is its own base), and everything below happens within that
+pool. An endpoint whose base is not known yet (it has not answered ``GetReplicaInfo``)
+is in no pool and gets no traffic; a replica that predates the RPC (UNIMPLEMENTED) counts
+as serving the configured base when exactly one is configured (a rolling upgrade), and as
+unknown otherwise. A request for a base whose pool is empty fails at once with
+:class:`NoReplica` (503 with ``Retry-After``: a replica may be discovered by the next
+refresh), and :meth:`AdapterAffinityRouter.serves` tells job creation whether any replica
+serves a base at all (``services/gateway/fine_tuning/serving.py``).
 
-Endpoints come from ``TAILOR_INFERENCE_ADDR``:
+Within a pool, an adapter a replica has never seen costs a download from the object store
+and a load into the engine (a cold load stalls the whole engine step in vLLM). So each
+adapter should keep landing on the same replica, where it stays warm, while many adapters
+spread over the pool. :class:`AdapterAffinityRouter` does this with rendezvous
+(highest-random-weight) hashing: each replica gets a score ``hash(replica, adapter)`` and
+the adapter goes to the highest-scoring replica that is healthy and not overloaded, else
+to the next. Rendezvous hashing needs no ring or coordination: every gateway replica
+computes the same order from the same endpoint list, and when a replica disappears only
+the adapters it held move (each to its own second choice), about 1/N of them.
 
-- ``dns:///inference-headless:50053`` (or ``dns:inference-headless:50053``): the
-  name is resolved every ``TAILOR_GATEWAY_INFERENCE_REFRESH_INTERVAL_S`` and every
-  address it returns is a replica. A Kubernetes headless Service returns one A
-  record per ready pod.
-- ``host1:50053,host2:50053``: a fixed list (local runs, tests).
-- ``host:50053``: one endpoint, used as is (gRPC resolves it).
+Endpoints come from ``TAILOR_INFERENCE_ADDR``, a comma-separated list of targets, each
 
-Health is both active and passive: every refresh asks each endpoint's
-``grpc.health.v1`` readiness (service ``""``), and a call the replica refuses
-(below) marks its endpoint unhealthy at once, until a later check answers
-SERVING. Overload is the number of calls this gateway has in flight to an
-endpoint against ``TAILOR_GATEWAY_INFERENCE_MAX_IN_FLIGHT``; beyond it the adapter
-spills to its second choice, so a hot adapter warms a second replica instead of
-queueing on one. Requests for the bare base model (no adapter) go to the least busy
-replica.
+- ``dns:///inference-headless:50053`` (or ``dns:inference-headless:50053``): the name is
+  resolved every ``TAILOR_GATEWAY_INFERENCE_REFRESH_INTERVAL_S`` and every address it
+  returns is a replica. A Kubernetes headless Service returns one A record per ready pod;
+  with one inference Deployment per base, the setting lists each one's headless Service
+  (``dns:///inference-headless:50053,dns:///inference-second-headless:50053``). An empty
+  answer or a failed lookup of one name keeps that name's last answer (a DNS blip or a
+  rollout's instant is likelier than no replica at all).
+- ``host:50053``: a fixed endpoint (local runs, tests; ``make up`` lists one per base).
+
+Health is both active and passive: every refresh asks each endpoint's ``grpc.health.v1``
+readiness (service ``""``), and a call the replica refuses (below) marks its endpoint
+unhealthy at once, until a later check answers SERVING. Overload is the number of calls
+this gateway has in flight to an endpoint against ``TAILOR_GATEWAY_INFERENCE_MAX_IN_FLIGHT``;
+beyond it the adapter spills to its second choice in the pool, so a hot adapter warms a
+second replica instead of queueing on one. Requests for a bare base model (no adapter) go
+to the least busy replica of its pool.
 
 The router is the only way to the InferenceService: :meth:`AdapterAffinityRouter.open_stream`
 (a server-streaming call placed by affinity) and :meth:`AdapterAffinityRouter.broadcast`
-(a call every replica must hear) hand out a replica's stub only for the length of a call,
-so every call is counted in flight, shows in ``tailor_gateway_inference_routed_total``,
-and keeps a leaving replica's channel open until it ends. ``open_stream`` moves on to
-the next replica when a call fails before its first message with UNAVAILABLE (the
+(a call every replica of a base must hear) hand out a replica's stub only for the length of
+a call, so every call is counted in flight, shows in ``tailor_gateway_inference_routed_total``,
+and keeps a leaving replica's channel open until it ends. ``open_stream`` moves on to the
+next replica of the pool when a call fails before its first message with UNAVAILABLE (the
 replica is gone or refuses new calls) or CANCELLED (a replica shutting down cancels the
 calls it had accepted but not started): a replica that stops costs the caller nothing.
 Generation has no side effect until it streams, so this repeat is safe; once a message
@@ -51,10 +64,12 @@ cancel those streams mid-answer, though the terminating replica is still finishi
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
 import itertools
+import math
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -67,6 +82,7 @@ from prometheus_client import Counter, Gauge
 from services.common.errors import Unavailable
 from services.common.grpc_client import open_channel
 from services.gateway.config import GatewaySettings
+from services.gateway.errors import TemporarilyUnavailable
 from services.gateway.health import upstream_status
 from tailor.inference.v1 import inference_service_pb2 as pb
 from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
@@ -80,6 +96,8 @@ ChannelFactory = Callable[[str], grpc.aio.Channel]
 StartStream = Callable[[pb_grpc.InferenceServiceStub], grpc.aio.UnaryStreamCall]
 
 HEALTH_TIMEOUT_S = 1.0
+# Calls answered without an organization: what a replica serves is no tenant's data.
+REPLICA_INFO_TIMEOUT_S = 1.0
 # Codes meaning "this replica did not do it": try the next one. A cancel of our own shows as
 # asyncio.CancelledError in grpc.aio, never as an AioRpcError, so CANCELLED here is the server's.
 FALLBACK_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
@@ -88,12 +106,18 @@ ROUTED = Counter(
     "tailor_gateway_inference_routed_total",
     "Inference calls routed, by how the replica was chosen.",
     # first (the adapter's home), spill (home busy or unhealthy), retry (after a refusal), base
-    # (no adapter: the least busy), broadcast (one per replica of a call every replica must hear)
+    # (no adapter: the least busy), broadcast (one per replica of a call every replica must hear),
+    # no_replica (no discovered replica serves the request's base model)
     ["choice"],
 )
 HEALTHY_ENDPOINTS = Gauge(
     "tailor_gateway_inference_endpoints_healthy",
     "Inference replicas this gateway currently considers healthy.",
+)
+POOL_ENDPOINTS = Gauge(
+    "tailor_gateway_inference_pool_endpoints",
+    "Discovered inference replicas per base model they serve (unknown: not yet said).",
+    ["base_model"],
 )
 DRAINING_ENDPOINTS = Gauge(
     "tailor_gateway_inference_endpoints_draining",
@@ -101,12 +125,22 @@ DRAINING_ENDPOINTS = Gauge(
 )
 
 
+class NoReplica(TemporarilyUnavailable):
+    """No discovered replica serves the base model: a 503 with ``Retry-After`` (the next refresh may find one)."""
+
+    def __init__(self, base_model: str, retry_after_s: int) -> None:
+        super().__init__(
+            f"No inference replica serves the base model `{base_model}` right now; retry later.",
+            retry_after_s=retry_after_s,
+        )
+        self.base_model = base_model
+
+
 @dataclass(frozen=True)
 class InferenceTarget:
-    """What ``TAILOR_INFERENCE_ADDR`` names: a DNS name to resolve into replicas, or fixed addresses."""
+    """What ``TAILOR_INFERENCE_ADDR`` names: DNS names to resolve into replicas, and fixed addresses."""
 
-    dns_host: str | None = None
-    dns_port: int | None = None
+    dns: tuple[tuple[str, int], ...] = ()
     static: tuple[str, ...] = ()
 
 
@@ -122,22 +156,29 @@ def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _parse_dns(spec: str) -> tuple[str, int]:
+    """``dns:///name:port``, ``dns://server/name:port`` or ``dns:name:port`` -> (name, port)."""
+    rest = spec.removeprefix("dns:")
+    if rest.startswith("//"):
+        # gRPC's form is dns:[//authority/]host:port; the authority (a DNS server) is not used here
+        _, _, rest = rest[2:].partition("/")
+    return _split_host_port(rest)
+
+
 def parse_target(spec: str) -> InferenceTarget:
-    """Parses ``dns:///name:port``, ``dns:name:port``, ``a:port,b:port`` or ``host:port``."""
-    spec = spec.strip()
-    if spec.startswith("dns:"):
-        rest = spec.removeprefix("dns:")
-        if rest.startswith("//"):
-            # gRPC's form is dns:[//authority/]host:port; the authority (a DNS server) is not used here
-            _, _, rest = rest[2:].partition("/")
-        host, port = _split_host_port(rest)
-        return InferenceTarget(dns_host=host, dns_port=port)
+    """Parses a comma-separated list of ``dns:///name:port`` (or ``dns:name:port``) and ``host:port``."""
     entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
     if not entries:
         raise ValueError("no inference address given")
+    dns: list[tuple[str, int]] = []
+    static: list[str] = []
     for entry in entries:
-        _split_host_port(entry)
-    return InferenceTarget(static=tuple(dict.fromkeys(entries)))
+        if entry.startswith("dns:"):
+            dns.append(_parse_dns(entry))
+        else:
+            _split_host_port(entry)
+            static.append(entry)
+    return InferenceTarget(dns=tuple(dict.fromkeys(dns)), static=tuple(dict.fromkeys(static)))
 
 
 async def resolve_all(host: str, port: int) -> list[str]:
@@ -158,11 +199,14 @@ def rank_endpoints(endpoints: Iterable[str], key: str) -> list[str]:
 
 
 class Endpoint:
-    """One inference replica: its channel, what this gateway has in flight there, and its health."""
+    """One inference replica: its channel, its base model, what this gateway has in flight there, its health."""
 
     def __init__(self, address: str, channel: grpc.aio.Channel) -> None:
         self.address = address
         self.channel = channel
+        # what GetReplicaInfo said; None until it has: such an endpoint is in no pool, gets no traffic
+        self.base_model: str | None = None
+        self.engine = ""
         self.in_flight = 0
         self.healthy = True  # optimistic until a check or a call says otherwise
         self.idle = asyncio.Event()  # set while nothing is in flight: what a drain waits for
@@ -174,7 +218,10 @@ class Endpoint:
         return pb_grpc.InferenceServiceStub(self.channel)
 
     def __repr__(self) -> str:
-        return f"Endpoint({self.address}, in_flight={self.in_flight}, healthy={self.healthy})"
+        return (
+            f"Endpoint({self.address}, base_model={self.base_model}, in_flight={self.in_flight}, "
+            f"healthy={self.healthy})"
+        )
 
 
 def _cancelled_under_us() -> bool:
@@ -258,11 +305,13 @@ class RoutedStream:
 
 
 class AdapterAffinityRouter:
-    """Sends each adapter to the same inference replicas, with fallback; see the module docstring.
+    """Sends each request to the pool of its base model, each adapter to the same replicas of it,
+    with fallback; see the module docstring.
 
-    ``start()`` discovers the endpoints and starts the periodic refresh; ``close()``
-    stops it and closes the channels. ``open_stream`` and ``broadcast`` are the calls;
-    ``readiness`` is the gateway's readiness as far as inference goes.
+    ``start()`` discovers the endpoints (and their bases) and starts the periodic refresh;
+    ``close()`` stops it and closes the channels. ``open_stream`` and ``broadcast`` are the
+    calls; ``serves`` says whether a base has replicas; ``readiness`` is the gateway's
+    readiness as far as inference goes.
 
     ``channel_factory`` opens the channel of one endpoint (default: ``open_channel``,
     without gRPC's retries). Fallback is this class's job: a channel that itself retried
@@ -281,12 +330,16 @@ class AdapterAffinityRouter:
         self.refresh_interval_s = settings.gateway_inference_refresh_interval_s
         self.max_in_flight = settings.gateway_inference_max_in_flight
         self.drain_timeout_s = settings.gateway_inference_drain_timeout_s
+        # what a replica too old to say its base serves: the one base, when only one is configured
+        self._sole_base = next(iter(settings.base_models)) if len(settings.base_models) == 1 else None
         self._resolver = resolver or resolve_all
         self._channel_factory = channel_factory or (lambda address: open_channel(address, settings))
         self._endpoints: dict[str, Endpoint] = {}
         self._draining: dict[str, Endpoint] = {}
+        self._answers: dict[tuple[str, int], list[str]] = {}  # each DNS name's last non-empty answer
         self._rotation = itertools.count()
         self._refresh_task: asyncio.Task[None] | None = None
+        self._counted: set[str] = set()  # base_model labels of POOL_ENDPOINTS this router has set
         if self.target.static:
             self.set_addresses(self.target.static)
 
@@ -294,11 +347,37 @@ class AdapterAffinityRouter:
 
     @property
     def endpoints(self) -> list[Endpoint]:
-        """The endpoints currently discovered (not those draining)."""
+        """The endpoints currently discovered (not those draining), whatever their base."""
         return list(self._endpoints.values())
 
+    def pool(self, base_model: str) -> list[Endpoint]:
+        """The discovered endpoints serving ``base_model``."""
+        return [e for e in self._endpoints.values() if e.base_model == base_model]
+
+    def pools(self) -> dict[str, list[str]]:
+        """{base model: addresses of its replicas}, for logs and tests."""
+        pools: dict[str, list[str]] = {}
+        for endpoint in self._endpoints.values():
+            if endpoint.base_model is not None:
+                pools.setdefault(endpoint.base_model, []).append(endpoint.address)
+        return pools
+
+    def serves(self, base_model: str) -> bool | None:
+        """Whether some discovered replica serves ``base_model``; None when the router cannot tell yet.
+
+        It cannot tell while it has discovered no replica at all, or while a discovered one has
+        not said its base (it may be that base's replica). Job creation refuses a base only on
+        False (``services/gateway/fine_tuning/serving.py``).
+        """
+        endpoints = self.endpoints
+        if any(e.base_model == base_model for e in endpoints):
+            return True
+        if not endpoints or any(e.base_model is None for e in endpoints):
+            return None
+        return False
+
     async def start(self) -> None:
-        """Discovers endpoints once, then keeps refreshing them in the background."""
+        """Discovers endpoints and their bases once, then keeps refreshing them in the background."""
         await self.refresh()
         self._refresh_task = asyncio.create_task(self._refresh_forever())
 
@@ -320,18 +399,24 @@ class AdapterAffinityRouter:
         DRAINING_ENDPOINTS.set(0)
 
     async def refresh(self) -> None:
-        """Re-resolves a DNS target and asks every endpoint's health."""
-        if self.target.dns_host is not None and self.target.dns_port is not None:
-            try:
-                addresses = await self._resolver(self.target.dns_host, self.target.dns_port)
-            except OSError as error:
-                addresses = []
-                log.warning("inference discovery failed", host=self.target.dns_host, error=str(error))
-            # An empty answer is more likely a DNS blip or a rollout's instant than no replicas at
-            # all: keep routing to the last known set (health checks still take dead ones out).
-            if addresses:
-                self.set_addresses(addresses)
+        """Re-resolves the DNS targets, then asks every endpoint's health and base model."""
+        if self.target.dns:
+            answers = await asyncio.gather(*(self._resolve(host, port) for host, port in self.target.dns))
+            for name, addresses in zip(self.target.dns, answers, strict=True):
+                # An empty answer is more likely a DNS blip or a rollout's instant than no replicas
+                # at all: keep routing to the name's last known set (health checks take dead ones out).
+                if addresses:
+                    self._answers[name] = addresses
+            known = [address for name in self.target.dns for address in self._answers.get(name, [])]
+            self.set_addresses([*self.target.static, *known])
         await self.check_health()
+
+    async def _resolve(self, host: str, port: int) -> list[str]:
+        try:
+            return await self._resolver(host, port)
+        except OSError as error:
+            log.warning("inference discovery failed", host=host, error=str(error))
+            return []
 
     def set_addresses(self, addresses: Iterable[str]) -> None:
         """Makes ``addresses`` the endpoint set: opens channels to new ones, drains vanished ones."""
@@ -341,7 +426,7 @@ class AdapterAffinityRouter:
                 continue
             returning = self._draining.pop(address, None)
             if returning is not None:
-                # back before its drain ended (a readiness flap): keep its channel and its count
+                # back before its drain ended (a readiness flap): keep its channel, count and base
                 assert returning.drain is not None
                 returning.drain.cancel()
                 returning.drain = None
@@ -352,10 +437,16 @@ class AdapterAffinityRouter:
             log.info("inference endpoint added", endpoint=address)
         for address in [a for a in self._endpoints if a not in wanted]:
             leaving = self._endpoints.pop(address)
-            log.info("inference endpoint removed; draining", endpoint=address, in_flight=leaving.in_flight)
+            log.info(
+                "inference endpoint removed; draining",
+                endpoint=address,
+                base_model=leaving.base_model,
+                in_flight=leaving.in_flight,
+            )
             self._draining[address] = leaving
             leaving.drain = asyncio.get_running_loop().create_task(self._drain(leaving))
         DRAINING_ENDPOINTS.set(len(self._draining))
+        self._count_pools()
 
     async def _drain(self, endpoint: Endpoint) -> None:
         """Closes a vanished endpoint's channel once its calls have ended, or at the drain timeout."""
@@ -376,23 +467,67 @@ class AdapterAffinityRouter:
         log.info("inference endpoint closed", endpoint=endpoint.address)
 
     async def check_health(self) -> None:
-        """Asks each endpoint's readiness (health service ``""``) and records the answers."""
+        """Asks each endpoint's readiness (health service ``""``) and base model, and records the answers."""
         endpoints = self.endpoints
-        answers = await asyncio.gather(*(self._is_serving(e) for e in endpoints))
-        for endpoint, serving in zip(endpoints, answers, strict=True):
+        healths, bases = await asyncio.gather(
+            asyncio.gather(*(self._is_serving(e) for e in endpoints)),
+            asyncio.gather(*(self._ask_base_model(e) for e in endpoints)),
+        )
+        for endpoint, serving, base_model in zip(endpoints, healths, bases, strict=True):
             if endpoint.healthy != serving:
                 log.info("inference endpoint health changed", endpoint=endpoint.address, healthy=serving)
             endpoint.healthy = serving
-        HEALTHY_ENDPOINTS.set(sum(answers))
+            # no answer keeps what it said before: an unreachable replica is the health check's business
+            if base_model is not None and base_model != endpoint.base_model:
+                log.info(
+                    "inference endpoint serves a base model",
+                    endpoint=endpoint.address,
+                    base_model=base_model,
+                    before=endpoint.base_model,
+                    engine=endpoint.engine,
+                )
+                endpoint.base_model = base_model
+        HEALTHY_ENDPOINTS.set(sum(healths))
+        self._count_pools()
 
     async def _is_serving(self, endpoint: Endpoint) -> bool:
         return await upstream_status(endpoint.channel, HEALTH_TIMEOUT_S) == "SERVING"
 
+    async def _ask_base_model(self, endpoint: Endpoint) -> str | None:
+        """The base model the replica says it serves (GetReplicaInfo, no organization); None: no answer."""
+        try:
+            info: pb.GetReplicaInfoResponse = await endpoint.stub.GetReplicaInfo(
+                pb.GetReplicaInfoRequest(), timeout=REPLICA_INFO_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNIMPLEMENTED and self._sole_base is not None:
+                return self._sole_base  # a replica from before GetReplicaInfo, in a one-base deployment
+            if endpoint.base_model is None:
+                log.info(
+                    "inference endpoint has not said its base model; no traffic until it does",
+                    endpoint=endpoint.address,
+                    grpc_status=error.code().name,
+                )
+            return None
+        endpoint.engine = info.engine
+        return info.base_model or None
+
+    def _count_pools(self) -> None:
+        counts = collections.Counter(e.base_model or "unknown" for e in self._endpoints.values())
+        for base_model in {*counts, *self._counted}:
+            POOL_ENDPOINTS.labels(base_model).set(counts.get(base_model, 0))
+        self._counted = set(counts)
+
     async def readiness(self) -> str:
-        """SERVING when the replica a base-model request would go to now says so; else why not."""
-        endpoint = self.choose(None)
-        if endpoint is None:
+        """SERVING when the least busy replica of any base says so; else why not.
+
+        A gateway with some base's replicas down still serves every other base, so one
+        base's outage does not take it out of its load balancer.
+        """
+        known = [e for e in self.endpoints if e.base_model is not None]
+        if not known:
             return grpc.StatusCode.UNAVAILABLE.name
+        endpoint = min([e for e in known if e.healthy] or known, key=lambda e: e.in_flight)
         return await upstream_status(endpoint.channel)
 
     async def _refresh_forever(self) -> None:
@@ -405,20 +540,25 @@ class AdapterAffinityRouter:
 
     # -- choosing ------------------------------------------------------------------------
 
-    def ranked(self, adapter: str | None) -> list[Endpoint]:
-        """Endpoints in preference order: rendezvous order for an adapter, least busy for the base model."""
+    def ranked(self, base_model: str, adapter: str | None) -> list[Endpoint]:
+        """``base_model``'s pool in preference order: rendezvous order for an adapter, least busy
+        for the base model itself."""
+        pool = self.pool(base_model)
         if adapter is not None:
-            return [self._endpoints[a] for a in rank_endpoints(self._endpoints, adapter)]
-        endpoints = self.endpoints
-        if not endpoints:
+            by_address = {e.address: e for e in pool}
+            return [by_address[a] for a in rank_endpoints(by_address, adapter)]
+        if not pool:
             return []
         # rotate before the (stable) sort so that equally idle replicas take turns
-        start = next(self._rotation) % len(endpoints)
-        rotated = endpoints[start:] + endpoints[:start]
+        start = next(self._rotation) % len(pool)
+        rotated = pool[start:] + pool[:start]
         return sorted(rotated, key=lambda e: e.in_flight)
 
-    def choose(self, adapter: str | None, exclude: Iterable[Endpoint] = ()) -> Endpoint | None:
-        """The endpoint the next call for ``adapter`` should use, or None when every one is excluded.
+    def choose(
+        self, base_model: str, adapter: str | None, exclude: Iterable[Endpoint] = ()
+    ) -> Endpoint | None:
+        """The endpoint of ``base_model``'s pool the next call for ``adapter`` should use, or None
+        when the pool is empty or every one of it is excluded.
 
         The first healthy endpoint under its in-flight limit, in preference order. When every
         healthy one is at its limit, the least busy of them (queueing somewhere beats failing).
@@ -426,7 +566,7 @@ class AdapterAffinityRouter:
         the replica refuses moves on by itself.
         """
         skipped = set(exclude)
-        candidates = [e for e in self.ranked(adapter) if e not in skipped]
+        candidates = [e for e in self.ranked(base_model, adapter) if e not in skipped]
         if not candidates:
             return None
         healthy = [e for e in candidates if e.healthy]
@@ -439,16 +579,18 @@ class AdapterAffinityRouter:
 
     # -- calling -------------------------------------------------------------------------
 
-    async def open_stream(self, adapter: str | None, start: StartStream) -> RoutedStream:
-        """Starts ``start(stub)`` on ``adapter``'s replica (None: the base model) and waits for its
-        first message, moving on to the next replica while one refuses before sending anything.
+    async def open_stream(self, base_model: str, adapter: str | None, start: StartStream) -> RoutedStream:
+        """Starts ``start(stub)`` on a replica of ``base_model``, ``adapter``'s (None: the base model
+        itself), and waits for its first message, moving on to the pool's next replica while one
+        refuses before sending anything.
 
-        Raises the call's error when it fails otherwise, and :class:`Unavailable` when every
-        replica refused. The caller iterates the returned stream, or cancels it.
+        Raises the call's error when it fails otherwise, :class:`NoReplica` when no replica serves
+        ``base_model``, and :class:`Unavailable` when every replica of it refused. The caller
+        iterates the returned stream, or cancels it.
         """
         tried: list[Endpoint] = []
         while True:
-            endpoint = self._next(adapter, tried)
+            endpoint = self._next(base_model, adapter, tried)
             self._acquire(endpoint)
             call: grpc.aio.UnaryStreamCall | None = None
             try:
@@ -480,14 +622,16 @@ class AdapterAffinityRouter:
             return stream
 
     async def broadcast(
-        self, invoke: Callable[[pb_grpc.InferenceServiceStub], Awaitable[T]]
+        self, base_model: str, invoke: Callable[[pb_grpc.InferenceServiceStub], Awaitable[T]]
     ) -> dict[str, T | grpc.aio.AioRpcError]:
-        """Awaits ``invoke(stub)`` on every discovered replica at once, for what every replica
-        must hear (unloading a deleted model's adapter): {address: its answer or its error}.
+        """Awaits ``invoke(stub)`` on every replica of ``base_model`` at once, for what each must
+        hear (unloading a deleted model's adapter): {address: its answer or its error}.
 
-        No fallback: each replica is a target of its own, not a stand-in for another.
+        Replicas that have not said their base yet are asked too: another gateway may have
+        sent them the adapter, and asking one that does not hold it costs nothing. No fallback:
+        each replica is a target of its own, not a stand-in for another.
         """
-        endpoints = self.endpoints
+        endpoints = [e for e in self.endpoints if e.base_model in (base_model, None)]
 
         async def on(endpoint: Endpoint) -> T | grpc.aio.AioRpcError:
             ROUTED.labels("broadcast").inc()
@@ -502,16 +646,19 @@ class AdapterAffinityRouter:
         answers = await asyncio.gather(*(on(endpoint) for endpoint in endpoints))
         return {endpoint.address: answer for endpoint, answer in zip(endpoints, answers, strict=True)}
 
-    def _next(self, adapter: str | None, tried: list[Endpoint]) -> Endpoint:
-        endpoint = self.choose(adapter, tried)
+    def _next(self, base_model: str, adapter: str | None, tried: list[Endpoint]) -> Endpoint:
+        endpoint = self.choose(base_model, adapter, tried)
         if endpoint is None:
+            if not tried:
+                ROUTED.labels("no_replica").inc()
+                raise NoReplica(base_model, retry_after_s=max(1, math.ceil(self.refresh_interval_s)))
             raise Unavailable("no inference replica is available")
         if tried:
             choice = "retry"
         elif adapter is None:
             choice = "base"
         else:
-            home = self.ranked(adapter)
+            home = self.ranked(base_model, adapter)
             choice = "first" if home and home[0] is endpoint else "spill"
         ROUTED.labels(choice).inc()
         return endpoint

@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 import httpx
+import openai
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -41,10 +42,14 @@ from tailor.inference.v1 import inference_service_pb2 as pb
 from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from tailor.trainer.v1 import model_registry_service_pb2 as registry_pb
 from tests.unit.gateway.conftest import Gateway, running_gateway
-from tests.unit.gateway.fakes import BASE_MODEL
+from tests.unit.gateway.fakes import BASE_MODEL, SLASHED_BASE_MODEL
 
 INFERENCE = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
 ADAPTERS = [f"ft:{BASE_MODEL}:org-a:s{i}:ftjob-{i:04d}" for i in range(24)]
+# a second base model (the fakes' registry lists it beside BASE_MODEL), and adapters trained on it
+SECOND_BASE = SLASHED_BASE_MODEL
+SECOND_ADAPTERS = [f"ft:{SECOND_BASE}:org-a:s{i}:ftjob-{i:04d}" for i in range(100, 106)]
+TWO_BASES = {BASE_MODEL: {"source": "builtin:tailor-tiny"}, SECOND_BASE: {"source": "builtin:tailor-tiny"}}
 # graceful stop lets in-flight streams finish; short so the tests stay fast
 REPLICA_SETTINGS = CommonSettings(grpc_shutdown_grace_s=2.0, rpc_timeout_s=10.0, grpc_reflection=False)
 # what a user sends to have the replica refuse the request itself (not the replica being down)
@@ -59,8 +64,9 @@ class ReplicaServicer(pb_grpc.InferenceServiceServicer):
     the event is set: that is how a test keeps real calls in flight on a replica.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, base_model: str = BASE_MODEL) -> None:
         self.name = name
+        self.base_model = base_model
         self.served: collections.Counter[str] = collections.Counter()
         self.unloaded: list[str] = []
         self.hold: asyncio.Event | None = None
@@ -94,12 +100,17 @@ class ReplicaServicer(pb_grpc.InferenceServiceServicer):
         self.unloaded.append(request.name)
         return pb.UnloadAdapterResponse(unloaded=True)
 
+    async def GetReplicaInfo(
+        self, request: pb.GetReplicaInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetReplicaInfoResponse:
+        return pb.GetReplicaInfoResponse(base_model=self.base_model, engine="hf")
+
 
 class Replica:
-    """One inference server on a free loopback port."""
+    """One inference server on a free loopback port, serving ``base_model``."""
 
-    def __init__(self, name: str) -> None:
-        self.servicer = ReplicaServicer(name)
+    def __init__(self, name: str, base_model: str = BASE_MODEL) -> None:
+        self.servicer = ReplicaServicer(name, base_model)
         self.server = GrpcServer(
             REPLICA_SETTINGS,
             "127.0.0.1:0",
@@ -128,8 +139,9 @@ class Replica:
 
 
 @contextlib.asynccontextmanager
-async def replicas(n: int) -> AsyncIterator[list[Replica]]:
-    started = [Replica(f"replica-{i}") for i in range(n)]
+async def replicas(n: int, *, bases: tuple[str, ...] = ()) -> AsyncIterator[list[Replica]]:
+    """``n`` replicas of BASE_MODEL, or one per entry of ``bases``, each serving that base."""
+    started = [Replica(f"replica-{i}", base) for i, base in enumerate(bases or (BASE_MODEL,) * n)]
     for replica in started:
         await replica.start()
     try:
@@ -141,11 +153,11 @@ async def replicas(n: int) -> AsyncIterator[list[Replica]]:
             await replica.stop()
 
 
-def fine_tuned(name: str) -> registry_pb.Model:
+def fine_tuned(name: str, base_model: str = BASE_MODEL) -> registry_pb.Model:
     return registry_pb.Model(
         id=name,
         kind=registry_pb.MODEL_KIND_FINE_TUNED,
-        base_model=BASE_MODEL,
+        base_model=base_model,
         owned_by="org-a",
         created=1,
         adapter_uri=f"orgs/org-a/adapters/{name}",
@@ -591,3 +603,101 @@ async def test_deleting_a_model_unloads_its_adapter_on_every_replica(tmp_path: P
         assert response.status_code == 200 and response.json()["deleted"] is True
         assert [r.servicer.unloaded for r in fleet] == [[ADAPTERS[5]], [ADAPTERS[5]], []]
         assert await routed(http, "broadcast") == broadcasts_before + 3
+
+
+# -- one pool per base model -------------------------------------------------------------------
+
+
+async def test_each_base_model_is_served_by_its_own_replicas(tmp_path: Path) -> None:
+    bases = (BASE_MODEL, BASE_MODEL, SECOND_BASE, SECOND_BASE)
+    async with (
+        replicas(0, bases=bases) as fleet,
+        gateway_over(tmp_path, fleet, base_models=TWO_BASES) as gateway,
+        gateway.http() as http,
+    ):
+        for adapter in SECOND_ADAPTERS:
+            gateway.fakes.registry.register(fine_tuned(adapter, SECOND_BASE))
+        pool_a, pool_b = fleet[:2], fleet[2:]
+        # adapters: their home within their base's pool (rendezvous over that pool only)
+        for adapter in ADAPTERS[:8]:
+            assert (await chat(http, adapter)).partition("|")[0] == home_of(adapter, pool_a)[0].name
+        for adapter in SECOND_ADAPTERS:
+            for ask in (chat, streamed_chat, complete):
+                assert (await ask(http, adapter)).partition("|")[0] == home_of(adapter, pool_b)[0].name
+        # base models: within their pool, taking turns
+        assert {replica_named(fleet, await chat(http, BASE_MODEL)) for _ in range(6)} == set(pool_a)
+        assert {replica_named(fleet, await chat(http, SECOND_BASE)) for _ in range(6)} == set(pool_b)
+        # a pool whose replicas refuse falls back within itself, never to another base's replica
+        await pool_b[0].stop()
+        for adapter in SECOND_ADAPTERS:
+            assert replica_named(fleet, await chat(http, adapter)) is pool_b[1]
+        await pool_b[1].stop()
+        response = await http.post("/v1/chat/completions", json=chat_body(SECOND_ADAPTERS[0]))
+        assert response.status_code == 503
+        assert sum(pool_a[0].servicer.served.values()) + sum(pool_a[1].servicer.served.values()) == 8 + 6
+        # deleting a model unloads its adapter on its base's replicas only
+        response = await http.delete(f"/v1/models/{ADAPTERS[3]}")
+        assert response.status_code == 200
+        assert [r.servicer.unloaded for r in fleet] == [[ADAPTERS[3]], [ADAPTERS[3]], [], []]
+
+
+async def test_a_base_model_without_a_replica_is_a_503_with_retry_after(tmp_path: Path) -> None:
+    async with (
+        replicas(1) as fleet,
+        gateway_over(
+            tmp_path, fleet, base_models=TWO_BASES, gateway_inference_refresh_interval_s=3.0
+        ) as gateway,
+        gateway.http() as http,
+    ):
+        gateway.fakes.registry.register(fine_tuned(SECOND_ADAPTERS[0], SECOND_BASE))
+        for model in (SECOND_BASE, SECOND_ADAPTERS[0]):
+            for stream in (False, True):
+                response = await asyncio.wait_for(
+                    http.post("/v1/chat/completions", json=chat_body(model, stream=stream)), 5
+                )
+                assert response.status_code == 503
+                assert response.headers["retry-after"] == "3"
+                error = response.json()["error"]
+                assert error["type"] == "server_error"
+                assert f"`{SECOND_BASE}`" in error["message"] and "retry" in error["message"]
+        assert await routed(http, "no_replica") >= 4
+        assert await chat(http, BASE_MODEL) == "replica-0|done"  # the served base is unaffected
+
+
+async def test_a_job_on_a_base_no_replica_serves_is_refused_naming_model(tmp_path: Path) -> None:
+    async with (
+        replicas(1) as fleet,
+        gateway_over(tmp_path, fleet, base_models=TWO_BASES) as gateway,
+    ):
+        gateway.fakes.registry.register(fine_tuned(SECOND_ADAPTERS[0], SECOND_BASE))
+        client = gateway.sdk()
+        for model in (SECOND_BASE, SECOND_ADAPTERS[0]):
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.fine_tuning.jobs.create(model=model, training_file="file-abc")
+            body = refused.value.body
+            assert isinstance(body, dict)
+            assert body["param"] == "model" and body["code"] == "model_not_available"
+            assert f"base model `{SECOND_BASE}`" in body["message"]
+            assert "no inference replica serves" in body["message"].lower()
+            assert f"Base models served: {BASE_MODEL}." in body["message"]
+        assert gateway.fakes.trainer.requests == []  # refused before the trainer
+        # a served base passes the check: the trainer answers (here about the missing file)
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.fine_tuning.jobs.create(model=BASE_MODEL, training_file="file-abc")
+        assert refused.value.param == "training_file"  # type: ignore[attr-defined]
+        # an unknown model is the trainer's to answer, as before
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.fine_tuning.jobs.create(model="no-such-model", training_file="file-abc")
+        assert refused.value.param == "model"  # type: ignore[attr-defined]
+        assert len(gateway.fakes.trainer.requests) == 2
+
+
+async def test_before_any_replica_said_its_base_jobs_are_not_refused(tmp_path: Path) -> None:
+    # the only replica is down from the start: the router cannot tell which bases are served
+    async with replicas(1) as fleet:
+        await fleet[0].stop()
+        async with gateway_over(tmp_path, fleet, base_models=TWO_BASES) as gateway:
+            client = gateway.sdk()
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.fine_tuning.jobs.create(model=SECOND_BASE, training_file="file-abc")
+            assert refused.value.param == "training_file"  # type: ignore[attr-defined]

@@ -11,6 +11,19 @@ yesterday's job back. The SDK's retries land within seconds, well inside a windo
 retry that happens to straddle a window boundary is the one case that still creates a
 second job, and a client that needs certainty sends its own key.
 
+A job for a base model that no inference replica serves is refused here, before the
+trainer sees it: 400, ``param: "model"``, ``code: "model_not_available"``, naming the base
+(a fine-tuned ``model`` counts as its base). The model it would produce could not be
+used, and hours of training are a high price for a typo in the deployment. The gateway
+knows the replicas' bases from its router (``services/gateway/routing.py``), and refuses
+only when it can tell: every discovered replica has said its base, and none said this
+one. While it has discovered no replica at all, or some discovered replica has not said
+its base yet (a replica still starting, a blip), the job goes ahead as before: training
+does not need inference, and an inference outage must not turn valid jobs into 400s.
+``AdapterAffinityRouter.start`` runs one whole discovery (addresses, health, bases) before
+the gateway accepts requests, so a deployment whose replicas are up gets the check from
+its first request.
+
 A training file that failed validation is refused here by the trainer: 400,
 ``param: "training_file"``, ``code: "invalid_training_file"``, with the dataset
 service's line-numbered details in the message (OpenAI would fail the job later instead;
@@ -23,9 +36,12 @@ import hashlib
 import json
 import time
 
+import grpc
 
+from services.common.errors import shown
 from services.gateway.auth import Caller
 from services.gateway.config import GatewaySettings
+from services.gateway.errors import invalid_request
 from services.gateway.fine_tuning.protocol import (
     CreateFineTuningJobRequest,
     FineTuningJob,
@@ -35,12 +51,17 @@ from services.gateway.fine_tuning.protocol import (
     FineTuningJobEventList,
     FineTuningJobList,
 )
+from services.gateway.models.serving import resolve_model
 from services.gateway.upstream import Upstreams
 from tailor.trainer.v1 import trainer_service_pb2 as pb
 
 # The trainer's largest page; a larger `limit` gets this many and `has_more`, so paging still works.
 MAX_PAGE_SIZE = 100
 MAX_CLIENT_KEY_CHARS = 256
+# A `model` the registry refuses to resolve: the trainer's CreateJob answers it with its own 400.
+_LEFT_TO_THE_TRAINER = frozenset(
+    {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE}
+)
 
 
 def _page_size(limit: int | None) -> int:
@@ -51,6 +72,7 @@ class OpenAIServingFineTuning:
     """Handles /v1/fine_tuning/jobs and its sub-routes."""
 
     def __init__(self, upstreams: Upstreams, settings: GatewaySettings, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+        self._upstreams = upstreams
         self._jobs = upstreams.jobs
         self._settings = settings
         self._clock = clock
@@ -85,9 +107,37 @@ class OpenAIServingFineTuning:
         )
         if body.seed is not None:
             request.seed = body.seed
+        await self._refuse_unserved_base(caller, body.model)
         with caller.rpc_context():
             response: pb.CreateJobResponse = await self._jobs.CreateJob(request)
         return FineTuningJob.from_proto(response.job)
+
+    async def _refuse_unserved_base(self, caller: Caller, name: str) -> None:
+        """400 naming ``model`` when no inference replica serves the base ``name`` runs on; see the
+        module docstring. A name the registry does not know is left to the trainer's own 400."""
+        router = self._upstreams.inference
+        if not name or all(router.serves(base) is not False for base in self._settings.base_models):
+            return  # nothing to refuse: spare the registry a call
+        try:
+            model = await resolve_model(self._upstreams, caller, name)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in _LEFT_TO_THE_TRAINER:
+                return
+            raise
+        base = model.base_model or model.id
+        if router.serves(base) is not False:
+            return
+        served = ", ".join(sorted(router.pools())) or "none"
+        problem = f"No inference replica serves the base model `{base}`"
+        if base != name:
+            problem = (
+                f"`{shown(name)}` is trained on the base model `{base}`, and no inference replica serves it"
+            )
+        raise invalid_request(
+            f"{problem}, so a model fine-tuned from it could not be used. Base models served: {served}.",
+            param="model",
+            code="model_not_available",
+        )
 
     async def list_jobs(
         self, caller: Caller, *, after: str | None, limit: int | None, metadata: dict[str, str]

@@ -1,4 +1,4 @@
-"""Models: the trainer's model registry, and unloading deleted adapters from inference."""
+"""Models: the trainer's model registry, and unloading deleted adapters from their base's inference replicas."""
 
 from __future__ import annotations
 
@@ -39,13 +39,16 @@ class OpenAIServingModels:
         return Model.from_proto(await resolve_model(self._upstreams, caller, name))
 
     async def delete(self, caller: Caller, name: str) -> ModelDeleted:
-        """Deletes the model in the registry, then asks every inference replica to drop its adapter.
+        """Deletes the model in the registry, then asks every inference replica of its base model
+        to drop its adapter.
 
-        The registry is the source of truth: once it answers, the name resolves to nothing and
-        chat with it is a 404 whatever the replicas hold. Unloading only frees their memory,
-        so a replica that cannot be reached is logged, not reported to the caller. Every
-        replica is asked at once, so one slow replica does not hold up the others.
+        The model is resolved first, for its base (the replicas to ask). The registry is the
+        source of truth: once it answers, the name resolves to nothing and chat with it is a
+        404 whatever the replicas hold. Unloading only frees their memory, so a replica that
+        cannot be reached is logged, not reported to the caller. Every replica is asked at
+        once, so one slow replica does not hold up the others.
         """
+        model = await resolve_model(self._upstreams, caller, name)
         with caller.rpc_context():
             response: pb.DeleteModelResponse = await self._upstreams.models.DeleteModel(
                 pb.DeleteModelRequest(model=name)
@@ -53,7 +56,8 @@ class OpenAIServingModels:
         deleted = response.model or name
         with caller.rpc_context():
             answers = await self._upstreams.inference.broadcast(
-                lambda stub: stub.UnloadAdapter(inference_pb.UnloadAdapterRequest(name=deleted))
+                model.base_model or model.id,
+                lambda stub: stub.UnloadAdapter(inference_pb.UnloadAdapterRequest(name=deleted)),
             )
         for replica, answer in answers.items():
             if isinstance(answer, grpc.aio.AioRpcError):

@@ -425,6 +425,7 @@ class FakeInference(inference_grpc.InferenceServiceServicer):
 
     reply: str = "Ahoy from Tailor"
     mode: str = "reply"
+    base_model: str = BASE_MODEL  # what GetReplicaInfo says this replica serves
     delay_s: float = 0.0
     script: list[inference_pb.GenerateCompletionResponse] | None = None
     requests: list[inference_pb.GenerateCompletionRequest] = field(default_factory=list)
@@ -476,6 +477,9 @@ class FakeInference(inference_grpc.InferenceServiceServicer):
     async def UnloadAdapter(self, request, context):  # type: ignore[no-untyped-def]
         self.unloaded.append(request.name)
         return inference_pb.UnloadAdapterResponse(unloaded=True)
+
+    async def GetReplicaInfo(self, request, context):  # type: ignore[no-untyped-def]
+        return inference_pb.GetReplicaInfoResponse(base_model=self.base_model, engine="hf")
 
 
 @dataclass
