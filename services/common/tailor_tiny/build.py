@@ -9,6 +9,9 @@ Machines without network cannot download a base model, so Tailor makes one. The 
 3. Both are written with ``save_pretrained`` into a temporary directory beside the target,
    which is then renamed into place, so readers never see a half-written model.
 
+The shared steps (BPE training, seeded weights, the atomic build) live in
+:mod:`services.common.tiny_models.building`, which the tiny models of real families use too.
+
 The result is the same bytes on every machine with the same library versions, and contains
 nothing about the machine or the time it was built on. Change anything in the recipe (corpus,
 template, shapes, seed, init) and bump :data:`VERSION`: the version is part of the directory
@@ -20,17 +23,10 @@ torch, transformers and tokenizers are imported inside the functions that need t
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
-import os
-import re
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from services.common.tiny_models import building
 
 if TYPE_CHECKING:
     import torch
@@ -52,14 +48,7 @@ SPECIAL_TOKENS = (END_OF_TEXT, IM_START, IM_END)  # ids 0, 1, 2
 # BPE stops earlier than this when no pair in the corpus occurs at least twice more.
 TOKENIZER_VOCAB_LIMIT = 4096
 TOKENIZER_MIN_FREQUENCY = 2
-# Qwen2's pre-tokenizer split (digits one by one, words with their leading space or punctuation),
-# except that a newline always ends a piece: Qwen's `\s*[\r\n]+` would let the newline closing
-# a ChatML header merge with newlines that open the message, so a token would straddle the
-# start of the assistant mask.
-PRE_TOKENIZER_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|[^\S\r\n]*[\r\n]|\s+(?!\S)|\s+"
-)
+PRE_TOKENIZER_PATTERN = building.PRE_TOKENIZER_PATTERN
 
 # head_dim 64 is what vLLM's GPU attention kernels expect of a vanilla Llama.
 HIDDEN_SIZE = 128
@@ -95,134 +84,44 @@ def ensure_tailor_tiny(models_dir: Path) -> Path:
 
 def is_built(target_dir: Path) -> bool:
     """Whether ``target_dir`` holds a complete tailor-tiny of the current :data:`VERSION`."""
-    try:
-        marker = json.loads((target_dir / MARKER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return marker == _marker()
+    return building.read_marker(target_dir, MARKER_FILE) == _marker()
 
 
 def build_tailor_tiny(target_dir: Path) -> Path:
     """Build tailor-tiny into ``target_dir`` unless a current build is already there; return it.
 
-    Safe to call from several threads or processes at once: one builds while the others wait
-    on a lock file beside the target (``.<name>.lock``, left in place), then find the finished
-    model. A stale or incomplete directory at ``target_dir`` is replaced.
+    Safe to call from several threads or processes at once (see
+    :func:`~services.common.tiny_models.building.build_atomically`). A stale or incomplete
+    directory at ``target_dir`` is replaced.
     """
-    target_dir = Path(target_dir).absolute()
-    if is_built(target_dir):
-        return target_dir
-    target_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target_dir.parent / f".{target_dir.name}.lock"):
-        if is_built(target_dir):  # another process finished it while we waited
-            return target_dir
-        _remove_leftovers_of_crashed_builds(target_dir)
-        staging_dir = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.tmp-", dir=target_dir.parent))
-        try:
-            _write_model(staging_dir)
-            _make_world_readable(staging_dir)
-            if target_dir.exists():
-                _remove_stale(target_dir)
-            os.replace(staging_dir, target_dir)
-        finally:
-            shutil.rmtree(staging_dir, ignore_errors=True)
-    return target_dir
+    return building.build_atomically(
+        target_dir, marker_file=MARKER_FILE, marker=_marker(), write=lambda staging: _write_model(staging)
+    )
 
 
 def _marker() -> dict[str, Any]:
     return {"name": NAME, "version": VERSION}
 
 
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    # flock conflicts between separate open() calls even within one process, so this
-    # serialises threads as well as processes.
-    with lock_path.open("a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
-def _remove_leftovers_of_crashed_builds(target_dir: Path) -> None:
-    # Only called under the lock, so no other build of this target is using these.
-    for pattern in (f".{target_dir.name}.tmp-*", f".{target_dir.name}.stale-*"):
-        for leftover in target_dir.parent.glob(pattern):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _make_world_readable(directory: Path) -> None:
-    # mkdtemp makes the directory private and transformers writes weights through a private
-    # temporary file; the model is read by other users too (the vLLM and trainer images).
-    directory.chmod(0o755)
-    for path in directory.iterdir():
-        path.chmod(0o644)
-
-
-def _remove_stale(target_dir: Path) -> None:
-    # Rename first so the target path is free at once, even if deleting a large tree is slow.
-    doomed = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.stale-", dir=target_dir.parent))
-    os.replace(target_dir, doomed / target_dir.name)
-    shutil.rmtree(doomed, ignore_errors=True)
-
-
 def _write_model(output_dir: Path) -> None:
-    """Write the tokenizer, the model and the marker file into ``output_dir``."""
+    """Write the tokenizer and the model into ``output_dir`` (the marker file is written after)."""
     tokenizer = build_tokenizer()
     tokenizer.save_pretrained(output_dir)
-    _make_tokenizer_config_portable(output_dir / "tokenizer_config.json")
+    building.make_tokenizer_config_portable(output_dir / "tokenizer_config.json")
     model = build_model(vocab_size=len(tokenizer))
-    with _without_progress_bars():
+    with building.without_progress_bars():
         model.save_pretrained(output_dir)
-    (output_dir / MARKER_FILE).write_text(json.dumps(_marker(), indent=2) + "\n", encoding="utf-8")
-
-
-@contextlib.contextmanager
-def _without_progress_bars() -> Iterator[None]:
-    # save_pretrained draws a progress bar for its single shard; noise in service logs.
-    from transformers.utils import logging as transformers_logging
-
-    was_enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            transformers_logging.enable_progress_bar()
 
 
 def train_bpe() -> Tokenizer:
     """Train the byte-level BPE tokenizer on ``corpus.txt`` (deterministic: same merges every run)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    corpus = CORPUS_PATH.read_text(encoding="utf-8")
-    # The trainer does not split added tokens out of its input: without this, merges would be
-    # spent on the pieces of "<|im_start|>" that never occur once the token is matched whole.
-    special_tokens_pattern = "|".join(re.escape(token) for token in SPECIAL_TOKENS)
-    training_texts = [text for text in re.split(special_tokens_pattern, corpus) if text]
-
-    tokenizer = Tokenizer(models.BPE())
-    # No normalizer: byte-level BPE then round-trips any UTF-8 text exactly.
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRE_TOKENIZER_PATTERN), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    # No post-processor: nothing (no BOS) is added around encoded text, and offsets stay
-    # untrimmed, which the assistant mask needs to map characters to tokens.
-    trainer = trainers.BpeTrainer(
-        vocab_size=TOKENIZER_VOCAB_LIMIT,
+    return building.train_bpe(
+        CORPUS_PATH,
+        SPECIAL_TOKENS,
+        vocab_limit=TOKENIZER_VOCAB_LIMIT,
         min_frequency=TOKENIZER_MIN_FREQUENCY,
-        special_tokens=list(SPECIAL_TOKENS),
-        # All 256 bytes are in the vocabulary even if the corpus lacks some, so any text encodes.
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        pattern=PRE_TOKENIZER_PATTERN,
     )
-    tokenizer.train_from_iterator(training_texts, trainer=trainer)
-    return tokenizer
 
 
 def build_tokenizer() -> PreTrainedTokenizerBase:
@@ -241,14 +140,6 @@ def build_tokenizer() -> PreTrainedTokenizerBase:
     )
 
 
-def _make_tokenizer_config_portable(config_path: Path) -> None:
-    # transformers 5 records its own backend class name, which transformers 4 (and tools pinned
-    # to it) cannot load; the generic fast tokenizer class means the same thing to both.
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def build_model(vocab_size: int) -> LlamaForCausalLM:
     """A float32 ``LlamaForCausalLM`` with seeded weights, for a tokenizer of ``vocab_size`` tokens."""
     import torch
@@ -256,7 +147,7 @@ def build_model(vocab_size: int) -> LlamaForCausalLM:
 
     end_of_text_id, _, im_end_id = range(len(SPECIAL_TOKENS))
     config = LlamaConfig(
-        vocab_size=_round_up(vocab_size, VOCAB_PADDING_MULTIPLE),
+        vocab_size=building.round_up(vocab_size, VOCAB_PADDING_MULTIPLE),
         hidden_size=HIDDEN_SIZE,
         intermediate_size=INTERMEDIATE_SIZE,
         num_hidden_layers=NUM_HIDDEN_LAYERS,
@@ -283,33 +174,11 @@ def build_model(vocab_size: int) -> LlamaForCausalLM:
 
 
 def _initialise_weights(model: torch.nn.Module) -> None:
-    # Overwrite whatever transformers' own init drew, whose order and method change between
-    # versions. named_parameters() lists a tied weight once (the embedding, shared by lm_head).
-    import torch
+    def constant(name: str, parameter: torch.nn.Parameter) -> float | None:
+        if name == "model.norm.weight":
+            return FINAL_NORM_SCALE
+        if parameter.dim() == 1:  # the other RMSNorm scales (Llama has no biases)
+            return 1.0
+        return None  # seeded uniform
 
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name == "model.norm.weight":
-                parameter.fill_(FINAL_NORM_SCALE)
-            elif parameter.dim() == 1:  # the other RMSNorm scales (Llama has no biases)
-                parameter.fill_(1.0)
-            else:
-                parameter.copy_(_seeded_uniform(name, parameter.shape))
-
-
-def _seeded_uniform(name: str, shape: torch.Size) -> torch.Tensor:
-    # Uniform with standard deviation INIT_STD, from a generator seeded by the tensor's name.
-    # Uniform draws are the generator's integers scaled by powers of two, the same on any CPU;
-    # torch's normal draws go through vectorised log/cos whose results may depend on the CPU's
-    # instruction set. Every arithmetic step below is a single, exactly rounded float32 operation.
-    import torch
-
-    name_digest = hashlib.sha256(f"{SEED}:{name}".encode()).digest()
-    generator = torch.Generator(device="cpu").manual_seed(int.from_bytes(name_digest[:8], "little"))
-    half_width = INIT_STD * 3**0.5
-    unit = torch.rand(shape, generator=generator, dtype=torch.float32)
-    return (unit * 2.0 - 1.0) * half_width
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
+    building.initialise_weights(model, seed=SEED, std=INIT_STD, constant=constant)
