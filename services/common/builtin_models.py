@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common import tailor_tiny
+from services.common.tiny_models import TINY_MODELS
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class BuiltinModel:
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     tailor_tiny.NAME: BuiltinModel(tailor_tiny.NAME, tailor_tiny.model_dir, tailor_tiny.ensure_tailor_tiny),
+    # tiny-llama3, tiny-qwen2.5, tiny-mistral, tiny-gemma2, tiny-phi3
+    **{name: BuiltinModel(name, model.directory, model.ensure) for name, model in TINY_MODELS.items()},
 }
 
 
