@@ -6,18 +6,30 @@ data directory, the built-in ``tailor-tiny`` model, CPU), waits until each answe
 its health check, prints the base URL and the API key, and on Ctrl-C or SIGTERM
 stops them all. Children die with the launcher even when it is killed outright
 (``PR_SET_PDEATHSIG``, see :mod:`services.common.die_with_parent`), so nothing is left running.
+
+Each inference replica serves one base model, so the launcher starts one replica per
+base model configured in ``TAILOR_BASE_MODELS`` (each with its own
+``TAILOR_INFERENCE_BASE_MODEL`` and port), and gives the gateway all their addresses.
+The first listens on ``TAILOR_INFERENCE_ADDR`` (``127.0.0.1:50053``); the others on the
+further entries of that setting when it lists several ``host:port``, else on the next
+ports up. ``TAILOR_LOCAL_STACK_BASE_MODELS`` (a comma list of configured names) starts
+replicas for those bases only: a configured base without a replica is listed by
+``/v1/models`` but answers 503, and fine-tuning jobs on it are refused. With the default
+configuration (only ``tailor-tiny``) this is one replica on 127.0.0.1:50053, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import httpx
@@ -31,6 +43,8 @@ from services.gateway.config import GatewaySettings
 STARTUP_TIMEOUT_S = 180.0
 LOCAL_ORGANIZATION = "local"
 API_KEY_FILE = "local_api_key"
+# Which configured base models get an inference replica (comma list); empty: every one.
+SERVED_BASE_MODELS_VARIABLE = "TAILOR_LOCAL_STACK_BASE_MODELS"
 
 
 @dataclass
@@ -40,6 +54,70 @@ class Child:
     name: str
     health_target: str  # host:port for gRPC health, or an http URL
     process: subprocess.Popen[bytes] | None = None
+    module: str = ""  # services.<module>; the name when empty
+    env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
+
+
+@dataclass(frozen=True)
+class InferenceReplica:
+    """One inference replica of the local stack: the base model it serves and its address."""
+
+    base_model: str
+    address: str
+
+
+def served_base_models(settings: GatewaySettings, wanted: str) -> list[str]:
+    """The base models to start replicas for: ``wanted`` (comma list) or every configured one.
+
+    Raises SystemExit naming a wanted base that is not configured.
+    """
+    names = [name.strip() for name in wanted.split(",") if name.strip()]
+    if not names:
+        return list(settings.base_models)
+    unknown = [name for name in names if name not in settings.base_models]
+    if unknown:
+        configured = ", ".join(settings.base_models)
+        raise SystemExit(
+            f"{SERVED_BASE_MODELS_VARIABLE} names base models that are not configured: "
+            f"{', '.join(unknown)} (configured: {configured})"
+        )
+    return list(dict.fromkeys(names))
+
+
+def inference_replicas(settings: GatewaySettings, base_models: list[str]) -> list[InferenceReplica]:
+    """One replica per base model, on the addresses ``TAILOR_INFERENCE_ADDR`` lists, then the next ports up."""
+    listed = [entry.strip() for entry in settings.inference_addr.split(",") if entry.strip()]
+    host, _, port = listed[-1].rpartition(":")
+    if not host or not port.isdigit() or any(entry.startswith("dns:") for entry in listed):
+        raise SystemExit(
+            f"TAILOR_INFERENCE_ADDR must be host:port entries for make up, not {settings.inference_addr!r}"
+        )
+    addresses = listed + [
+        f"{host}:{int(port) + step}" for step in range(1, len(base_models) - len(listed) + 1)
+    ]
+    return [InferenceReplica(base, address) for base, address in zip(base_models, addresses, strict=False)]
+
+
+def inference_child(replica: InferenceReplica, index: int, *, several: bool, env: dict[str, str]) -> Child:
+    """The child process of one replica. With several, each keeps its adapters in a directory of its own."""
+    own = {
+        "TAILOR_INFERENCE_BASE_MODEL": replica.base_model,
+        "TAILOR_INFERENCE_LISTEN": replica.address,
+    }
+    if not several:
+        return Child("inference", replica.address, module="inference", env=own)
+    data_dir = Path(env["TAILOR_DATA_DIR"])
+    cache_root = Path(env.get("TAILOR_INFERENCE_ADAPTER_CACHE_DIR") or data_dir / "adapter-cache")
+    own["TAILOR_INFERENCE_ADAPTER_CACHE_DIR"] = str(cache_root / _safe(replica.base_model))
+    metrics_port = int(env.get("TAILOR_INFERENCE_METRICS_PORT") or 0)
+    if metrics_port:
+        own["TAILOR_INFERENCE_METRICS_PORT"] = str(metrics_port + index)
+    return Child(f"inference ({replica.base_model})", replica.address, module="inference", env=own)
+
+
+def _safe(name: str) -> str:
+    """A base model name as one directory name (names may hold ``/``)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 def say(message: str) -> None:
@@ -61,7 +139,8 @@ def local_api_key(settings: GatewaySettings) -> str:
 
 def start_child(child: Child, env: dict[str, str]) -> None:
     child.process = subprocess.Popen(
-        dying_with(os.getpid(), [sys.executable, "-m", f"services.{child.name}"]), env=env
+        dying_with(os.getpid(), [sys.executable, "-m", f"services.{child.module or child.name}"]),
+        env={**env, **child.env},
     )
 
 
@@ -130,26 +209,32 @@ async def run(settings: GatewaySettings) -> int:
             await asyncio.to_thread(resolve_base_model, name, settings)
 
     api_keys = local_api_key(settings)
+    replicas = inference_replicas(
+        settings, served_base_models(settings, os.environ.get(SERVED_BASE_MODELS_VARIABLE, ""))
+    )
     # Children inherit this environment (the user's TAILOR_* settings included), plus what
-    # makes the four processes agree: one data directory, one key list, listen = address.
+    # makes the processes agree: one data directory, one key list, listen = address, and
+    # the gateway's list of every inference replica.
     env = dict(os.environ)
     env.update(
         TAILOR_DATA_DIR=str(settings.data_dir.resolve()),
         TAILOR_API_KEYS=api_keys,
         TAILOR_DATASET_LISTEN=settings.dataset_addr,
         TAILOR_TRAINER_LISTEN=settings.trainer_addr,
-        TAILOR_INFERENCE_LISTEN=settings.inference_addr,
+        TAILOR_INFERENCE_ADDR=",".join(replica.address for replica in replicas),
         TAILOR_GATEWAY_HOST=settings.gateway_host,
         TAILOR_GATEWAY_PORT=str(settings.gateway_port),
         PYTHONUNBUFFERED="1",
     )
+    several = len(replicas) > 1
+    inference = [inference_child(r, i, several=several, env=env) for i, r in enumerate(replicas)]
     children = [
         Child("dataset", settings.dataset_addr),
         Child("trainer", settings.trainer_addr),
-        Child("inference", settings.inference_addr),
+        *inference,
         Child("gateway", f"http://{settings.gateway_host}:{settings.gateway_port}/healthz"),
     ]
-    upstreams, gateway = children[:3], children[3]
+    upstreams, gateway = children[:-1], children[-1]
     try:
         # The gateway starts once the services it calls answer, so that its first
         # readiness check already finds them.
@@ -161,6 +246,13 @@ async def run(settings: GatewaySettings) -> int:
         if not await wait_until_healthy([gateway], stop):
             return 0 if stop.is_set() else 1
         key = api_keys.split(",")[0].partition("=")[0]
+        if several or set(settings.base_models) - {r.base_model for r in replicas}:
+            for name in settings.base_models:
+                serving = [r.address for r in replicas if r.base_model == name]
+                say(
+                    f"base model {name}: "
+                    + (f"inference on {serving[0]}" if serving else "no inference replica")
+                )
         say("all services are up")
         print(
             f"\n  base URL : {settings.base_url}\n  API key  : {key}\n\n"

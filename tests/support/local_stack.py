@@ -30,15 +30,21 @@ class RunningStack:
     environment: dict[str, str]
 
 
-def stack_environment(data_dir: Path, **settings: str) -> dict[str, str]:
-    """The launcher's environment: this process's, less any TAILOR_* variable, plus ``settings``."""
+def stack_environment(data_dir: Path, *, inference_replicas: int = 1, **settings: str) -> dict[str, str]:
+    """The launcher's environment: this process's, less any TAILOR_* variable, plus ``settings``.
+
+    ``inference_replicas`` free ports are listed in TAILOR_INFERENCE_ADDR: the launcher starts
+    one replica per configured base model on them, in order.
+    """
     ports = {name: free_port() for name in SERVICES}
+    inference = [f"127.0.0.1:{ports['inference']}"]
+    inference += [f"127.0.0.1:{free_port()}" for _ in range(inference_replicas - 1)]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
     environment.update(
         TAILOR_DATA_DIR=str(data_dir),
         TAILOR_DATASET_ADDR=f"127.0.0.1:{ports['dataset']}",
         TAILOR_TRAINER_ADDR=f"127.0.0.1:{ports['trainer']}",
-        TAILOR_INFERENCE_ADDR=f"127.0.0.1:{ports['inference']}",
+        TAILOR_INFERENCE_ADDR=",".join(inference),
         TAILOR_GATEWAY_PORT=str(ports["gateway"]),
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
@@ -52,9 +58,13 @@ def stack_environment(data_dir: Path, **settings: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_stack(data_dir: Path, **settings: str) -> Iterator[RunningStack]:
-    """Starts the platform with ``settings`` (``TAILOR_*=value``), waits until it is up, stops it after."""
-    environment = stack_environment(data_dir, **settings)
+def running_stack(data_dir: Path, *, inference_replicas: int = 1, **settings: str) -> Iterator[RunningStack]:
+    """Starts the platform with ``settings`` (``TAILOR_*=value``), waits until it is up, stops it after.
+
+    With several base models configured, pass ``inference_replicas`` (one per base the stack
+    serves) so that each replica gets a free port.
+    """
+    environment = stack_environment(data_dir, inference_replicas=inference_replicas, **settings)
     launcher = OutputWatchedProcess([sys.executable, "-m", "services.local_stack"], environment)
     try:
         launcher.wait_for("all services are up", STARTUP_TIMEOUT_S)

@@ -1,0 +1,70 @@
+"""``make up``'s plan: one inference replica per base model, on the ports TAILOR_INFERENCE_ADDR gives.
+
+The launcher itself runs in tests/integration/test_local_stack.py (one base) and
+tests/e2e/test_two_base_models.py (two bases, a third without a replica).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.gateway.config import GatewaySettings
+from services.local_stack import InferenceReplica, inference_child, inference_replicas, served_base_models
+
+TINY = {"source": "builtin:tailor-tiny"}
+
+
+def settings(*bases: str, inference_addr: str = "127.0.0.1:50053") -> GatewaySettings:
+    return GatewaySettings(base_models={base: TINY for base in bases}, inference_addr=inference_addr)
+
+
+def test_the_default_is_one_replica_where_it_always_was() -> None:
+    default = GatewaySettings()
+    replicas = inference_replicas(default, served_base_models(default, ""))
+    assert replicas == [InferenceReplica("tailor-tiny", "127.0.0.1:50053")]
+    child = inference_child(replicas[0], 0, several=False, env={"TAILOR_DATA_DIR": "/d"})
+    assert (child.name, child.module) == ("inference", "inference")
+    assert child.env == {
+        "TAILOR_INFERENCE_BASE_MODEL": "tailor-tiny",
+        "TAILOR_INFERENCE_LISTEN": "127.0.0.1:50053",
+    }
+
+
+def test_one_replica_per_base_on_the_listed_then_the_next_ports() -> None:
+    three = settings("a", "b", "c", inference_addr="127.0.0.1:6000,127.0.0.1:7000")
+    assert inference_replicas(three, served_base_models(three, "")) == [
+        InferenceReplica("a", "127.0.0.1:6000"),
+        InferenceReplica("b", "127.0.0.1:7000"),
+        InferenceReplica("c", "127.0.0.1:7001"),
+    ]
+    two = settings("a", "b")
+    assert [r.address for r in inference_replicas(two, ["a", "b"])] == ["127.0.0.1:50053", "127.0.0.1:50054"]
+
+
+def test_several_replicas_keep_their_adapters_apart(tmp_path: Path) -> None:
+    env = {"TAILOR_DATA_DIR": str(tmp_path), "TAILOR_INFERENCE_METRICS_PORT": "9100"}
+    children = [
+        inference_child(InferenceReplica(base, f"127.0.0.1:{port}"), i, several=True, env=env)
+        for i, (base, port) in enumerate([("tailor-tiny", 1), ("org/model-b", 2)])
+    ]
+    caches = [child.env["TAILOR_INFERENCE_ADAPTER_CACHE_DIR"] for child in children]
+    assert caches == [
+        str(tmp_path / "adapter-cache" / "tailor-tiny"),
+        str(tmp_path / "adapter-cache" / "org_model-b"),
+    ]
+    assert [child.env["TAILOR_INFERENCE_METRICS_PORT"] for child in children] == ["9100", "9101"]
+    assert [child.env["TAILOR_INFERENCE_BASE_MODEL"] for child in children] == ["tailor-tiny", "org/model-b"]
+
+
+def test_a_chosen_subset_of_bases_and_an_unknown_one() -> None:
+    three = settings("a", "b", "c")
+    assert served_base_models(three, " c, a ,") == ["c", "a"]
+    with pytest.raises(SystemExit, match="not configured: z"):
+        served_base_models(three, "a,z")
+
+
+def test_make_up_needs_fixed_addresses() -> None:
+    with pytest.raises(SystemExit, match="host:port"):
+        inference_replicas(settings("a", inference_addr="dns:///inference-headless:50053"), ["a"])
