@@ -84,8 +84,10 @@ class CommonSettings(BaseSettings):
     base_models: dict[str, BaseModelSpec] = Field(
         default_factory=default_base_models,
         description=(
-            "JSON map of base model name -> {source, lora_learning_rate, max_seq_length, ...}; "
-            "source is a Hugging Face id, a local path or `builtin:tailor-tiny`."
+            "JSON map of base model name -> {source, revision, family, lora_target_modules, "
+            "lora_learning_rate, lora_rank, max_seq_length, tool_call_format, chat_template}; source is a "
+            "Hugging Face id (read from the local hub cache, HF_HOME), a local path or `builtin:tailor-tiny`; "
+            "the other fields default to the model family's (services/common/model_families.py)."
         ),
     )
 
@@ -109,8 +111,9 @@ class CommonSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _default_ranks_within_the_limit(self) -> CommonSettings:
+        # An entry's own rank only: a family's default is capped at max_lora_rank where it applies.
         for name, spec in self.base_models.items():
-            if spec.lora_rank > self.max_lora_rank:
+            if spec.lora_rank is not None and spec.lora_rank > self.max_lora_rank:
                 raise ValueError(
                     f"base model {name!r}: its default lora_rank {spec.lora_rank} is over "
                     f"max_lora_rank {self.max_lora_rank}, so its jobs would train adapters no replica serves"

@@ -121,7 +121,7 @@ class TokenCounter:
             ) from error
         if resolved.spec.chat_template:
             tokenizer.chat_template = resolved.spec.chat_template
-        return _LoadedTokenizer(base_model, tokenizer, resolved.spec.max_seq_length)
+        return _LoadedTokenizer(base_model, tokenizer, resolved.max_seq_length)
 
 
 def torch_available() -> bool:

@@ -17,7 +17,8 @@ import grpc
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from services.common.base_models import resolve_base_model
+from services.common.base_models import missing_from_hub_cache, resolve_base_model
+from services.common.errors import FailedPrecondition
 from services.common.grpc_server import GrpcServer, ServiceRegistration
 from services.common.model_families import family_of
 from services.common.object_store import ObjectStore, open_object_store
@@ -84,6 +85,9 @@ def build_runtime(
     from transformers import AutoConfig, AutoTokenizer
 
     base = resolve_base_model(settings.inference_base_model, settings)
+    missing = missing_from_hub_cache(base)
+    if missing is not None:
+        raise FailedPrecondition(f"Cannot serve base model `{base.name}`: {missing}.")
     tokenizer = AutoTokenizer.from_pretrained(base.location, revision=base.revision)
     if engine is None:
         engine = build_engine(settings, base.location, base.revision, tokenizer)
@@ -257,8 +261,16 @@ class InferenceServer(GrpcServer):
 
 
 def build_server(settings: InferenceSettings) -> GrpcServer:
-    """The inference replica's server: loads the base model and the engine first."""
-    return InferenceServer(build_runtime(settings))
+    """The inference replica's server: loads the base model and the engine first.
+
+    A base model this replica cannot load (a Hugging Face id missing from an offline cache)
+    ends the process with a message saying so, not a traceback.
+    """
+    try:
+        runtime = build_runtime(settings)
+    except FailedPrecondition as error:
+        raise SystemExit(f"inference: {error.message}") from None
+    return InferenceServer(runtime)
 
 
 def _adapter_ref(message: pb.AdapterRef) -> AdapterRef:

@@ -2,7 +2,8 @@
 
 Create checks everything it can before storing anything: the fields and their
 ranges (:mod:`services.trainer.job_requests`), the model (a configured base model,
-or a fine-tuned model of the same organization to continue training from), and the
+or a fine-tuned model of the same organization to continue training from; a base that is
+a Hugging Face id must be in the local hub cache when the deployment is offline), and the
 files (:mod:`services.trainer.file_checks`). A file the dataset service has not finished
 processing is not refused: the job waits in ``validating_files`` until it is, as on
 OpenAI, and fails if it turns out invalid.
@@ -18,6 +19,7 @@ job answers exactly like a missing one.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 
@@ -25,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.base_models import check_base_model_available, resolve_base_model
 from services.common.database import first_or_none, paginate
 from services.common.errors import InvalidArgument
 from services.common.ids import new_id, new_model_suffix
@@ -105,6 +108,7 @@ class JobService:
         method = method_type(request)
         hyperparameters = set_fields(request.method.hyperparameters)
         start = await self._starting_point(request.model, organization, hyperparameters.get("lora_rank"))
+        await asyncio.to_thread(self._check_base_model_available, start.base_model)
         if start.lora_rank is not None:
             hyperparameters["lora_rank"] = start.lora_rank
         verdict = await check_files(self._dataset, request.training_file, request.validation_file, method)
@@ -152,6 +156,15 @@ class JobService:
         else:
             self._scheduler.files_checked(job.id)
         return job_to_proto(job)
+
+    def _check_base_model_available(self, name: str) -> None:
+        """Refuse (400 naming ``model``) a base that is a hub id this offline deployment has not cached.
+
+        A worker would otherwise fail at its first step; online, the worker downloads it instead.
+        """
+        spec = self._settings.base_models[name]
+        if not (spec.is_builtin or spec.is_local_path):
+            check_base_model_available(resolve_base_model(name, self._settings, build=False))
 
     async def _starting_point(self, name: str, organization: str, requested_rank: object) -> StartingPoint:
         """What training starts from: a base model, or a fine-tuned model of the organization."""

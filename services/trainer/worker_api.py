@@ -104,8 +104,9 @@ class WorkerApi:
                     job=job_to_proto(job),
                     base_model=base.name,
                     base_model_source=base.location,
-                    base_learning_rate=base.spec.lora_learning_rate,
-                    max_seq_length=base.spec.max_seq_length,
+                    # The effective defaults: the entry's own, else its family's.
+                    base_learning_rate=base.lora_learning_rate,
+                    max_seq_length=base.max_seq_length,
                     output_prefix=output_prefix(job.organization_id, job.id),
                     resume_from_uri=checkpoint.state_uri if checkpoint else "",
                     initial_adapter_uri=job.initial_adapter_uri,

@@ -15,7 +15,12 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from services.common import tailor_tiny
-from services.common.base_models import BaseModelSpec, resolve_base_model
+from services.common.base_models import (
+    BaseModelSpec,
+    check_base_model_available,
+    missing_from_hub_cache,
+    resolve_base_model,
+)
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.settings import CommonSettings
 
@@ -152,3 +157,97 @@ def test_registry_is_importable_without_torch() -> None:
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+
+
+# The family and the effective defaults, read from config.json.
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty hub cache at tmp_path/hf-home, offline, as this process's huggingface_hub sees it."""
+    from huggingface_hub import constants
+
+    hf_home = tmp_path / "hf-home"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return hf_home
+
+
+def write_config(directory: Path, **config: object) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_the_builtin_tailor_tiny_is_a_llama_with_its_own_entry_values(tmp_path: Path) -> None:
+    resolved = resolve_base_model("tailor-tiny", settings_with(tmp_path))
+    assert resolved.model_type == "llama" and resolved.family.model_type == "llama"
+    assert resolved.context_length == 2048
+    assert (resolved.lora_learning_rate, resolved.lora_rank, resolved.max_seq_length) == (2e-3, 8, 512)
+    assert resolved.tool_call_format == "hermes"  # its ChatML template, not Llama 3's JSON
+    assert resolved.lora_target_modules == ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def test_a_local_directory_takes_its_familys_defaults(tmp_path: Path) -> None:
+    directory = write_config(tmp_path / "phi", model_type="phi3", max_position_embeddings=4096)
+    resolved = resolve_base_model("phi", settings_with(tmp_path, {"phi": BaseModelSpec(source=str(directory))}))
+    assert resolved.family.model_type == "phi3"
+    assert resolved.lora_target_modules == ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+    assert (resolved.lora_learning_rate, resolved.lora_rank, resolved.max_seq_length) == (2e-4, 16, 2048)
+    assert resolved.tool_call_format == "phi4"
+
+
+def test_a_hub_id_reads_its_config_from_the_local_cache(tmp_path: Path, hub_cache: Path) -> None:
+    from tests.support.hub_cache import populate_hub_cache
+
+    model = write_config(tmp_path / "model", model_type="qwen2", max_position_embeddings=32768)
+    populate_hub_cache(model, "Qwen/Qwen2.5-0.5B-Instruct", hub_cache)
+    settings = settings_with(tmp_path, {"qwen": BaseModelSpec(source="Qwen/Qwen2.5-0.5B-Instruct")})
+
+    resolved = resolve_base_model("qwen", settings)
+
+    assert (resolved.model_type, resolved.context_length) == ("qwen2", 32768)
+    assert resolved.tool_call_format == "hermes" and resolved.lora_rank == 16
+    check_base_model_available(resolved)  # cached: nothing to refuse
+
+
+def test_an_uncached_hub_id_offline_is_refused_naming_model(tmp_path: Path, hub_cache: Path) -> None:
+    spec = BaseModelSpec(source="Org/Not-Cached", family="mistral")
+    resolved = resolve_base_model("absent", settings_with(tmp_path, {"absent": spec}))
+    assert resolved.config.model_type is None
+    assert resolved.family.model_type == "mistral"  # the entry's family stands in until it is read
+    with pytest.raises(InvalidArgument) as refused:
+        check_base_model_available(resolved)
+    assert (refused.value.param, refused.value.code) == ("model", "model_not_available")
+    assert "Org/Not-Cached" in refused.value.message and "HF_HUB_OFFLINE" in refused.value.message
+
+
+def test_an_uncached_hub_id_online_is_allowed(
+    tmp_path: Path, hub_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    spec = BaseModelSpec(source="Org/Not-Cached")
+    resolved = resolve_base_model("absent", settings_with(tmp_path, {"absent": spec}))
+    assert missing_from_hub_cache(resolved) is None
+    check_base_model_available(resolved)  # downloaded on first use
+
+
+def test_the_hub_cache_helper_loads_in_transformers_offline(tmp_path: Path) -> None:
+    from tests.support.hub_cache import populate_hub_cache
+
+    model_dir = tailor_tiny.ensure_tailor_tiny(tmp_path / "models")
+    hf_home = tmp_path / "hf-home"
+    snapshot = populate_hub_cache(model_dir, "Org/Name", hf_home)
+    assert (hf_home / "hub" / "models--Org--Name" / "refs" / "main").read_text() == snapshot.name
+    assert (snapshot / "config.json").is_symlink()
+    code = (
+        "from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer; "
+        "AutoTokenizer.from_pretrained('Org/Name'); "
+        "m = AutoModelForCausalLM.from_pretrained('Org/Name'); "
+        "assert m.config.model_type == 'llama'"
+    )
+    environment = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    environment.pop("HF_HUB_CACHE", None)
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=environment, check=True, timeout=120)
