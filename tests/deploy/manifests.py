@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
 OVERLAYS = {"dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
-COMPONENTS = ("gpu", "network-policies", "autoscaling", "pdb")
+COMPONENTS = ("gpu", "network-policies", "autoscaling", "pdb", "second-base-model")
 
 Manifest = dict[str, Any]
 

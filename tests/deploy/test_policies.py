@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 
+from services.gateway.routing import parse_target
 from tests.deploy.manifests import (
     GRPC_SERVICES,
     Manifest,
@@ -264,10 +265,14 @@ def test_service_links_are_off_and_no_service_shadows_a_setting(objects: tuple[M
 
 
 def test_the_router_discovers_inference_through_a_headless_service(objects: tuple[Manifest, ...]) -> None:
-    headless = named(objects, "Service", "inference-headless")
-    assert headless["spec"]["clusterIP"] == "None"
-    assert headless["spec"]["publishNotReadyAddresses"] is False
-    assert config_data(objects)["TAILOR_INFERENCE_ADDR"] == "dns:///inference-headless:50053"
+    # one dns:/// target per inference Deployment (one per base model), inference-headless first
+    target = parse_target(config_data(objects)["TAILOR_INFERENCE_ADDR"])
+    assert target.static == () and target.dns[0] == ("inference-headless", GRPC_SERVICES["inference"])
+    for name, port in target.dns:
+        headless = named(objects, "Service", name)
+        assert headless["spec"]["clusterIP"] == "None"
+        assert headless["spec"]["publishNotReadyAddresses"] is False
+        assert port in {p["port"] for p in headless["spec"]["ports"]}
 
 
 def test_service_addresses_point_at_services_that_exist(objects: tuple[Manifest, ...]) -> None:
