@@ -42,15 +42,21 @@ class WorkerSettings(CommonSettings):
             "example) instead of padding each example to the longest; same loss, fewer wasted tokens."
         ),
     )
-    worker_gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in the backward pass: less memory, about 20-30% slower."
+    worker_gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "Recompute activations in the backward pass: less memory, about 20-30% slower. `auto` chooses "
+            "from the model's size and the GPU's memory (services/trainer/worker/memory.py): off on the CPU "
+            "under 1B parameters."
+        ),
     )
     worker_micro_batch_tokens: int = Field(
-        16384,
-        ge=1,
+        0,
+        ge=0,
         description=(
             "Most tokens (padding included) in one forward pass; a step's batch is split into micro-batches "
-            "of this size and their gradients accumulated. Lower it when training runs out of memory."
+            "of this size and their gradients accumulated. 0 chooses from the model's size and the GPU's "
+            "memory (16384 on the CPU under 1B parameters). Lower it when training runs out of memory."
         ),
     )
     worker_metrics_interval_steps: int = Field(

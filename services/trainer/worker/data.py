@@ -15,9 +15,14 @@ checked and tokenized in one pass over the downloaded file:
 Each example becomes one or two :class:`TokenizedSequence`: ``input_ids`` and ``labels``, where
 ``labels[i]`` is ``input_ids[i]`` when the model is trained to produce that token and
 :data:`IGNORE_INDEX` otherwise (the Hugging Face convention; :mod:`.packing` shifts them).
-Sequences longer than the max length lose tokens from the end, as OpenAI truncates, and are
-counted so the job can say how many; an example left with nothing to train on (its first
-assistant token lies beyond the max length) is skipped and counted too, as TRL drops it. A line
+Token counts come from the base model's own tokenizer, so they are the model's. An example
+longer than the model's context window (its ``max_position_embeddings``) cannot be trained on
+as written: the file fails as a whole, naming the first :data:`LINES_NAMED` such lines with
+their token counts and how many more there are. Sequences longer than the job's max length
+(within the context) lose tokens from the end, as OpenAI truncates, and the lines are kept
+the same way (:attr:`ExampleSet.truncated_lines`) so the job can name them in a warning; an
+example left with nothing to train on (its first assistant token lies beyond the max length)
+is skipped and counted too, as TRL drops it. A line
 that cannot be trained on (invalid, of a format the job's method does not train on, or one the
 chat template cannot render) fails the job with ``invalid_training_file`` (or
 ``invalid_validation_file``) naming the line.
@@ -46,6 +51,8 @@ from services.common.training_format import (
 from services.trainer.worker.failures import invalid_file
 
 IGNORE_INDEX = -100
+# How many lines a message about long examples names; the rest are counted.
+LINES_NAMED = 20
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,21 @@ class Example:
 
 
 @dataclass(frozen=True)
+class LongLine:
+    """A line whose example is longer than a limit: its longest sequence's tokens."""
+
+    line: int
+    tokens: int
+
+
+def name_lines(lines: Sequence[LongLine], total: int) -> str:
+    """``line 4: 2210 tokens, line 9: 3001 tokens and 3 more`` for the first lines of ``total``."""
+    named = ", ".join(f"line {long.line}: {long.tokens} tokens" for long in lines)
+    more = total - len(lines)
+    return f"{named} and {more} more" if more > 0 else named
+
+
+@dataclass(frozen=True)
 class ExampleSet:
     """A file's examples, ready to train on."""
 
@@ -90,6 +112,7 @@ class ExampleSet:
     max_length: int
     truncated_examples: int  # examples cut to max_length (and kept)
     skipped_examples: int = 0  # examples with no trained token left after truncation
+    truncated_lines: tuple[LongLine, ...] = ()  # the first LINES_NAMED truncated or skipped ones
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -111,16 +134,21 @@ def load_examples(
     preference: bool,
     max_length: int,
     file_param: str,
+    context_length: int | None = None,
 ) -> ExampleSet:
     """Read a JSONL file into tokenized examples, truncated to ``max_length`` tokens, in one pass.
 
     ``preference`` selects what a DPO job needs (preference pairs) over what a supervised job
     needs (chat or prompt/completion examples). ``file_param`` names the job field the file came
     from (``training_file`` or ``validation_file``) in the :class:`JobFailure` raised for a bad line.
+    ``context_length`` is the model's context window: a longer example fails the file, after
+    the whole file is read, naming the lines (see the module docstring).
     """
     reader = ExampleReader(on_first_example=lambda found: _check_method_fits(found, preference=preference))
     examples: list[Example] = []
-    truncated = skipped = 0
+    truncated = skipped = over_context = 0
+    truncated_lines: list[LongLine] = []
+    over_context_lines: list[LongLine] = []
     with path.open("rb") as file:
         for raw in file:
             try:
@@ -130,7 +158,15 @@ def load_examples(
                 sequences = tokenize_example(example, tokenizer)
             except (InvalidExample, UntrainableExample) as problem:
                 raise invalid_file(file_param, reader.line, str(problem)) from None
-            if any(len(sequence) > max_length for sequence in sequences):
+            longest = max(len(sequence) for sequence in sequences)
+            if context_length is not None and longest > context_length:
+                over_context += 1
+                if len(over_context_lines) < LINES_NAMED:
+                    over_context_lines.append(LongLine(reader.line, longest))
+                continue
+            if longest > max_length:
+                if len(truncated_lines) < LINES_NAMED:
+                    truncated_lines.append(LongLine(reader.line, longest))
                 sequences = tuple(sequence.truncated(max_length) for sequence in sequences)
                 if not all(sequence.num_trained_tokens for sequence in sequences):
                     skipped += 1
@@ -140,13 +176,21 @@ def load_examples(
 
     if reader.anchor is None:
         raise invalid_file(file_param, 0, NO_EXAMPLES.message)
+    if over_context:
+        many = "examples are" if over_context > 1 else "example is"
+        raise invalid_file(
+            file_param,
+            0,
+            f"{over_context} {many} longer than the model's context of {context_length} tokens "
+            f"({name_lines(over_context_lines, over_context)}); shorten or split them.",
+        )
     if not examples:
         raise invalid_file(
             file_param,
             0,
             f"no assistant tokens are left to train on after truncation to {max_length} tokens.",
         )
-    return ExampleSet(examples, reader.anchor.format, max_length, truncated, skipped)
+    return ExampleSet(examples, reader.anchor.format, max_length, truncated, skipped, tuple(truncated_lines))
 
 
 def _check_method_fits(found: ExampleFormat, *, preference: bool) -> None:

@@ -19,12 +19,12 @@ from peft import LoraConfig, PeftModel, TaskType
 from safetensors import safe_open
 
 from services.common.base_models import VLLM_LORA_RANKS
+from services.common.model_families import ALL_LINEAR
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
-# PEFT expands this to every nn.Linear except the output head, and saves the concrete names.
-ALL_LINEAR = "all-linear"
+# PEFT expands ALL_LINEAR to every nn.Linear except the output head, and saves the concrete names.
 # init_lora_weights values that change the base model's weights, which a served base would lack.
 _BASE_ALTERING_INITS = ("pissa", "olora", "corda", "loftq")
 # modules_to_save vLLM tolerates: classification heads, never lm_head or embeddings.

@@ -20,7 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
-from services.common.base_models import BaseModelSpec, resolve_base_model
+from services.common.base_models import BaseModelSpec, ResolvedBaseModel, resolve_spec
 from services.common.errors import TailorError
 from services.trainer.worker.config import WorkerSettings
 from services.trainer.worker.failures import BASE_MODEL_UNAVAILABLE, JobFailure
@@ -51,22 +51,30 @@ def choose_placement(device: str, dtype: str) -> Placement:
     return Placement(torch.device(device), getattr(torch, dtype))
 
 
-def base_model_source(
-    settings: WorkerSettings, plan: worker_service_pb2.TrainingPlan, spec: BaseModelSpec | None
-) -> str:
-    """Where to load the base model from on this machine.
+def worker_base_model(settings: WorkerSettings, plan: worker_service_pb2.TrainingPlan) -> ResolvedBaseModel:
+    """The plan's base model as this machine loads it, with its family's effective defaults.
 
     A built-in model (tailor-tiny) is built under this worker's own data directory: the
     trainer's path for it means nothing inside a Kubernetes pod. Anything else is loaded from
-    where the trainer resolved it (a Hugging Face id, or a directory both can see).
+    where the trainer resolved it (a Hugging Face id, from the local hub cache, or a directory
+    both can see); a base this worker's settings do not configure gets the defaults of its
+    family, read from its config.json.
     """
-    if spec is None or not spec.is_builtin:
-        return plan.base_model_source
+    spec = settings.base_models.get(plan.base_model)
     try:
-        return resolve_base_model(plan.base_model, settings).location
-    except (TailorError, OSError) as error:
+        if spec is not None and spec.is_builtin:
+            return resolve_spec(plan.base_model, spec, settings)
+        if spec is None or spec.source != plan.base_model_source:
+            # The trainer's resolution of the entry (an absolute directory), or an entry this
+            # worker lacks: the plan's source, with this worker's overrides where it has them.
+            overrides = spec.model_dump(exclude={"source"}, exclude_none=True) if spec else {}
+            spec = BaseModelSpec(**{**overrides, "source": plan.base_model_source})
+        return resolve_spec(plan.base_model, spec, settings)
+    except (TailorError, OSError, ValueError) as error:
+        message = error.message if isinstance(error, TailorError) else str(error)
+        verb = "built" if spec is not None and spec.is_builtin else "found"
         raise JobFailure(
-            BASE_MODEL_UNAVAILABLE, f"Base model {plan.base_model!r} could not be built: {error}"
+            BASE_MODEL_UNAVAILABLE, f"Base model {plan.base_model!r} could not be {verb}: {message}"
         ) from error
 
 

@@ -27,30 +27,27 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from services.common.base_models import BaseModelSpec
+from services.common.base_models import ResolvedBaseModel
 from services.trainer.worker.checkpoints import load_state
 from services.trainer.worker.config import WorkerSettings
-from services.trainer.worker.data import ExampleSet, load_examples
+from services.trainer.worker.data import ExampleSet, load_examples, name_lines
 from services.trainer.worker.dpo import PreferenceObjective
 from services.trainer.worker.hyperparameters import Hyperparameters, resolve_hyperparameters, steps_per_epoch
-from services.trainer.worker.lora import ADAPTER_CONFIG, check_vllm_compatible, lora_config
+from services.trainer.worker.lora import ADAPTER_CONFIG, adapted_modules, check_vllm_compatible, lora_config
+from services.trainer.worker.memory import MemoryPlan, ModelSize, choose_memory_plan
 from services.trainer.worker.models import (
     Placement,
     attach_adapter,
-    base_model_source,
     choose_placement,
     load_base_model,
     load_tokenizer,
+    worker_base_model,
 )
 from services.trainer.worker.results import ResultsLog, message_event
 from services.trainer.worker.training import SupervisedObjective, TrainingConfig, TrainingLoop
 from tailor.trainer.v1 import job_pb2, worker_service_pb2
 
 log = structlog.get_logger("tailor.worker")
-
-# For a base model the plan names but this worker's settings do not configure.
-DEFAULT_LORA_RANK = 16
-DEFAULT_MAX_SEQ_LENGTH = 2048
 
 PostEvent = Callable[[worker_service_pb2.WorkerEvent], None]
 
@@ -87,19 +84,17 @@ def prepare(
 ) -> Prepared:
     """Load the job's data, hyperparameters and model into a training loop; ``post`` sends events."""
     job = plan.job
-    spec: BaseModelSpec | None = settings.base_models.get(plan.base_model)
-    revision = spec.revision if spec else None
-    source = base_model_source(settings, plan, spec)
-    tokenizer = load_tokenizer(source, revision=revision, chat_template=spec.chat_template if spec else None)
-    max_length = (
-        settings.worker_max_seq_length
-        or plan.max_seq_length
-        or (spec.max_seq_length if spec else DEFAULT_MAX_SEQ_LENGTH)
-    )
-    training = _load_file(inputs.training_path, tokenizer, job, max_length, "training_file", post)
+    base = worker_base_model(settings, plan)
+    tokenizer = load_tokenizer(base.location, revision=base.revision, chat_template=base.spec.chat_template)
+    max_length = settings.worker_max_seq_length or plan.max_seq_length or base.max_seq_length
+    if base.context_length:  # no truncation length beyond what the model can read
+        max_length = min(max_length, base.context_length)
+    training = _load_file(inputs.training_path, tokenizer, job, base, max_length, "training_file", post)
     validation = None
     if inputs.validation_path is not None:
-        validation = _load_file(inputs.validation_path, tokenizer, job, max_length, "validation_file", post)
+        validation = _load_file(
+            inputs.validation_path, tokenizer, job, base, max_length, "validation_file", post
+        )
 
     resume_state = load_state(inputs.resume_dir) if inputs.resume_dir else None
     if resume_state:
@@ -108,8 +103,9 @@ def prepare(
         hyperparameters = resolve_hyperparameters(
             job.method,
             n_examples=len(training),
-            base_learning_rate=plan.base_learning_rate,
-            default_lora_rank=spec.lora_rank if spec else DEFAULT_LORA_RANK,
+            base_learning_rate=plan.base_learning_rate or base.lora_learning_rate,
+            # The family's rank may exceed what this deployment serves; an entry's own may not.
+            default_lora_rank=min(base.lora_rank, settings.max_lora_rank),
             max_lora_rank=settings.max_lora_rank,
         )
         if inputs.adapter_dir:
@@ -118,9 +114,11 @@ def prepare(
             )
 
     placement = choose_placement(settings.worker_device, settings.worker_dtype)
-    model = _load_model(
-        settings, source, revision, placement, hyperparameters, inputs.adapter_dir, seed=job.seed
+    model, memory = _load_model(
+        settings, base, placement, hyperparameters, inputs.adapter_dir, max_length=max_length, seed=job.seed
     )
+    post(message_event(_model_summary(base, model, hyperparameters, max_length)))
+    post(message_event(memory.describe(max_length)))
     objective = (
         PreferenceObjective(hyperparameters.beta)
         if hyperparameters.beta is not None
@@ -136,7 +134,7 @@ def prepare(
         pad_token_id=tokenizer.pad_token_id,
         warmup_steps=math.ceil(settings.worker_warmup_ratio * total_steps),
         packing=settings.worker_packing,
-        micro_batch_tokens=settings.worker_micro_batch_tokens,
+        micro_batch_tokens=memory.micro_batch_tokens,
         metrics_interval=settings.worker_metrics_interval_steps,
     )
     loop = TrainingLoop(
@@ -167,27 +165,78 @@ def prepare(
 
 def _load_model(
     settings: WorkerSettings,
-    source: str,
-    revision: str | None,
+    base: ResolvedBaseModel,
     placement: Placement,
     hyperparameters: Hyperparameters,
     adapter_dir: Path | None,
     *,
+    max_length: int,
     seed: int,
-) -> PeftModel:
-    """The frozen base model on its device, with the trainable adapter (new, or the one continued)."""
+) -> tuple[PeftModel, MemoryPlan]:
+    """The frozen base model on its device, with the trainable adapter (new, or the one continued),
+    and how its steps fit in memory (gradient checkpointing is set on the model before the adapter)."""
     base_model = load_base_model(
-        source, placement, revision=revision, attn_implementation=settings.worker_attn_implementation
+        base.location,
+        placement,
+        revision=base.revision,
+        attn_implementation=settings.worker_attn_implementation,
     )
+    memory = _memory_plan(settings, base_model, placement, max_length)
     torch.manual_seed(seed)  # a new adapter's initial weights
     return attach_adapter(
         base_model,
         config=lora_config(
-            hyperparameters.lora_rank, hyperparameters.lora_alpha, hyperparameters.lora_dropout
+            hyperparameters.lora_rank,
+            hyperparameters.lora_alpha,
+            hyperparameters.lora_dropout,
+            target_modules=_target_modules(base),
         ),
         adapter_dir=adapter_dir,
-        gradient_checkpointing=settings.worker_gradient_checkpointing,
+        gradient_checkpointing=memory.gradient_checkpointing,
+    ), memory
+
+
+def _memory_plan(
+    settings: WorkerSettings, model: torch.nn.Module, placement: Placement, max_length: int
+) -> MemoryPlan:
+    """:func:`~.memory.choose_memory_plan` for this model and device, with the worker's overrides."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    device = placement.device
+    device_memory = None
+    if device.type == "cuda":
+        device_memory = torch.cuda.get_device_properties(device).total_memory
+    forced = settings.worker_gradient_checkpointing
+    return choose_memory_plan(
+        ModelSize(
+            parameters=sum(parameter.numel() for parameter in model.parameters()),
+            hidden_size=getattr(config, "hidden_size", None),
+            num_layers=getattr(config, "num_hidden_layers", None),
+            bytes_per_weight=placement.dtype.itemsize,
+        ),
+        max_length=max_length,
+        device_type=device.type,
+        device_memory=device_memory,
+        gradient_checkpointing=None if forced == "auto" else forced,
+        micro_batch_tokens=settings.worker_micro_batch_tokens or None,
     )
+
+
+def _model_summary(
+    base: ResolvedBaseModel, model: PeftModel, hyperparameters: Hyperparameters, max_length: int
+) -> str:
+    """The event naming what a job trains: the family, and the adapter's shape and modules."""
+    model_type = base.model_type or "unknown"
+    return (
+        f"Base model {base.name} (family {base.family.model_type}, model_type {model_type}): "
+        f"LoRA rank {hyperparameters.lora_rank}, alpha {hyperparameters.lora_alpha:g} on "
+        f"{', '.join(adapted_modules(model))}; learning rate {hyperparameters.learning_rate:g}; "
+        f"max sequence length {max_length}"
+    )
+
+
+def _target_modules(base: ResolvedBaseModel) -> str | list[str]:
+    modules = base.lora_target_modules
+    return modules if isinstance(modules, str) else list(modules)
 
 
 def _with_adapter_shape(
@@ -208,26 +257,35 @@ def _load_file(
     path: Path,
     tokenizer: PreTrainedTokenizerBase,
     job: job_pb2.Job,
+    base: ResolvedBaseModel,
     max_length: int,
     file_param: str,
     post: PostEvent,
 ) -> ExampleSet:
-    """One of the job's files, tokenized, with events saying what it holds and what was cut."""
+    """One of the job's files, tokenized, with events saying what it holds and what was cut.
+
+    Lines longer than the model's context fail the job (:func:`~.data.load_examples`); lines
+    longer than the job's max sequence length are named in a warning.
+    """
     examples = load_examples(
         path,
         tokenizer,
         preference=job.method.type == job_pb2.METHOD_TYPE_DPO,
         max_length=max_length,
         file_param=file_param,
+        context_length=base.context_length,
     )
     name = "Training" if file_param == "training_file" else "Validation"
     summary = f"{len(examples)} {examples.format.label} examples, {examples.num_tokens} tokens"
     post(message_event(f"{name} file: {summary}"))
-    if examples.truncated_examples:
+    long_examples = examples.truncated_examples + examples.skipped_examples
+    if long_examples:
+        many = "examples are" if long_examples > 1 else "example is"
         post(
             message_event(
-                f"{name} file: {examples.truncated_examples} examples are longer than {examples.max_length} "
-                "tokens and were truncated",
+                f"{name} file: {long_examples} {many} longer than the max sequence length of "
+                f"{examples.max_length} tokens and truncated to it: "
+                f"{name_lines(examples.truncated_lines, long_examples)}",
                 warning=True,
             )
         )

@@ -51,13 +51,13 @@ async def stored_keys(data_dir: Path) -> list[str]:
         await store.close()
 
 
-def file_tokens(tmp_path: Path, tailor_tiny_dir: Path, content: bytes) -> int:
+def file_tokens(tmp_path: Path, tailor_tiny_dir: Path, content: bytes, max_length: int = 512) -> int:
     """Tokens of a training file's examples as tailor-tiny's chat template renders them."""
     path = tmp_path / "counted.jsonl"
     path.write_bytes(content)
     tokenizer = load_tokenizer(str(tailor_tiny_dir))
     return load_examples(
-        path, tokenizer, preference=False, max_length=512, file_param="training_file"
+        path, tokenizer, preference=False, max_length=max_length, file_param="training_file"
     ).num_tokens
 
 
@@ -201,14 +201,16 @@ async def test_an_invalid_training_file_fails_the_job_naming_the_line(
     assert "line 3:" in failed.error.message and "no assistant message" in failed.error.message
 
 
-async def test_long_examples_are_truncated_with_one_event_saying_how_many(
+async def test_long_examples_are_truncated_with_one_event_naming_the_lines_and_their_tokens(
     tmp_path: Path, fakes: FakeServices, tailor_tiny_dir: Path, worker_settings: WorkerSettingsFactory
 ) -> None:
     long_reply = {
         "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "word " * 100}]
     }
-    fakes.datasets.add_jsonl("file-train", [*secret_examples(4), long_reply, long_reply])
+    records = [*secret_examples(4), long_reply, long_reply]
+    fakes.datasets.add_jsonl("file-train", records)
     fakes.trainer.plan = training_plan(tailor_tiny_dir, hyperparameters=job_pb2.Hyperparameters(n_epochs=1))
+    tokens = file_tokens(tmp_path, tailor_tiny_dir, json.dumps(long_reply).encode() + b"\n")
 
     assert (
         await run_worker(
@@ -218,8 +220,38 @@ async def test_long_examples_are_truncated_with_one_event_saying_how_many(
     )
 
     warnings = [event.message for event in fakes.trainer.events() if event.level == job_pb2.EVENT_LEVEL_WARN]
-    assert warnings == ["Training file: 2 examples are longer than 48 tokens and were truncated"]
+    assert warnings == [
+        "Training file: 2 examples are longer than the max sequence length of 48 tokens and truncated to it: "
+        f"line 5: {tokens} tokens, line 6: {tokens} tokens"
+    ]
     assert fakes.trainer.methods()[-1] == "ReportSucceeded"
+
+
+async def test_examples_longer_than_the_models_context_fail_the_job_naming_the_lines(
+    tmp_path: Path, fakes: FakeServices, tailor_tiny_dir: Path, worker_settings: WorkerSettingsFactory
+) -> None:
+    # tailor-tiny reads 2048 tokens (max_position_embeddings); these are ~2,500 each
+    too_long = {
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "word " * 2500}]
+    }
+    fakes.datasets.add_jsonl("file-train", [*secret_examples(3), too_long, *secret_examples(2), too_long])
+    fakes.trainer.plan = training_plan(tailor_tiny_dir)
+    tokens = file_tokens(tmp_path, tailor_tiny_dir, json.dumps(too_long).encode() + b"\n", max_length=4096)
+    assert tokens > 2048
+
+    assert await run_worker(worker_settings(tmp_path / "data", fakes), handle_signals=False) == 0
+
+    assert "ReportStarted" not in fakes.trainer.methods()
+    (failed,) = fakes.trainer.requests("ReportFailed")
+    assert (failed.error.code, failed.error.param, failed.retryable) == (
+        "invalid_training_file",
+        "training_file",
+        False,
+    )
+    assert failed.error.message == (
+        "The training file is invalid: 2 examples are longer than the model's context of 2048 tokens "
+        f"(line 4: {tokens} tokens, line 7: {tokens} tokens); shorten or split them."
+    )
 
 
 async def test_a_dpo_job_trains_on_preference_pairs_with_beta_resolved(

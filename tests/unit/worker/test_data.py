@@ -191,6 +191,44 @@ def test_long_examples_are_truncated_from_the_end_and_counted(
     )
 
 
+def test_truncated_lines_are_named_with_their_token_counts(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    short = chat(("user", "Hi"), ("assistant", "Hello!"))
+    long_reply = chat(("user", "Hi"), ("assistant", "word " * 200))
+    full_length = len(load(tmp_path, tokenizer, [long_reply]).examples[0].sequences[0])
+
+    examples = load(tmp_path, tokenizer, [short, long_reply, short, long_reply], max_length=64)
+
+    assert [(long.line, long.tokens) for long in examples.truncated_lines] == [(2, full_length), (4, full_length)]
+
+
+def test_examples_longer_than_the_context_fail_the_file_naming_the_first_twenty_lines(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    short = chat(("user", "Hi"), ("assistant", "Hello!"))
+    long_reply = chat(("user", "Hi"), ("assistant", "word " * 200))
+    full_length = len(load(tmp_path, tokenizer, [long_reply]).examples[0].sequences[0])
+
+    with pytest.raises(JobFailure) as failed:
+        load(tmp_path, tokenizer, [short, *[long_reply] * 25], max_length=64, context_length=128)
+
+    assert (failed.value.code, failed.value.param) == ("invalid_training_file", "training_file")
+    named = ", ".join(f"line {line}: {full_length} tokens" for line in range(2, 22))
+    assert failed.value.message == (
+        "The training file is invalid: 25 examples are longer than the model's context of 128 tokens "
+        f"({named} and 5 more); shorten or split them."
+    )
+
+
+def test_an_example_within_the_context_is_only_truncated(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    long_reply = chat(("user", "Hi"), ("assistant", "word " * 200))
+    examples = load(tmp_path, tokenizer, [long_reply], max_length=64, context_length=2048)
+    assert examples.truncated_examples == 1 and len(examples.examples[0].sequences[0]) == 64
+
+
 @pytest.mark.parametrize(
     ("lines", "bad_line", "reason"),
     [
