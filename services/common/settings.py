@@ -70,7 +70,13 @@ class CommonSettings(BaseSettings):
     # Where the services are, as seen by their callers.
     dataset_addr: str = Field("127.0.0.1:50051", description="Address of the dataset service.")
     trainer_addr: str = Field("127.0.0.1:50052", description="Address of the trainer service.")
-    inference_addr: str = Field("127.0.0.1:50053", description="Address of the inference service.")
+    inference_addr: str = Field(
+        "127.0.0.1:50053",
+        description=(
+            "Address of the inference service: a comma list of `host:port` and `dns:///name:port` "
+            "targets (one headless Service per base model), each resolved into replicas."
+        ),
+    )
 
     # One limit for the whole platform: a rank the trainer accepts must be one inference serves.
     max_lora_rank: int = Field(

@@ -65,8 +65,8 @@ class GatewaySettings(CommonSettings):
         5.0,
         gt=0,
         description=(
-            "How often the gateway re-resolves a `dns:///` TAILOR_INFERENCE_ADDR into replicas "
-            "and asks each replica's health."
+            "How often the gateway re-resolves the `dns:///` targets of TAILOR_INFERENCE_ADDR into "
+            "replicas and asks each replica's health and base model."
         ),
     )
     gateway_inference_max_in_flight: int = Field(

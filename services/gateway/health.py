@@ -1,7 +1,7 @@
 """Liveness and readiness of the gateway: ``/healthz`` and ``/readyz``.
 
 Ready means every upstream gRPC service answers its health check with SERVING (for
-inference: the replica the router would pick for the base model, see
+inference: the least busy replica of any base model, see
 :meth:`services.gateway.routing.AdapterAffinityRouter.readiness`), so a load balancer
 sends no traffic to a gateway whose dependencies are down.
 """

@@ -7,11 +7,11 @@ and job creation are never retried by the channel: a retried delete would answer
 NOT_FOUND for a delete that worked, and creation has its idempotency key instead.
 
 Inference goes only through :class:`~services.gateway.routing.AdapterAffinityRouter`
-(``Upstreams.inference``), which picks the replica for each model (the same replicas for
-the same adapter, so it stays warm) out of ``TAILOR_INFERENCE_ADDR``: one address, a list,
-or a headless Service's DNS name. Its channels have no gRPC retry policy: moving a refused
-call on to the next replica is the router's job, and a channel retrying a dead replica
-first would only delay that.
+(``Upstreams.inference``), which picks the replica for each model among those of its base
+model (the same replicas for the same adapter, so it stays warm) out of
+``TAILOR_INFERENCE_ADDR``: addresses and headless Services' DNS names, one per base model's
+replicas. Its channels have no gRPC retry policy: moving a refused call on to the next
+replica is the router's job, and a channel retrying a dead replica first would only delay that.
 """
 
 from __future__ import annotations
