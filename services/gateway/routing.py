@@ -96,7 +96,8 @@ ChannelFactory = Callable[[str], grpc.aio.Channel]
 StartStream = Callable[[pb_grpc.InferenceServiceStub], grpc.aio.UnaryStreamCall]
 
 HEALTH_TIMEOUT_S = 1.0
-# Calls answered without an organization: what a replica serves is no tenant's data.
+# GetReplicaInfo's deadline; it is asked without an organization (what a replica serves is no
+# tenant's data), at discovery and every refresh, beside the health check.
 REPLICA_INFO_TIMEOUT_S = 1.0
 # Codes meaning "this replica did not do it": try the next one. A cancel of our own shows as
 # asyncio.CancelledError in grpc.aio, never as an AioRpcError, so CANCELLED here is the server's.
