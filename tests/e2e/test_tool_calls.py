@@ -32,12 +32,12 @@ OPENAI_CALL_ID = re.compile(r"call_[A-Za-z0-9]{24}")
 
 
 @pytest.fixture(scope="module")
-def trained(stack: Stack) -> Iterator[TrainedToolModel]:
+def tool_model(stack: Stack) -> Iterator[TrainedToolModel]:
     yield train_tool_calling_model(stack.client(), "tailor-tiny")
 
 
-def test_the_answer_is_the_trained_tool_call(stack: Stack, trained: TrainedToolModel) -> None:
-    answer = ask(stack.client(), trained.model)
+def test_the_answer_is_the_trained_tool_call(stack: Stack, tool_model: TrainedToolModel) -> None:
+    answer = ask(stack.client(), tool_model.model)
     (choice,) = answer.choices
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None and choice.message.role == "assistant"
@@ -47,11 +47,11 @@ def test_the_answer_is_the_trained_tool_call(stack: Stack, trained: TrainedToolM
     assert isinstance(call.function.arguments, str) and OPENAI_CALL_ID.fullmatch(call.id)
 
 
-def test_the_streamed_answer_accumulates_to_the_same_call(stack: Stack, trained: TrainedToolModel) -> None:
+def test_the_streamed_answer_accumulates_to_the_same_call(stack: Stack, tool_model: TrainedToolModel) -> None:
     client = stack.client()
     chunks = list(
         client.chat.completions.create(
-            model=trained.model,
+            model=tool_model.model,
             messages=[{"role": "user", "content": ASKED}],
             tools=TOOLS,  # type: ignore[arg-type]
             temperature=0,
@@ -69,7 +69,7 @@ def test_the_streamed_answer_accumulates_to_the_same_call(stack: Stack, trained:
 
     # the SDK's own accumulator
     with client.chat.completions.stream(
-        model=trained.model,
+        model=tool_model.model,
         messages=[{"role": "user", "content": ASKED}],
         tools=TOOLS,  # type: ignore[arg-type]
         temperature=0,
@@ -80,8 +80,8 @@ def test_the_streamed_answer_accumulates_to_the_same_call(stack: Stack, trained:
     assert choice.finish_reason == "tool_calls" and trained_call_of(choice.message) is not None
 
 
-def test_tool_choice_none_answers_in_text(stack: Stack, trained: TrainedToolModel) -> None:
-    answer = ask(stack.client(), trained.model, tool_choice="none")
+def test_tool_choice_none_answers_in_text(stack: Stack, tool_model: TrainedToolModel) -> None:
+    answer = ask(stack.client(), tool_model.model, tool_choice="none")
     (choice,) = answer.choices
     assert choice.message.tool_calls is None
     assert isinstance(choice.message.content, str) and choice.finish_reason in ("stop", "length")
