@@ -104,9 +104,13 @@ class WorkerApi:
                     job=job_to_proto(job),
                     base_model=base.name,
                     base_model_source=base.location,
-                    # The effective defaults: the entry's own, else its family's.
-                    base_learning_rate=base.lora_learning_rate,
-                    max_seq_length=base.max_seq_length,
+                    # The effective defaults: the entry's own, else its family's. A family default
+                    # unknown here (a built-in not built on this machine, an id not downloaded yet)
+                    # is sent as 0: the worker, which reads the model's config.json, decides it.
+                    base_learning_rate=(
+                        base.lora_learning_rate if base.model_type or base.spec.lora_learning_rate else 0.0
+                    ),
+                    max_seq_length=base.max_seq_length if base.model_type or base.spec.max_seq_length else 0,
                     output_prefix=output_prefix(job.organization_id, job.id),
                     resume_from_uri=checkpoint.state_uri if checkpoint else "",
                     initial_adapter_uri=job.initial_adapter_uri,

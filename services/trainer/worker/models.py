@@ -20,7 +20,13 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
-from services.common.base_models import BaseModelSpec, ResolvedBaseModel, resolve_spec
+from services.common.base_models import (
+    CONFIG_FILE,
+    BaseModelSpec,
+    ResolvedBaseModel,
+    hub_offline,
+    resolve_spec,
+)
 from services.common.errors import TailorError
 from services.trainer.worker.config import WorkerSettings
 from services.trainer.worker.failures import BASE_MODEL_UNAVAILABLE, JobFailure
@@ -69,7 +75,14 @@ def worker_base_model(settings: WorkerSettings, plan: worker_service_pb2.Trainin
             # worker lacks: the plan's source, with this worker's overrides where it has them.
             overrides = spec.model_dump(exclude={"source"}, exclude_none=True) if spec else {}
             spec = BaseModelSpec(**{**overrides, "source": plan.base_model_source})
-        return resolve_spec(plan.base_model, spec, settings)
+        resolved = resolve_spec(plan.base_model, spec, settings)
+        if resolved.config.model_type is None and not resolved.is_local and not hub_offline():
+            # Online and not downloaded yet: fetch its config.json first, to know its family.
+            from huggingface_hub import hf_hub_download
+
+            hf_hub_download(resolved.location, CONFIG_FILE, revision=resolved.revision)
+            resolved = resolve_spec(plan.base_model, spec, settings)
+        return resolved
     except (TailorError, OSError, ValueError) as error:
         message = error.message if isinstance(error, TailorError) else str(error)
         verb = "built" if spec is not None and spec.is_builtin else "found"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from peft import PeftModel
 
+from services.common.base_models import BaseModelSpec
 from services.common.object_store import open_object_store
 from services.common.settings import CommonSettings
 from services.trainer.worker.data import load_examples
@@ -156,6 +157,38 @@ async def test_a_job_trains_checkpoints_every_epoch_and_reports_in_the_agreed_or
     assert trainer.messages()[0] == f"Training file: 12 chat examples, {tokens_per_epoch} tokens"
     assert trainer.messages()[1].startswith("Validation file: 4 chat examples, ")
     assert trainer.requests("ReportEvents")[-1].current_step == 24
+
+
+async def test_a_base_without_overrides_trains_with_its_familys_defaults_and_says_so(
+    tmp_path: Path, fakes: FakeServices, tailor_tiny_dir: Path, worker_settings: WorkerSettingsFactory
+) -> None:
+    # tailor-tiny's directory as a plain entry: nothing but the source, so the llama family decides
+    fakes.datasets.add_jsonl("file-train", secret_examples(4))
+    plan = training_plan(tailor_tiny_dir, hyperparameters=job_pb2.Hyperparameters(n_epochs=1, batch_size=4))
+    plan.base_model = plan.job.base_model = "plain-llama"
+    plan.base_learning_rate, plan.max_seq_length = 0.0, 0  # a trainer that could not read the family
+    fakes.trainer.plan = plan
+    settings = worker_settings(
+        tmp_path / "data", fakes, base_models={"plain-llama": BaseModelSpec(source=str(tailor_tiny_dir))}
+    )
+
+    assert await run_worker(settings, handle_signals=False) == 0
+
+    (started,) = fakes.trainer.requests("ReportStarted")
+    resolved = started.resolved_method.hyperparameters
+    assert (resolved.lora_rank, resolved.lora_alpha) == (16, 32.0)
+    llama = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    assert list(resolved.lora_target_modules) == llama
+    messages = fakes.trainer.messages()
+    assert (
+        "Base model plain-llama (family llama, model_type llama): LoRA rank 16, alpha 32 on "
+        f"{', '.join(llama)}; learning rate 0.0002; max sequence length 2048"
+    ) in messages
+    assert (
+        "Memory: gradient checkpointing off, micro-batches of up to 16384 tokens (8 sequences of 2048), "
+        "for 1.2M parameters on cpu"
+    ) in messages
+    assert fakes.trainer.methods()[-1] == "ReportSucceeded"
 
 
 async def test_the_final_adapter_loads_in_peft_and_passes_vllms_rules(
