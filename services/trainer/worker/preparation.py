@@ -32,6 +32,7 @@ from services.trainer.worker.checkpoints import load_state
 from services.trainer.worker.config import WorkerSettings
 from services.trainer.worker.data import ExampleSet, load_examples, name_lines
 from services.trainer.worker.dpo import PreferenceObjective
+from services.trainer.worker.failures import BASE_MODEL_UNAVAILABLE, JobFailure
 from services.trainer.worker.hyperparameters import Hyperparameters, resolve_hyperparameters, steps_per_epoch
 from services.trainer.worker.lora import ADAPTER_CONFIG, adapted_modules, check_vllm_compatible, lora_config
 from services.trainer.worker.memory import MemoryPlan, ModelSize, choose_memory_plan
@@ -182,6 +183,9 @@ def _load_model(
         attn_implementation=settings.worker_attn_implementation,
     )
     memory = _memory_plan(settings, base_model, placement, max_length)
+    target_modules = _target_modules(base)
+    if adapter_dir is None:
+        _check_target_modules(base, base_model, target_modules)
     torch.manual_seed(seed)  # a new adapter's initial weights
     return attach_adapter(
         base_model,
@@ -189,7 +193,7 @@ def _load_model(
             hyperparameters.lora_rank,
             hyperparameters.lora_alpha,
             hyperparameters.lora_dropout,
-            target_modules=_target_modules(base),
+            target_modules=target_modules,
         ),
         adapter_dir=adapter_dir,
         gradient_checkpointing=memory.gradient_checkpointing,
@@ -237,6 +241,21 @@ def _model_summary(
 def _target_modules(base: ResolvedBaseModel) -> str | list[str]:
     modules = base.lora_target_modules
     return modules if isinstance(modules, str) else list(modules)
+
+
+def _check_target_modules(base: ResolvedBaseModel, model: torch.nn.Module, modules: str | list[str]) -> None:
+    """Every named target module must exist in the model: PEFT only refuses a list that matches nothing."""
+    if isinstance(modules, str):
+        return
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = sorted(set(modules) - present)
+    if missing:
+        raise JobFailure(
+            BASE_MODEL_UNAVAILABLE,
+            f"Base model {base.name!r} has no modules named {', '.join(missing)}, which its LoRA target "
+            f"modules ({', '.join(modules)}; family {base.family.model_type}) list; set `lora_target_modules` "
+            "in its entry of TAILOR_BASE_MODELS.",
+        )
 
 
 def _with_adapter_shape(

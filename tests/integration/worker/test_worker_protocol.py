@@ -191,6 +191,25 @@ async def test_a_base_without_overrides_trains_with_its_familys_defaults_and_say
     assert fakes.trainer.methods()[-1] == "ReportSucceeded"
 
 
+async def test_target_modules_the_model_lacks_fail_the_job_instead_of_a_smaller_adapter(
+    tmp_path: Path, fakes: FakeServices, tailor_tiny_dir: Path, worker_settings: WorkerSettingsFactory
+) -> None:
+    fakes.datasets.add_jsonl("file-train", secret_examples(4))
+    plan = training_plan(tailor_tiny_dir)
+    plan.base_model = plan.job.base_model = "misconfigured"
+    fakes.trainer.plan = plan
+    # Phi-3's fused names on a Llama: PEFT would adapt o_proj and down_proj only, silently
+    spec = BaseModelSpec(source=str(tailor_tiny_dir), lora_target_modules=("qkv_proj", "o_proj", "down_proj"))
+    settings = worker_settings(tmp_path / "data", fakes, base_models={"misconfigured": spec})
+
+    assert await run_worker(settings, handle_signals=False) == 0
+
+    assert "ReportStarted" not in fakes.trainer.methods()
+    (failed,) = fakes.trainer.requests("ReportFailed")
+    assert (failed.error.code, failed.retryable) == ("base_model_unavailable", False)
+    assert "has no modules named qkv_proj" in failed.error.message
+
+
 async def test_the_final_adapter_loads_in_peft_and_passes_vllms_rules(
     tmp_path: Path, fakes: FakeServices, tailor_tiny_dir: Path, worker_settings: WorkerSettingsFactory
 ) -> None:
