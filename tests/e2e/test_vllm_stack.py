@@ -2,8 +2,9 @@
 
 The platform is started as `make up` starts it, with ``TAILOR_INFERENCE_ENGINE=vllm``
 (vLLM's CPU build from the dev profile): the tests of test_fine_tuning_flow that reach
-the inference service run again against it, with this module's ``stack``. Where vLLM is
-missing the stack fails to start and these tests fail; they are never skipped.
+the inference service, and those of test_tool_calls, run again against it, with this
+module's ``stack``. Where vLLM is missing the stack fails to start and these tests fail;
+they are never skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from tests.e2e.test_fine_tuning_flow import (  # noqa: F401, I001
     test_chat_with_the_fine_tuned_model_plain_and_streamed,
     test_sse_framing_on_the_wire,
     test_deleting_the_model_makes_it_404_everywhere,
+)
+# A function-calling fine-tune answers with tool_calls on vLLM too (parsed above the engine).
+from tests.e2e.test_tool_calls import (  # noqa: F401, I001
+    tool_model,
+    test_the_answer_is_the_trained_tool_call,
+    test_the_streamed_answer_accumulates_to_the_same_call,
+    test_tool_choice_none_answers_in_text,
 )
 from tests.support.local_stack import running_stack
 
