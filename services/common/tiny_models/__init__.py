@@ -1,4 +1,4 @@
-"""Tiny models of real families, built here from a seed (no download): Llama 3, Qwen2.5, Mistral, Gemma 2, Phi.
+"""Tiny models of real families, built from a seed (no download): Llama 3, Qwen2.5, Mistral, Gemma 2, Phi.
 
 Each is a complete Hugging Face model directory (config.json, model.safetensors, tokenizer and
 the family's chat template), small enough to train and serve on two CPU cores, made so that

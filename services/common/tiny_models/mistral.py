@@ -15,8 +15,9 @@ from services.common.tiny_models.recipe import TinyModel
 
 BOS = "<s>"
 EOS = "</s>"
-# Attention looks back this many tokens at most (Mistral 7B v0.1's mechanism; v0.3's own
-# config has none). See SLIDING_WINDOW's use below for why it is set.
+# None, as Mistral-7B-Instruct-v0.3's config.json (v0.1 had 4096). A window would also keep
+# Tailor's hf engine from serving the model: its padded KV cache refuses sliding-window layers
+# (services/inference/kv_batch.py). vLLM's sliding window is exercised by tiny-gemma2.
 SLIDING_WINDOW = None
 
 

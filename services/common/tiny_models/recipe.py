@@ -140,7 +140,7 @@ class TinyModel:
             model.save_pretrained(output_dir)
 
     def build_tokenizer(self) -> PreTrainedTokenizerFast:
-        """The transformers tokenizer: BPE trained on tailor-tiny's corpus, the family's tokens and template."""
+        """The transformers tokenizer: BPE on tailor-tiny's corpus, the family's tokens and template."""
         from tokenizers import AddedToken, processors
         from transformers import PreTrainedTokenizerFast
 
@@ -155,7 +155,9 @@ class TinyModel:
             nfc=self.nfc,
         )
         if self.plain_added_tokens:
-            bpe.add_tokens([AddedToken(token, special=False, normalized=False) for token in self.plain_added_tokens])
+            bpe.add_tokens(
+                [AddedToken(token, special=False, normalized=False) for token in self.plain_added_tokens]
+            )
         if self.adds_bos:
             assert self.bos_token is not None
             bos_id = bpe.token_to_id(self.bos_token)
@@ -182,7 +184,8 @@ class TinyModel:
 
         def token_id(token: str) -> int:
             found = tokenizer.convert_tokens_to_ids(token)
-            assert isinstance(found, int) and found != tokenizer.unk_token_id or token == self.unk_token, token
+            if not isinstance(found, int) or (found == tokenizer.unk_token_id and token != self.unk_token):
+                raise ValueError(f"{token!r} is not a token of {self.name}'s tokenizer")
             return found
 
         fields = common_config(len(tokenizer))

@@ -1,7 +1,8 @@
 """LoRA adapters for tests and benchmarks, made with peft on the spot (no trainer service needed).
 
-- :func:`train_fixed_reply_adapter` fits a small LoRA so that tailor-tiny answers any
-  user message with one fixed reply (greedy): different adapters are told apart by what
+- :func:`train_fixed_reply_adapter` fits a small LoRA so that a base model (tailor-tiny, or
+  any model directory: the tiny models of real families) answers any user message with one
+  fixed reply (greedy): different adapters are told apart by what
   they say. It trains until a transformers + peft reference gives that reply for every
   prompt in :data:`PROBE_PROMPTS`, so a test comparing an engine's text with the reply
   compares it with the reference's output of this run.
@@ -9,7 +10,9 @@
 - :func:`random_adapter` writes an untrained adapter with non-zero random weights (as
   S-LoRA's benchmark adapters), for shapes and timing rather than meaning.
 
-Both save with ``save_pretrained``: ``adapter_config.json`` + ``adapter_model.safetensors``,
+The LoRA targets the base model's family's modules (``model_families``: Phi-3's fused
+``qkv_proj``/``gate_up_proj``, the separate projections of the others), read from its config.
+All save with ``save_pretrained``: ``adapter_config.json`` + ``adapter_model.safetensors``,
 as the training worker does.
 """
 
@@ -21,6 +24,22 @@ from pathlib import Path
 import torch
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def target_modules_of(base_dir: Path) -> list[str]:
+    """The LoRA target modules of the base model's family (by its config's ``model_type``)."""
+    import json
+
+    from services.common.model_families import family_of
+
+    model_type = json.loads((Path(base_dir) / "config.json").read_text()).get("model_type")
+    modules = family_of(model_type).lora_target_modules
+    return ALL_LINEAR if isinstance(modules, str) else list(modules)
+
+
+def pad_token_id_of(tokenizer) -> int:  # type: ignore[no-untyped-def]
+    """The tokenizer's padding token, or its end of sequence where it has none (Mistral, Llama 3)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 TRAINING_TOPICS = ["hi", "what is", "tell me about", "question", "please explain", "how do I", "why"]
 SHORT_PROMPTS = ["hi", "x", "ok", "hey", "yo", "?", "help", "test"]
 
@@ -118,7 +137,9 @@ def train_fixed_reply_adapter(
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=ALL_LINEAR, lora_dropout=0.0, bias="none")
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, target_modules=target_modules_of(base_dir), lora_dropout=0.0, bias="none"
+    )
     peft_model = get_peft_model(model, config)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
     reply_ids = tokenizer(reply + tokenizer.eos_token, add_special_tokens=False).input_ids
@@ -158,7 +179,7 @@ def _reply_loss(model, tokenizer, batch_prompts: list[str], reply_ids: list[int]
     input_ids, labels, mask = [], [], []
     for ids in examples:
         padding = length - len(ids) - len(reply_ids)
-        input_ids.append(ids + reply_ids + [tokenizer.pad_token_id] * padding)
+        input_ids.append(ids + reply_ids + [pad_token_id_of(tokenizer)] * padding)
         labels.append([-100] * len(ids) + reply_ids + [-100] * padding)
         mask.append([1] * (len(ids) + len(reply_ids)) + [0] * padding)
     return model(
@@ -177,6 +198,7 @@ def random_adapter(
     """Save an untrained LoRA for ``base_model`` with random, non-zero A and B; return ``output_dir``.
 
     ``base_model`` is left unchanged (the adapter is injected into a copy of its structure).
+    ``target_modules`` defaults to those of the model's family.
     """
     import copy
 
@@ -184,15 +206,32 @@ def random_adapter(
 
     torch.manual_seed(seed)
     config = LoraConfig(
-        r=rank, lora_alpha=2 * rank, target_modules=target_modules or ALL_LINEAR, init_lora_weights=False
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules=target_modules or _family_modules(base_model),
+        init_lora_weights=False,
     )
     peft_model = get_peft_model(copy.deepcopy(base_model), config)
     peft_model.save_pretrained(output_dir)
     return output_dir
 
 
+def _family_modules(model: torch.nn.Module) -> list[str]:
+    from services.common.model_families import family_of
+
+    modules = family_of(getattr(getattr(model, "config", None), "model_type", None)).lora_target_modules
+    return ALL_LINEAR if isinstance(modules, str) else list(modules)
+
+
 def train_worker_adapter(
-    base_dir: Path, output_dir: Path, *, reply: str, seed: int, epochs: int = 3, rank: int = 8
+    base_dir: Path,
+    output_dir: Path,
+    *,
+    reply: str,
+    seed: int,
+    epochs: int = 3,
+    rank: int = 8,
+    base_model_name: str = "tailor-tiny",
 ) -> Path:
     """An adapter as the trainer's worker makes one (its data loading, training loop, save): ``output_dir``.
 
@@ -229,11 +268,12 @@ def train_worker_adapter(
             path, tokenizer, preference=False, max_length=512, file_param="training_file"
         ).examples
     base = load_base_model(str(base_dir), choose_placement("cpu", "float32"))
-    model = attach_adapter(base, config=lora_config(rank, 2 * rank, 0.0))
+    model = attach_adapter(base, config=lora_config(rank, 2 * rank, 0.0, target_modules_of(base_dir)))
     config = TrainingConfig(
-        n_epochs=epochs, batch_size=4, learning_rate=5e-3, seed=seed, max_length=512, pad_token_id=0,
+        n_epochs=epochs, batch_size=4, learning_rate=5e-3, seed=seed, max_length=512,
+        pad_token_id=pad_token_id_of(tokenizer),
         warmup_steps=2,
     )
     for _ in TrainingLoop(model, SupervisedObjective(), examples, config, device=torch.device("cpu")).run():
         pass
-    return save_adapter(model, output_dir, base_model_name="tailor-tiny", max_rank=rank)
+    return save_adapter(model, output_dir, base_model_name=base_model_name, max_rank=rank)

@@ -165,12 +165,15 @@ def test_trained_tokens_are_exactly_the_assistant_replies(
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_prompt_completion_ends_with_the_eos_token(name: str, family_dirs: dict[str, Path], tmp_path: Path) -> None:
+def test_prompt_completion_ends_with_the_eos_token(
+    name: str, family_dirs: dict[str, Path], tmp_path: Path
+) -> None:
     tokenizer = load_tokenizer(str(family_dirs[name]))
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps({"prompt": "Two plus two is", "completion": " four."}) + "\n")
 
-    (example,) = load_examples(path, tokenizer, preference=False, max_length=2048, file_param="training_file").examples
+    loaded = load_examples(path, tokenizer, preference=False, max_length=2048, file_param="training_file")
+    (example,) = loaded.examples
 
     (sequence,) = example.sequences
     (run,) = trained_runs(sequence.input_ids, sequence.labels)

@@ -206,7 +206,8 @@ def test_two_builds_are_the_same_bytes(name: str, built: dict[str, Path], tmp_pa
 @pytest.mark.parametrize("name", NAMES)
 def test_chat_is_rendered_in_the_family_format(name: str, built: dict[str, Path]) -> None:
     tokenizer = tokenizer_of(built[name])
-    assert tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False) == EXPECTED_CHAT[name]
+    rendered = tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False)
+    assert rendered == EXPECTED_CHAT[name]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -259,14 +260,15 @@ def test_bos_is_written_once(name: str, built: dict[str, Path]) -> None:
     ] == rendered
     if TINY_MODELS[name].adds_bos:
         assert rendered.count(tokenizer.bos_token_id) == 1 and rendered[0] == tokenizer.bos_token_id
-        assert tokenizer("hi").input_ids[0] == tokenizer.bos_token_id  # plain text gets BOS, as the family's does
+        # plain text gets BOS, as the family's tokenizer gives it
+        assert tokenizer("hi").input_ids[0] == tokenizer.bos_token_id
     else:
         assert tokenizer("hi").input_ids == tokenizer("hi", add_special_tokens=False).input_ids
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_loaded_tokenizer_is_the_built_one(name: str, built: dict[str, Path]) -> None:
-    """transformers may rebuild a family's tokenizer on load (Qwen2 does): it must split text as the built one."""
+    """transformers may rebuild a tokenizer on load (Qwen2's): it must split text as the built one does."""
     text = TINY_MODELS[name].build_tokenizer().apply_chat_template(TOOL_CHAT, tools=TOOLS, tokenize=False)
     text += "\n\n  spaced\n\nlines\r\n 123 ümlaut"
     built_ids = TINY_MODELS[name].build_tokenizer()(text, add_special_tokens=False).input_ids
