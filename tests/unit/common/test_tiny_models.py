@@ -334,3 +334,20 @@ def test_architecture_specific_weights(built: dict[str, Path]) -> None:
         # (1 + weight) norms: the final one multiplies by 8, the others by 1.
         assert weights.get_tensor("model.norm.weight").unique().tolist() == [7.0]
         assert weights.get_tensor("model.layers.0.input_layernorm.weight").unique().tolist() == [0.0]
+
+
+def test_a_builtin_family_model_is_built_where_its_base_model_resolves(tmp_path: Path) -> None:
+    from services.common.base_models import resolve_base_model
+    from services.common.settings import CommonSettings
+
+    settings = CommonSettings(
+        data_dir=tmp_path, base_models={"phi": BaseModelSpec(source="builtin:tiny-phi3")}
+    )
+    unbuilt = resolve_base_model("phi", settings, build=False)
+    assert not TINY_MODELS["tiny-phi3"].is_built(Path(unbuilt.location))
+
+    resolved = resolve_base_model("phi", settings)
+
+    assert resolved.location == unbuilt.location
+    assert Path(resolved.location) == TINY_MODELS["tiny-phi3"].directory(settings.models_dir).absolute()
+    assert TINY_MODELS["tiny-phi3"].is_built(Path(resolved.location))
