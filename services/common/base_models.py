@@ -142,15 +142,8 @@ class BaseModelSpec(BaseModel):
 def default_base_models() -> dict[str, BaseModelSpec]:
     """The registry when ``TAILOR_BASE_MODELS`` is unset: only the built-in tailor-tiny."""
     return {
-        TAILOR_TINY: BaseModelSpec(
-            source=BUILTIN_PREFIX + TAILOR_TINY,
-            # a tiny randomly initialised model learns fast and tolerates a high rate
-            lora_learning_rate=2e-3,
-            lora_rank=8,
-            max_seq_length=512,
-            # a Llama, but with a ChatML template and Qwen's (Hermes) tool-call format
-            tool_call_format="hermes",
-        )
+        # its training defaults and tool-call format are the built-in model's own (builtin_models.py)
+        TAILOR_TINY: BaseModelSpec(source=BUILTIN_PREFIX + TAILOR_TINY)
     }
 
 
@@ -270,10 +263,11 @@ def resolve_spec(
         builtin = builtin_model(spec.source.removeprefix(BUILTIN_PREFIX))
         location = builtin.ensure(settings.models_dir) if build else builtin.directory(settings.models_dir)
         config = _directory_config(location)
-        if config.model_type is None:
-            # Not built yet: the builder may know what it builds.
-            config = ModelConfig(model_type=getattr(builtin, "model_type", None))
-        return ResolvedBaseModel(name, spec, str(location.absolute()), None, True, config)
+        if config.model_type is None:  # not built yet: the builder knows what it builds
+            config = ModelConfig(model_type=builtin.model_type)
+        # The entry's own values first, then the built-in model's, then (properties) its family's.
+        unset = {key: value for key, value in builtin.entry_defaults.items() if getattr(spec, key) is None}
+        return ResolvedBaseModel(name, spec.model_copy(update=unset), str(location.absolute()), None, True, config)
 
     if spec.is_local_path:
         directory = Path(spec.source).expanduser()

@@ -48,7 +48,7 @@ def test_builtin_resolves_to_a_model_built_under_models_dir(tmp_path: Path) -> N
     expected_dir = tailor_tiny.model_dir(settings.models_dir)
     assert resolved.location == str(expected_dir.absolute())
     assert resolved.is_local and resolved.revision is None
-    assert resolved.spec == settings.base_models["tailor-tiny"]
+    assert resolved.spec.source == settings.base_models["tailor-tiny"].source
     assert tailor_tiny.is_built(expected_dir)
     assert AutoConfig.from_pretrained(resolved.location).model_type == "llama"
 
@@ -186,6 +186,24 @@ def test_the_builtin_tailor_tiny_is_a_llama_with_its_own_entry_values(tmp_path: 
     assert (resolved.lora_learning_rate, resolved.lora_rank, resolved.max_seq_length) == (2e-3, 8, 512)
     assert resolved.tool_call_format == "hermes"  # its ChatML template, not Llama 3's JSON
     assert resolved.lora_target_modules == ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2.5", "tiny-gemma2"])
+def test_a_plain_builtin_entry_takes_the_builtin_models_defaults_then_its_familys(tmp_path: Path, name: str) -> None:
+    # Only a source, as a user writes it: the tiny model's own training defaults, its family's
+    # tool-call format and target modules; without building it (the trainer on Kubernetes).
+    settings = settings_with(tmp_path, {name: BaseModelSpec(source=f"builtin:{name}")})
+    resolved = resolve_base_model(name, settings, build=False)
+    assert (resolved.lora_learning_rate, resolved.lora_rank, resolved.max_seq_length) == (2e-3, 8, 512)
+    assert resolved.tool_call_format == resolved.family.tool_call_format is not None
+    assert resolved.family.model_type == {"tiny-qwen2.5": "qwen2", "tiny-gemma2": "gemma2"}[name]
+
+
+def test_an_entrys_own_values_win_over_the_builtin_models(tmp_path: Path) -> None:
+    entry = BaseModelSpec(source="builtin:tailor-tiny", lora_learning_rate=5e-4, tool_call_format="llama3_json")
+    resolved = resolve_base_model("tailor-tiny", settings_with(tmp_path, {"tailor-tiny": entry}), build=False)
+    assert (resolved.lora_learning_rate, resolved.lora_rank) == (5e-4, 8)
+    assert resolved.tool_call_format == "llama3_json"
 
 
 def test_a_local_directory_takes_its_familys_defaults(tmp_path: Path) -> None:
