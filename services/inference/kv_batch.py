@@ -18,8 +18,27 @@ are masked out (their weight is exactly 0), and each row's position ids count on
 real tokens. Results match the row decoded alone up to the last bits of floating-point
 reductions whose shapes differ (see the tests).
 
-Only models whose every layer is a full-attention ``DynamicLayer`` fit this layout:
-sliding-window layers keep a window per row that padding would misalign.
+Sliding-window layers (Mistral with ``sliding_window``, Gemma 2 and 3 alternating local and
+global layers) are held the same way: transformers' ``DynamicSlidingWindowLayer`` keeps only
+the last ``sliding_window - 1`` columns, one count of tokens for all rows, which a left-padded
+batch whose rows have different lengths cannot share. So every layer here is a full,
+non-evicting ``DynamicLayer``, and the window is applied by the model's own mask: with every
+layer full, ``create_sliding_window_causal_mask`` sizes its mask over all columns (offset 0)
+and keeps key column ``k`` for query column ``q`` when ``q - window < k <= q``; as each row's
+real tokens are contiguous and end in the last column, column distance is token distance, so
+that is the row's own window, and padding columns are masked as for full layers. The cost is
+memory and time: a sliding layer keeps a row's whole history (as long as the longest row)
+instead of ``window - 1`` columns, so the cache is as large as if every layer were global, and
+attention in those layers reads (masked) columns outside the window. Past the window that is
+up to 1 / (share of global layers) times transformers' own cache as contexts grow: 2x for
+Gemma 2 (half its layers slide, window 4096), 6x for Gemma 3 (five local layers to one global,
+window 1024 or 512); for an all-sliding Mistral the total is the full context's KV instead of
+at most a window's per row. Nothing changes for rows shorter than the window.
+
+Models with other layer kinds are refused: chunked attention (Llama 4) starts its chunks at
+absolute positions, which columns of a padded row are not; linear-attention and state-space
+layers keep a recurrent state that would take in the padding; indexed or compressed layers
+keep state this module does not pad or select.
 """
 
 from __future__ import annotations
@@ -29,17 +48,25 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, PretrainedConfig
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicLayer, get_layer_types_and_kwargs
+
+# Layer kinds (as transformers' ``DynamicCache`` names them) that the padded layout holds,
+# each as a full ``DynamicLayer``: the model's masks apply a sliding window (see above).
+SUPPORTED_LAYER_TYPES = frozenset({"full_attention", "sliding_attention"})
 
 
 def new_cache(config: PretrainedConfig) -> DynamicCache:
-    """An empty cache for ``config``; ValueError if the model has layers the padded layout cannot hold."""
-    cache = DynamicCache(config=config)
-    unsupported = {type(layer).__name__ for layer in cache.layers if type(layer) is not DynamicLayer}
+    """An empty cache for ``config``, full layers only; ValueError if the model has layers the padded layout cannot hold."""
+    layer_types, _ = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+    unsupported = set(layer_types) - SUPPORTED_LAYER_TYPES
     if unsupported:
         raise ValueError(
-            f"the hf engine needs full-attention layers only; this model has {', '.join(sorted(unsupported))}"
+            "the hf engine serves full- and sliding-window-attention layers only; "
+            f"this model has {', '.join(sorted(unsupported))} layers"
         )
+    cache = DynamicCache(config=config)
+    # Sliding layers too: transformers would evict columns outside the window, for all rows at once.
+    cache.layers = [DynamicLayer() for _ in cache.layers]
     return cache
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from services.inference.kv_batch import PaddedKVBatch, new_cache
 
@@ -92,3 +94,123 @@ def test_dropping_every_row_empties_the_batch(tiny_llama) -> None:  # type: igno
     refilled, _ = prefill(tiny_llama, [[4, 5]])
     batch.extend(refilled)
     assert batch.rows == 1 and batch.mask.shape[1] == 2
+
+
+# Sliding-window models: every layer is kept whole and the model's mask applies the window.
+
+WINDOW = 8
+
+
+def tiny_sliding_model(family: str):  # type: ignore[no-untyped-def]
+    """A random two-layer Mistral (both layers slide) or Gemma 2 (one sliding, one global, soft-capped)."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM, MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    sizes = {
+        "vocab_size": 300,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 32,
+        "max_position_embeddings": 256,
+        "sliding_window": WINDOW,
+    }
+    if family == "mistral":
+        return MistralForCausalLM(MistralConfig(**sizes)).eval()
+    config = Gemma2Config(**sizes, attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
+    assert config.layer_types == ["sliding_attention", "full_attention"]
+    return Gemma2ForCausalLM(config).eval()
+
+
+def generate_alone(model, prompt: list[int], steps: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """transformers' own greedy decoding, with its evicting sliding-window cache."""
+    with torch.inference_mode():
+        output = model.generate(
+            input_ids=torch.tensor([prompt]),
+            attention_mask=torch.ones((1, len(prompt)), dtype=torch.long),
+            max_new_tokens=steps,
+            min_new_tokens=steps,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    return [int(t) for t in output[0, len(prompt) :]]
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma2"])
+def test_sliding_window_layers_are_held_whole(family: str) -> None:
+    model = tiny_sliding_model(family)
+    assert {type(layer) for layer in new_cache(model.config).layers} == {DynamicLayer}
+    batch, _ = prefill(model, [list(range(1, 3 * WINDOW))])
+    assert all(layer.keys.shape[2] == 3 * WINDOW - 1 for layer in batch.cache.layers)
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma2"])
+def test_sliding_window_rows_joining_and_leaving_across_the_window_decode_as_generate_alone(
+    family: str,
+) -> None:
+    model = tiny_sliding_model(family)
+    # Shorter than the window, across it while decoding, and longer than it from the start.
+    prompts = [[5, 6, 7, 8, 9], [20, 21], list(range(30, 30 + 2 * WINDOW + 3))]
+    steps = [2 * WINDOW, WINDOW // 2, 2 * WINDOW]
+    expected = [generate_alone(model, prompt, n) for prompt, n in zip(prompts, steps, strict=True)]
+
+    # Row 0 runs alone past the window; rows 1 and 2 (prefilled together) join; row 1 leaves early.
+    batch, logits = prefill(model, prompts[:1])
+    generated: list[list[int]] = [[int(logits[0].argmax())], [], []]
+    for step in range(WINDOW):
+        position = len(prompts[0]) + step
+        generated[0].append(int(decode(model, batch, [generated[0][-1]], [position])[0].argmax()))
+    joining, logits = prefill(model, prompts[1:])
+    generated[1].append(int(logits[0].argmax()))
+    generated[2].append(int(logits[1].argmax()))
+    batch.extend(joining)
+
+    active = [0, 1, 2]
+    while active:
+        positions = [len(prompts[row]) + len(generated[row]) - 1 for row in active]
+        logits = decode(model, batch, [generated[row][-1] for row in active], positions)
+        for i, row in enumerate(active):
+            generated[row].append(int(logits[i].argmax()))
+        finished = [i for i, row in enumerate(active) if len(generated[row]) >= steps[row]]
+        if finished:
+            batch.select([i for i in range(len(active)) if i not in finished])
+            active = [row for i, row in enumerate(active) if i not in finished]
+
+    assert generated == expected
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma2"])
+def test_the_window_is_applied_in_a_padded_batch(family: str) -> None:
+    """The padded batch's logits equal transformers' own for a row longer than the window (not merely its argmax)."""
+    model = tiny_sliding_model(family)
+    long, short = list(range(40, 40 + 3 * WINDOW)), [7, 8, 9]
+    batch, logits = prefill(model, [short, long])
+    with torch.inference_mode():
+        alone = model(input_ids=torch.tensor([long])).logits[0, -1]
+        unwindowed = model(
+            input_ids=torch.tensor([long]), attention_mask=_full_causal_mask(len(long))
+        ).logits[0, -1]
+    assert torch.allclose(logits[1], alone, atol=1e-5)
+    assert not torch.allclose(alone, unwindowed, atol=1e-3), "the window must matter for this row"
+
+    stepped = decode(model, batch, [1, 2], [len(short), len(long)])
+    with torch.inference_mode():
+        reference = model(input_ids=torch.tensor([[*long, 2]])).logits[0, -1]
+    assert torch.allclose(stepped[1], reference, atol=1e-5)
+
+
+def test_layers_the_padded_layout_cannot_hold_are_refused() -> None:
+    from transformers import Llama4TextConfig, MambaConfig
+
+    with pytest.raises(ValueError, match="chunked_attention"):  # Llama 4's chunks start at absolute positions
+        new_cache(Llama4TextConfig(num_hidden_layers=4))
+    with pytest.raises(ValueError, match="linear_attention"):  # a recurrent state would take in the padding
+        new_cache(MambaConfig(num_hidden_layers=2))
+
+
+def _full_causal_mask(length: int) -> torch.Tensor:
+    """A 4D additive mask that lets every token see all earlier ones (no window)."""
+    blocked = torch.ones((length, length), dtype=torch.bool).triu(diagonal=1)
+    return torch.zeros((1, 1, length, length)).masked_fill(blocked, torch.finfo(torch.float32).min)
