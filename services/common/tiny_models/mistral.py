@@ -1,4 +1,4 @@
-"""tiny-mistral: a tiny Mistral v0.3 (its control tokens, chat template and tool-call format).
+"""tiny-mistral: a tiny Mistral v0.3 (its control tokens, chat template and tool-call format), sliding as v0.1.
 
 Mistral's tokenizer is a SentencePiece model; this one is the shared byte-level BPE with
 Mistral's control tokens at Mistral's ids (``<unk>`` 0, ``<s>`` 1, ``</s>`` 2). The tokenizer
@@ -15,10 +15,10 @@ from services.common.tiny_models.recipe import TinyModel
 
 BOS = "<s>"
 EOS = "</s>"
-# None, as Mistral-7B-Instruct-v0.3's config.json (v0.1 had 4096). A window would also keep
-# Tailor's hf engine from serving the model: its padded KV cache refuses sliding-window layers
-# (services/inference/kv_batch.py). vLLM's sliding window is exercised by tiny-gemma2.
-SLIDING_WINDOW = None
+# Mistral-7B-v0.1 slid every layer over a 4096-token window (v0.3's config.json has none);
+# this one's is shorter than the tests' prompts plus generations, so both engines must apply it
+# (every layer slides here, where tiny-gemma2 alternates sliding and global layers).
+SLIDING_WINDOW = 64
 
 
 def _config(fields: dict[str, Any]) -> Any:
@@ -35,7 +35,7 @@ def _config(fields: dict[str, Any]) -> Any:
 
 TINY_MISTRAL = TinyModel(
     name="tiny-mistral",
-    version=1,
+    version=2,
     seed=20_261_203,
     model_class="MistralForCausalLM",
     special_tokens=(

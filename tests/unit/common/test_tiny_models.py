@@ -304,7 +304,7 @@ def test_end_tokens_and_architecture(name: str, built: dict[str, Path]) -> None:
     expected = {
         "tiny-llama3": {"model_type": "llama", "tie_word_embeddings": False},
         "tiny-qwen2.5": {"model_type": "qwen2", "tie_word_embeddings": True},
-        "tiny-mistral": {"model_type": "mistral", "tie_word_embeddings": False},
+        "tiny-mistral": {"model_type": "mistral", "tie_word_embeddings": False, "sliding_window": 64},
         "tiny-gemma2": {
             "model_type": "gemma2",
             "tie_word_embeddings": True,
