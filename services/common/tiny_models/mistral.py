@@ -1,10 +1,11 @@
 """tiny-mistral: a tiny Mistral v0.3 (its control tokens, chat template and tool-call format), sliding as v0.1.
 
 Mistral's tokenizer is a SentencePiece model; this one is the shared byte-level BPE with
-Mistral's control tokens at Mistral's ids (``<unk>`` 0, ``<s>`` 1, ``</s>`` 2). The tokenizer
-puts ``<s>`` in front of encoded text and the template writes it too. ``[TOOL_CALLS]`` is an
-added token that is not special, so a reply's tool calls survive decoding with
-``skip_special_tokens`` (Tailor's engines decode that way); the other control tokens are special.
+Mistral's control tokens at Mistral's ids (``<unk>`` 0, ``<s>`` 1, ``</s>`` 2, ``[INST]`` 3,
+``[/INST]`` 4, ``[TOOL_CALLS]`` 5, ...). The tokenizer puts ``<s>`` in front of encoded text and the
+template writes it too. Every control token is special, ``[TOOL_CALLS]`` included, as in v0.3's
+tokenizer: decoding with ``skip_special_tokens`` drops a reply's tool-call marker, so the inference
+service has the engines keep it for requests with tools (``tool_calls.special_markers``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _config(fields: dict[str, Any]) -> Any:
 
 TINY_MISTRAL = TinyModel(
     name="tiny-mistral",
-    version=2,
+    version=3,
     seed=20_261_203,
     model_class="MistralForCausalLM",
     special_tokens=(
@@ -44,12 +45,12 @@ TINY_MISTRAL = TinyModel(
         EOS,
         "[INST]",
         "[/INST]",
+        "[TOOL_CALLS]",
         "[AVAILABLE_TOOLS]",
         "[/AVAILABLE_TOOLS]",
         "[TOOL_RESULTS]",
         "[/TOOL_RESULTS]",
     ),
-    plain_added_tokens=("[TOOL_CALLS]",),
     template="mistral.jinja",
     bos_token=BOS,
     eos_token=EOS,

@@ -275,9 +275,24 @@ def test_the_loaded_tokenizer_is_the_built_one(name: str, built: dict[str, Path]
     assert tokenizer_of(built[name])(text, add_special_tokens=False).input_ids == built_ids
 
 
+# Tool-call markers that are single tokens, and those of them that are special, as in each family's
+# published tokenizer: Mistral v0.3's [TOOL_CALLS] is a control token (special), Llama 3.1's
+# <|python_tag|> is special (its JSON calls need no marker); Qwen2.5's <tool_call> and Phi-4-mini's
+# <|tool_call|> are added tokens that are not special.
+MARKER_TOKENS = {
+    "tiny-llama3": ({"<|python_tag|>"}, {"<|python_tag|>"}),
+    "tiny-qwen2.5": ({"<tool_call>", "</tool_call>"}, set()),
+    "tiny-mistral": ({"[TOOL_CALLS]"}, {"[TOOL_CALLS]"}),
+    "tiny-gemma2": (set(), set()),
+    "tiny-phi3": ({"<|tool_call|>", "<|/tool_call|>"}, set()),
+}
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_tool_call_markers_survive_decoding_without_special_tokens(name: str, built: dict[str, Path]) -> None:
-    """Tailor's engines decode with skip_special_tokens: a reply's tool calls must stay in the text."""
+def test_tool_call_markers_are_special_where_the_family_has_them_special(
+    name: str, built: dict[str, Path]
+) -> None:
+    """A special marker is dropped by skip_special_tokens: the engines keep it for requests with tools."""
     tokenizer = tokenizer_of(built[name])
     reply = EXPECTED_TOOL_CHAT[name]
     start = {
@@ -289,8 +304,17 @@ def test_tool_call_markers_survive_decoding_without_special_tokens(name: str, bu
     }[name]
     calls = reply[reply.index(start) :]
     calls = calls[: min(calls.index(end) for end in END_TOKENS[name] if end in calls)]
+    markers, special = MARKER_TOKENS[name]
+    candidates = {"<|python_tag|>", "<tool_call>", "</tool_call>", "[TOOL_CALLS]", "<|tool_call|>"}
+    assert (candidates | {"<|/tool_call|>"}) & set(tokenizer.get_vocab()) == markers
+    assert {t.content for t in tokenizer.added_tokens_decoder.values() if t.special} & markers == special
     ids = tokenizer(calls, add_special_tokens=False).input_ids
-    assert tokenizer.decode(ids, skip_special_tokens=True) == calls
+    assert all(tokenizer.convert_tokens_to_ids(marker) in ids for marker in markers if marker in calls)
+    assert tokenizer.decode(ids) == calls
+    without_special = calls
+    for marker in special:
+        without_special = without_special.replace(marker, "")
+    assert tokenizer.decode(ids, skip_special_tokens=True) == without_special
 
 
 @pytest.mark.parametrize("name", NAMES)
