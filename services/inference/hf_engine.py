@@ -196,6 +196,9 @@ class HFEngine(Engine):
         model = (
             AutoModelForCausalLM.from_pretrained(location, revision=revision, dtype=dtype).to(device).eval()
         )
+        if getattr(model.config.get_text_config(decoder=True), "attn_logit_softcapping", None) is not None:
+            # Gemma 2 caps attention scores: transformers' default sdpa kernel skips that, eager applies it.
+            model.set_attn_implementation("eager")
         model_limit = model.config.max_position_embeddings
         return cls(
             model,
