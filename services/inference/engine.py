@@ -50,6 +50,10 @@ class GenerationRequest:
     adapter: str | None = None
     # Keep generating past end-of-sequence tokens; benchmarks use it to fix output lengths.
     ignore_eos: bool = False
+    # Special tokens that are text in this request's output; every other special token is
+    # skipped, as always. The service sets the tool-call markers its parser needs for a
+    # request with tools (tool_calls.special_markers); empty for any other request.
+    keep_special_tokens: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from services.common.errors import FailedPrecondition, Unavailable
 from services.inference.engine import ChoiceDelta, Engine, EngineLoad, FinishReason, GenerationRequest
 from services.inference.kv_batch import PaddedKVBatch, new_cache
 from services.inference.lora_slots import LoraSlots
-from services.inference.text_stream import TextStream
+from services.inference.text_stream import SkippedTokens, TextStream
 from services.inference.token_sampling import RowSampler, sample_next_tokens
 
 if TYPE_CHECKING:
@@ -147,6 +147,7 @@ class HFEngine(Engine):
         self._model = model
         self._lora = LoraSlots(model, slots=max_loras, max_rank=max_lora_rank)
         self._tokenizer = tokenizer
+        self._skipped_tokens = SkippedTokens(tokenizer)
         self._device = next(model.parameters()).device
         self._max_batch_size = max_batch_size
         self._eos_token_ids = _eos_token_ids(model, tokenizer)
@@ -395,6 +396,7 @@ class HFEngine(Engine):
         new_rows: list[_Row] = []
         for request in requests:
             sampling = request.request.sampling
+            skipped_ids = self._skipped_tokens(request.request.keep_special_tokens)
             request.unfinished_choices = sampling.n
             for index in range(sampling.n):
                 seed = None if sampling.seed is None else sampling.seed + index
@@ -403,7 +405,7 @@ class HFEngine(Engine):
                         owner=request,
                         index=index,
                         sampler=RowSampler.create(sampling.temperature, sampling.top_p, seed, self._device),
-                        text=TextStream(self._tokenizer, sampling.stop),
+                        text=TextStream(self._tokenizer, sampling.stop, skipped_ids=skipped_ids),
                         position=len(request.request.prompt_token_ids),
                     )
                 )

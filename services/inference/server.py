@@ -148,6 +148,7 @@ def build_engine(settings: InferenceSettings, location: str, revision: str | Non
             enforce_eager=settings.inference_enforce_eager,
             cpu_kvcache_gib=settings.inference_vllm_cpu_kvcache_gib,
             cpu_threads=settings.inference_vllm_cpu_threads,
+            tokenizer=tokenizer,
         )
     import torch
 

@@ -5,7 +5,9 @@ against the context length, hold the adapter in the engine (fetching it on first
 stream the engine's deltas, and finish with usage. When a chat request carries tools, each
 choice's text goes through the replica's tool-call parser (:mod:`services.inference.tool_calls`,
 in the format the base model's template writes calls in): the deltas then carry content and
-complete tool calls, and a choice that made a call finishes with ``tool_calls``. On the way it
+complete tool calls, and a choice that made a call finishes with ``tool_calls``. Such a request
+has the engine keep the format's markers that are special tokens (Mistral's ``[TOOL_CALLS]``)
+in its text, which engines otherwise skip with every special token. On the way it
 records the metrics and the waiting/running counts, and when the caller goes away (cancel,
 deadline) closing the engine's stream aborts the request, which frees its batch slot.
 """
@@ -30,7 +32,7 @@ from services.inference.engine import ChoiceDelta, Engine, GenerationRequest
 from services.inference.rendering import PromptRenderer
 from services.inference.request_tracker import RequestTracker
 from services.inference.sampling import validate_sampling
-from services.inference.tool_calls import ToolCallStream
+from services.inference.tool_calls import ToolCallStream, special_markers
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,11 @@ class InferenceService:
         self.tracker = tracker
         # How the base model writes tool calls; None: replies stay text even with tools.
         self.tool_call_format = tool_call_format
+        # Its markers that are special tokens: the engine keeps them in the text of a request
+        # with tools (every other special token is still skipped), or the parser never sees them.
+        self.tool_call_tokens = (
+            special_markers(tool_call_format, renderer.tokenizer) if tool_call_format else frozenset()
+        )
 
     async def generate(
         self,
@@ -137,6 +144,7 @@ class InferenceService:
                         prompt_token_ids=tuple(prompt_ids),
                         sampling=settings,
                         adapter=engine_adapter,
+                        keep_special_tokens=self.tool_call_tokens if tool_calls is not None else frozenset(),
                     )
                     last_token_at: float | None = None
                     async with contextlib.aclosing(self.engine.generate(request)) as stream:

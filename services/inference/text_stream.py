@@ -14,12 +14,16 @@ Two problems, solved together because the second works on the output of the firs
    string completes, everything before it is released and the choice stops; the stop
    string itself is not part of the output (OpenAI's behaviour).
 
-Special tokens (end-of-turn and such) are skipped in the text.
+Special tokens (end-of-turn and such) are skipped in the text; a stream may keep some of
+them (:func:`skipped_special_ids`): the tool-call markers the service's parser needs, such
+as Mistral's ``[TOOL_CALLS]``, for a request with tools. Both engines decode that way (the
+vllm engine through this class too, for such requests), so no other special token, end of
+sequence included, ever becomes text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,12 +32,49 @@ if TYPE_CHECKING:
 _INCOMPLETE_CHARACTER = "\ufffd"
 
 
+def skipped_special_ids(tokenizer: PreTrainedTokenizerBase, keep: Collection[str]) -> frozenset[int]:
+    """Ids of ``tokenizer``'s special tokens except those whose text is in ``keep``.
+
+    Decoding the other ids without them is decoding with ``skip_special_tokens`` (the
+    tokenizers library skips exactly the added tokens marked special), less the kept ones.
+    """
+    return frozenset(
+        token_id
+        for token_id, token in tokenizer.added_tokens_decoder.items()
+        if token.special and token.content not in keep
+    )
+
+
+class SkippedTokens:
+    """What each request's text leaves out, by the special tokens it keeps; worked out once per set kept."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self._tokenizer = tokenizer
+        self._by_kept: dict[frozenset[str], frozenset[int]] = {}
+
+    def __call__(self, keep: frozenset[str]) -> frozenset[int] | None:
+        """``skipped_ids`` for a :class:`TextStream`: None (every special token) when nothing is kept."""
+        if not keep:
+            return None
+        if keep not in self._by_kept:
+            self._by_kept[keep] = skipped_special_ids(self._tokenizer, keep)
+        return self._by_kept[keep]
+
+
 class TextStream:
     """Feeds one choice's tokens in, gets the text to stream out; see the module docstring."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        stop: Sequence[str] = (),
+        *,
+        skipped_ids: frozenset[int] | None = None,
+    ) -> None:
+        """``skipped_ids``: tokens left out of the text (:func:`skipped_special_ids`); None: all special ones."""
         self._tokenizer = tokenizer
         self._stop = tuple(stop)
+        self._skipped_ids = skipped_ids
         self._tokens: list[int] = []
         # tokens[prefix_offset:read_offset] were already turned into text; decoding them
         # again gives the context the newest tokens' text is measured against.
@@ -60,13 +101,18 @@ class TextStream:
 
     def _decode_next(self, token_id: int) -> str:
         self._tokens.append(token_id)
-        decode = self._tokenizer.decode
-        before = decode(self._tokens[self._prefix_offset : self._read_offset], skip_special_tokens=True)
-        after = decode(self._tokens[self._prefix_offset :], skip_special_tokens=True)
+        before = self._decode(self._tokens[self._prefix_offset : self._read_offset])
+        after = self._decode(self._tokens[self._prefix_offset :])
         if len(after) <= len(before) or after.endswith(_INCOMPLETE_CHARACTER):
             return ""  # a special token, or part of a character: wait for more tokens
         self._prefix_offset, self._read_offset = self._read_offset, len(self._tokens)
         return after[len(before) :]
+
+    def _decode(self, token_ids: list[int]) -> str:
+        if self._skipped_ids is None:
+            return self._tokenizer.decode(token_ids, skip_special_tokens=True)
+        kept = [token_id for token_id in token_ids if token_id not in self._skipped_ids]
+        return self._tokenizer.decode(kept, skip_special_tokens=False)
 
     def _release(self) -> str:
         if not self._stop:

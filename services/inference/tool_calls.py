@@ -119,6 +119,24 @@ _TAGGED: dict[str, _Tagged] = {
 TOOL_CALL_FORMATS: tuple[str, ...] = (*_TAGGED, "llama3_json")
 
 
+def special_markers(tool_format: ToolCallFormat, tokenizer: Any) -> frozenset[str]:
+    """The format's markers that are special tokens of ``tokenizer``: what decoding must keep for the parser.
+
+    Engines decode with special tokens skipped, which would drop Mistral v0.3's
+    ``[TOOL_CALLS]`` (a control token) or a hermes model's ``<tool_call>`` where it is special,
+    and a call would come back as text. A replica works this out once at start-up and its
+    requests with tools have the engine keep exactly these (vLLM's server turns
+    ``skip_special_tokens`` off for the same reason). llama3_json has no marker to keep: Llama
+    3.1's ``<|python_tag|>`` before a call is special and is better dropped, leaving the JSON.
+    """
+    spec = _TAGGED.get(tool_format)
+    if spec is None:
+        return frozenset()
+    markers = {spec.start} if spec.end is None else {spec.start, spec.end}
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    return frozenset(token.content for token in added.values() if token.special and token.content in markers)
+
+
 @dataclass
 class ToolCallStream:
     """One choice's text in, content and complete tool calls out; see the module docstring.

@@ -16,7 +16,14 @@ translates:
 - a request becomes ``SamplingParams`` with ``output_kind=DELTA``; prompts are token ids
   rendered by Tailor, passed through the engine's renderer as vLLM 0.26 prefers;
 - outputs come back as per-choice deltas; closing the stream (client gone, deadline)
-  cancels ``generate()``, which aborts the request in the engine.
+  cancels ``generate()``, which aborts the request in the engine;
+- a request that keeps some special tokens (the tool-call markers of a request with
+  tools, ``GenerationRequest.keep_special_tokens``) gets its text from the choices' token
+  ids through the hf engine's :class:`~services.inference.text_stream.TextStream`, which
+  skips every other special token: vLLM can only skip all of them or none, and with none
+  a stray ``[INST]`` or ``<|user|>`` would reach the user. vLLM itself decodes such a
+  request with ``skip_special_tokens`` off (as its OpenAI server does for tool parsers
+  that need markers), so that its stop strings are matched in the same text.
 
 On CPUs, vLLM's backend is configured by environment variables only (KV cache size,
 the cores its OpenMP threads are bound to), which its engine processes read when they
@@ -29,6 +36,7 @@ vLLM is imported only when this engine is built.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -39,8 +47,10 @@ from typing import TYPE_CHECKING, Any
 from services.common.errors import FailedPrecondition, TailorError, Unavailable
 from services.inference.engine import ChoiceDelta, Engine, EngineLoad, FinishReason, GenerationRequest
 from services.inference.sampling import SamplingSettings
+from services.inference.text_stream import SkippedTokens, TextStream
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
     from vllm.lora.request import LoRARequest
     from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -106,11 +116,15 @@ class LoRAIds:
         return self._ids[name]
 
 
-def sampling_params_kwargs(sampling: SamplingSettings, *, ignore_eos: bool = False) -> dict[str, Any]:
-    """Keyword arguments of vLLM's ``SamplingParams`` for validated settings (delta streaming added by the caller).
+def sampling_params_kwargs(
+    sampling: SamplingSettings, *, ignore_eos: bool = False, keeps_special_tokens: bool = False
+) -> dict[str, Any]:
+    """Keyword arguments of vLLM's ``SamplingParams`` for validated settings (the caller adds DELTA output).
 
     vLLM seeds choice ``i`` of a request with ``seed + i``, as the hf engine does.
     Stop strings are cut from the output and never half-streamed, as OpenAI's are.
+    ``keeps_special_tokens``: the request's text comes from a :class:`TextStream` that keeps
+    some special tokens; vLLM's own text (where it matches stop strings) keeps them too.
     """
     return {
         "n": sampling.n,
@@ -120,9 +134,40 @@ def sampling_params_kwargs(sampling: SamplingSettings, *, ignore_eos: bool = Fal
         "stop": list(sampling.stop) or None,
         "seed": sampling.seed,
         "ignore_eos": ignore_eos,
-        "skip_special_tokens": True,
+        "skip_special_tokens": not keeps_special_tokens,
         "include_stop_str_in_output": False,
     }
+
+
+@dataclasses.dataclass
+class _ChoiceText:
+    """One choice's text from its token ids, for a request that keeps some special tokens.
+
+    vLLM matches stop strings in its own text, which keeps every special token; the stream
+    matches them in this text, which keeps only the request's. The two agree unless a stop
+    string spans a special token; where the stream stops first, the choice ends here and
+    vLLM's later output for it is dropped.
+    """
+
+    stream: TextStream
+    finished: bool = False
+
+    def decode(self, choice: Any) -> tuple[str, FinishReason | None] | None:
+        """The text a ``CompletionOutput`` delta adds, and the choice's finish reason; None once finished."""
+        if self.finished:
+            return None
+        finish_reason = finish_reason_from_vllm(choice.finish_reason)
+        token_ids = choice.token_ids
+        if choice.finish_reason == "stop" and not isinstance(choice.stop_reason, str):
+            # Ended by an end-of-sequence or stop token: not text, as vLLM's detokenizer has it.
+            token_ids = token_ids[:-1]
+        text = "".join(self.stream.push(token_id) for token_id in token_ids)
+        if self.stream.stopped:
+            finish_reason = "stop"
+        elif finish_reason is not None:
+            text += self.stream.flush()
+        self.finished = finish_reason is not None
+        return text, finish_reason
 
 
 def finish_reason_from_vllm(reason: str | None) -> FinishReason | None:
@@ -159,12 +204,15 @@ class VLLMEngine(Engine):
         enforce_eager: bool = False,
         cpu_kvcache_gib: int = 1,
         cpu_threads: int = 0,
+        tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         """Start vLLM on ``location``; ``max_loras`` adapters can be in one batch.
 
         ``max_cpu_loras`` is vLLM's host-memory LRU on a GPU; on CPU there is no second
         tier (both live in host memory) and ``max_loras`` adapters are resident.
         ``cpu_kvcache_gib`` and ``cpu_threads`` configure vLLM's CPU backend only.
+        ``tokenizer`` (the replica's, which renders the prompts; else vLLM's) decodes the
+        requests that keep special tokens.
         """
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
@@ -203,6 +251,8 @@ class VLLMEngine(Engine):
         self.adapter_capacity = resident
         # vLLM's batch slots, as its vllm:lora_requests_info reports them (max_lora).
         self.lora_slots = slots
+        self._tokenizer = tokenizer if tokenizer is not None else self._llm.get_tokenizer()
+        self._skipped_tokens = SkippedTokens(self._tokenizer)
         self._ids = LoRAIds()
         self._paths: dict[str, str] = {}
         self._running = 0
@@ -239,10 +289,15 @@ class VLLMEngine(Engine):
             # sampling"); OpenAI allows it and every choice is the same text. Decode once and
             # stream each delta as every choice's.
             sampling, copies = dataclasses.replace(sampling, n=1), sampling.n
+        skipped_ids = self._skipped_tokens(request.keep_special_tokens)
         params = SamplingParams(
-            **sampling_params_kwargs(sampling, ignore_eos=request.ignore_eos),
+            **sampling_params_kwargs(
+                sampling, ignore_eos=request.ignore_eos, keeps_special_tokens=skipped_ids is not None
+            ),
             output_kind=RequestOutputKind.DELTA,
         )
+        # Requests that keep special tokens: each choice's text, decoded here from its token ids.
+        texts: dict[int, _ChoiceText] = {}
         lora = self._lora_request(request.adapter) if request.adapter is not None else None
         (engine_input,) = await self._llm.renderer.render_cmpl_async(
             [{"prompt_token_ids": list(request.prompt_token_ids)}]
@@ -250,23 +305,39 @@ class VLLMEngine(Engine):
         self._waiting += 1
         started = False
         try:
-            async for output in self._llm.generate(
-                engine_input, params, request.request_id, lora_request=lora
-            ):
-                if not started:
-                    started = True
-                    self._waiting -= 1
-                    self._running += 1
-                yield [
-                    ChoiceDelta(
-                        index=choice.index * copies + copy,
-                        text=choice.text,
-                        token_count=len(choice.token_ids),
-                        finish_reason=finish_reason_from_vllm(choice.finish_reason),
-                    )
-                    for choice in output.outputs
-                    for copy in range(copies)
-                ]
+            async with contextlib.aclosing(
+                self._llm.generate(engine_input, params, request.request_id, lora_request=lora)
+            ) as outputs:
+                async for output in outputs:
+                    if not started:
+                        started = True
+                        self._waiting -= 1
+                        self._running += 1
+                    deltas = []
+                    for choice in output.outputs:
+                        if skipped_ids is None:
+                            text, finish_reason = choice.text, finish_reason_from_vllm(choice.finish_reason)
+                        else:
+                            if choice.index not in texts:
+                                stream = TextStream(self._tokenizer, sampling.stop, skipped_ids=skipped_ids)
+                                texts[choice.index] = _ChoiceText(stream)
+                            decoded = texts[choice.index].decode(choice)
+                            if decoded is None:
+                                continue  # the choice ended at a stop string vLLM has not matched
+                            text, finish_reason = decoded
+                        deltas.extend(
+                            ChoiceDelta(
+                                index=choice.index * copies + copy,
+                                text=text,
+                                token_count=len(choice.token_ids),
+                                finish_reason=finish_reason,
+                            )
+                            for copy in range(copies)
+                        )
+                    if deltas:
+                        yield deltas
+                    if len(texts) == sampling.n and all(text.finished for text in texts.values()):
+                        return  # every choice has ended (some here first): closing the stream aborts the rest
         finally:
             # generate() aborts the request itself when this stream is cancelled or closed.
             if started:

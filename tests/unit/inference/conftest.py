@@ -20,6 +20,14 @@ def tokenizer():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def mistral_tokenizer():  # type: ignore[no-untyped-def]
+    """tiny-mistral's tokenizer: Mistral v0.3's control tokens, [TOOL_CALLS] special among them."""
+    from services.common.tiny_models import TINY_MODELS
+
+    return TINY_MODELS["tiny-mistral"].build_tokenizer()
+
+
+@pytest.fixture(scope="session")
 def tiny_llama():  # type: ignore[no-untyped-def]
     """A randomly initialised two-layer Llama, small enough to run in milliseconds."""
     from transformers import LlamaConfig, LlamaForCausalLM

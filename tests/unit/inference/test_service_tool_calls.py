@@ -118,3 +118,34 @@ def test_an_unparseable_call_is_text_with_the_engines_finish(tokenizer: Any) -> 
     broken = "<tool_call>\n{not json}\n</tool_call>"
     chunks = generate(tokenizer, ScriptedEngine([broken], step=3), tools_json=TOOLS)
     assert per_choice(chunks) == {0: (broken, [], ["stop"])}
+
+
+class RecordingEngine(ScriptedEngine):
+    """A ScriptedEngine that keeps the requests it was given."""
+
+    def __init__(self, replies: list[str]) -> None:
+        super().__init__(replies)
+        self.requests: list[GenerationRequest] = []
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[list[ChoiceDelta]]:
+        self.requests.append(request)
+        async for deltas in super().generate(request):
+            yield deltas
+
+
+MISTRAL_CALL = '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Lisbon"}}]'
+
+
+def test_a_request_with_tools_has_the_engine_keep_the_special_markers(mistral_tokenizer: Any) -> None:
+    engine = RecordingEngine([MISTRAL_CALL])
+    chunks = generate(mistral_tokenizer, engine, tools_json=TOOLS, tool_call_format="mistral")
+    assert engine.requests[-1].keep_special_tokens == {"[TOOL_CALLS]"}
+    assert per_choice(chunks) == {0: ("", [("get_weather", {"city": "Lisbon"})], ["tool_calls"])}
+    generate(mistral_tokenizer, engine, tools_json="", tool_call_format="mistral")
+    assert engine.requests[-1].keep_special_tokens == frozenset(), "without tools, decoding is unchanged"
+
+
+def test_markers_that_are_not_special_tokens_need_no_keeping(tokenizer: Any) -> None:
+    engine = RecordingEngine([CALL_TEXT])
+    generate(tokenizer, engine, tools_json=TOOLS, tool_call_format="hermes")
+    assert engine.requests[-1].keep_special_tokens == frozenset()

@@ -16,6 +16,7 @@ from services.inference.tool_calls import (
     ToolCallStream,
     new_call_id,
     parse_reply,
+    special_markers,
 )
 
 OPENAI_ID = re.compile(r"call_[A-Za-z0-9]{24}")
@@ -256,3 +257,37 @@ def test_hermes_parses_what_tailor_tinys_template_writes(tokenizer) -> None:  # 
     parsed = parse_reply("hermes", reply)
     assert parsed.content == "On it."
     assert calls_of(parsed) == [(c["name"], c["arguments"]) for c in (WEATHER, NON_ASCII)]
+
+
+class _Tokenizer:
+    """Just what special_markers reads: the added tokens, special or not."""
+
+    def __init__(self, special: list[str], plain: tuple[str, ...] | list[str] = ()) -> None:
+        from tokenizers import AddedToken
+
+        tokens = [AddedToken(t, special=True) for t in special]
+        tokens += [AddedToken(t, special=False) for t in plain]
+        self.added_tokens_decoder = dict(enumerate(tokens))
+
+
+@pytest.mark.parametrize(
+    ("tool_format", "tokenizer", "expected"),
+    [
+        # Mistral v0.3: [TOOL_CALLS] is a control token
+        ("mistral", _Tokenizer(["</s>", "[INST]", "[TOOL_CALLS]"]), {"[TOOL_CALLS]"}),
+        # a tokenizer where it is an ordinary added token: nothing to keep
+        ("mistral", _Tokenizer(["</s>"], ["[TOOL_CALLS]"]), set()),
+        # hermes models that mark <tool_call> special (Qwen 2.5 does not)
+        ("hermes", _Tokenizer(["<tool_call>", "</tool_call>"]), {"<tool_call>", "</tool_call>"}),
+        ("hermes", _Tokenizer(["<|im_end|>"], ["<tool_call>", "</tool_call>"]), set()),
+        ("phi4", _Tokenizer(["<|end|>"], ["<|tool_call|>", "<|/tool_call|>"]), set()),
+        ("phi4", _Tokenizer(["<|tool_call|>", "<|/tool_call|>"]), {"<|tool_call|>", "<|/tool_call|>"}),
+        # Llama 3.1's <|python_tag|> is better dropped: the JSON after it is the call
+        ("llama3_json", _Tokenizer(["<|python_tag|>", "<|eot_id|>"]), set()),
+        ("json_block", _Tokenizer(["<end_of_turn>"]), set()),
+    ],
+)
+def test_the_markers_decoding_keeps_are_those_that_are_special_tokens(
+    tool_format: str, tokenizer: _Tokenizer, expected: set[str]
+) -> None:
+    assert special_markers(tool_format, tokenizer) == expected  # type: ignore[arg-type]
