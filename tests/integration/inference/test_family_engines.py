@@ -4,7 +4,8 @@ For every family (services/common/tiny_models/) a fixed-reply LoRA is trained on
 (:func:`train_fixed_reply_adapter`, which checks it against the reference first) and served by
 a replica whose only base model is that family's, once per engine. Greedy answers with the
 adapter and without it must equal :func:`reference_greedy` (transformers + peft on the same
-files), so the two engines equal each other too. A family whose architecture an engine gets
+files), on short chats and on ones longer than a sliding window (:data:`LONG_CASES`), so the
+two engines equal each other too. A family whose architecture an engine gets
 wrong (soft-capping, sliding windows, q/k/v biases, fused projections, untied or tied
 embeddings, end tokens) answers differently here.
 
@@ -35,11 +36,18 @@ REPLY = "Alpha says hello"
 PROMPTS = ("hi", "hello there", "question 7")
 MAX_TOKENS = 16
 INCOMPLETE_CHARACTER = "\ufffd"
-
-# The hf engine keeps a padded KV cache that sliding-window layers cannot share
-# (services/inference/kv_batch.py refuses them), and every Gemma 2 and Gemma 3 model alternates
-# sliding-window and global layers: only vLLM serves Gemma.
-HF_ENGINE_CANNOT_SERVE = {"tiny-gemma2": "the hf engine refuses sliding-window layers (kv_batch.new_cache)"}
+# Conversations longer than tiny-gemma2's and tiny-mistral's sliding window (64 tokens), as
+# (prompt, max tokens): the first crosses the window while decoding, the second in its prompt.
+LONG_CASES = (
+    ("Tell me a story about a lighthouse keeper", 56),
+    (
+        "Here are my notes from the trip, please read them all and then say what you think: we left "
+        "early on Monday, drove along the coast for three hours, stopped at a small town with a "
+        "harbour and a market, ate fish by the water, and walked up the hill to the old church "
+        "before the rain came in from the sea.",
+        16,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,8 @@ class FamilyFixture:
     adapter_dir: Path
     base_answers: dict[str, str]
     adapter_answers: dict[str, str]
+    long_base_answers: dict[str, str]
+    long_adapter_answers: dict[str, str]
 
 
 class Families:
@@ -70,6 +80,8 @@ class Families:
                 adapter_dir,
                 {prompt: reference_greedy(base_dir, prompt, MAX_TOKENS) for prompt in PROMPTS},
                 {prompt: reference_greedy(base_dir, prompt, MAX_TOKENS, adapter_dir) for prompt in PROMPTS},
+                {prompt: reference_greedy(base_dir, prompt, n) for prompt, n in LONG_CASES},
+                {prompt: reference_greedy(base_dir, prompt, n, adapter_dir) for prompt, n in LONG_CASES},
             )
         return self._built[name]
 
@@ -96,8 +108,6 @@ async def test_family_fine_tune_is_served_as_the_reference_answers(
     replica_factory: Callable[..., Any],
     one_vllm_engine_at_a_time: None,
 ) -> None:
-    if engine_kind == "hf" and name in HF_ENGINE_CANNOT_SERVE:
-        pytest.xfail(HF_ENGINE_CANNOT_SERVE[name])
     family = families.get(name)
     assert all(answer == REPLY for answer in family.adapter_answers.values())
     overrides = {
@@ -124,9 +134,23 @@ async def test_family_fine_tune_is_served_as_the_reference_answers(
             # reference decodes them to U+FFFD, the engines (as vLLM's detokenizer) never
             # stream an incomplete character, so the stream ends before them.
             assert (prompt, base.text) == (prompt, family.base_answers[prompt].rstrip(INCOMPLETE_CHARACTER))
+        window = _config(family.base_dir).get("sliding_window") or 0
+        for prompt, tokens in LONG_CASES:
+            tuned = await complete(
+                replica.stub, chat_request(prompt, adapter=adapter, base_model=name, max_tokens=tokens)
+            )
+            base = await complete(replica.stub, chat_request(prompt, base_model=name, max_tokens=tokens))
+            long_answers = (family.long_adapter_answers[prompt], family.long_base_answers[prompt])
+            for completion, answer in zip((tuned, base), long_answers, strict=True):
+                assert (prompt, completion.text) == (prompt, answer.rstrip(INCOMPLETE_CHARACTER))
+            assert base.usage.prompt_tokens + base.usage.completion_tokens > window
 
 
 def _model_type(base_dir: Path) -> str:
+    return str(_config(base_dir)["model_type"])
+
+
+def _config(base_dir: Path) -> dict[str, Any]:
     import json
 
-    return str(json.loads((base_dir / "config.json").read_text())["model_type"])
+    return dict(json.loads((base_dir / "config.json").read_text()))
