@@ -56,7 +56,7 @@ SUPPORTED_LAYER_TYPES = frozenset({"full_attention", "sliding_attention"})
 
 
 def new_cache(config: PretrainedConfig) -> DynamicCache:
-    """An empty cache for ``config``, full layers only; ValueError if the model has layers the padded layout cannot hold."""
+    """An empty cache for ``config``, all layers full; ValueError for layers the padded layout cannot hold."""
     layer_types, _ = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
     unsupported = set(layer_types) - SUPPORTED_LAYER_TYPES
     if unsupported:

@@ -1,4 +1,4 @@
-"""tiny-mistral: a tiny Mistral v0.3 (its control tokens, chat template and tool-call format), sliding as v0.1.
+"""tiny-mistral: a tiny Mistral v0.3 (control tokens, chat template, tool-call format), sliding as v0.1.
 
 Mistral's tokenizer is a SentencePiece model; this one is the shared byte-level BPE with
 Mistral's control tokens at Mistral's ids (``<unk>`` 0, ``<s>`` 1, ``</s>`` 2, ``[INST]`` 3,

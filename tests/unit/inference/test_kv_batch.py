@@ -99,6 +99,8 @@ def test_dropping_every_row_empties_the_batch(tiny_llama) -> None:  # type: igno
 # Sliding-window models: every layer is kept whole and the model's mask applies the window.
 
 WINDOW = 8
+# Gemma 2 twice: with transformers' default sdpa kernel, and eager, as the hf engine loads it (soft-capping).
+FAMILIES = ["mistral", "gemma2", "gemma2-eager"]
 
 
 def tiny_sliding_model(family: str):  # type: ignore[no-untyped-def]
@@ -121,7 +123,10 @@ def tiny_sliding_model(family: str):  # type: ignore[no-untyped-def]
         return MistralForCausalLM(MistralConfig(**sizes)).eval()
     config = Gemma2Config(**sizes, attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
     assert config.layer_types == ["sliding_attention", "full_attention"]
-    return Gemma2ForCausalLM(config).eval()
+    model = Gemma2ForCausalLM(config).eval()
+    if family == "gemma2-eager":
+        model.set_attn_implementation("eager")
+    return model
 
 
 def generate_alone(model, prompt: list[int], steps: int) -> list[int]:  # type: ignore[no-untyped-def]
@@ -138,7 +143,7 @@ def generate_alone(model, prompt: list[int], steps: int) -> list[int]:  # type: 
     return [int(t) for t in output[0, len(prompt) :]]
 
 
-@pytest.mark.parametrize("family", ["mistral", "gemma2"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_sliding_window_layers_are_held_whole(family: str) -> None:
     model = tiny_sliding_model(family)
     assert {type(layer) for layer in new_cache(model.config).layers} == {DynamicLayer}
@@ -146,7 +151,7 @@ def test_sliding_window_layers_are_held_whole(family: str) -> None:
     assert all(layer.keys.shape[2] == 3 * WINDOW - 1 for layer in batch.cache.layers)
 
 
-@pytest.mark.parametrize("family", ["mistral", "gemma2"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_sliding_window_rows_joining_and_leaving_across_the_window_decode_as_generate_alone(
     family: str,
 ) -> None:
@@ -181,9 +186,9 @@ def test_sliding_window_rows_joining_and_leaving_across_the_window_decode_as_gen
     assert generated == expected
 
 
-@pytest.mark.parametrize("family", ["mistral", "gemma2"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_the_window_is_applied_in_a_padded_batch(family: str) -> None:
-    """The padded batch's logits equal transformers' own for a row longer than the window (not merely its argmax)."""
+    """A padded row longer than the window gets transformers' own logits (not merely their argmax)."""
     model = tiny_sliding_model(family)
     long, short = list(range(40, 40 + 3 * WINDOW)), [7, 8, 9]
     batch, logits = prefill(model, [short, long])
