@@ -151,6 +151,8 @@ class _ChoiceText:
 
     stream: TextStream
     finished: bool = False
+    # Finished here, at a stop string vLLM has not matched: vLLM goes on generating the choice.
+    ahead_of_vllm: bool = False
 
     def decode(self, choice: Any) -> tuple[str, FinishReason | None] | None:
         """The text a ``CompletionOutput`` delta adds, and the choice's finish reason; None once finished."""
@@ -163,6 +165,7 @@ class _ChoiceText:
             token_ids = token_ids[:-1]
         text = "".join(self.stream.push(token_id) for token_id in token_ids)
         if self.stream.stopped:
+            self.ahead_of_vllm = finish_reason is None
             finish_reason = "stop"
         elif finish_reason is not None:
             text += self.stream.flush()
@@ -336,8 +339,9 @@ class VLLMEngine(Engine):
                         )
                     if deltas:
                         yield deltas
-                    if len(texts) == sampling.n and all(text.finished for text in texts.values()):
-                        return  # every choice has ended (some here first): closing the stream aborts the rest
+                    if any(t.ahead_of_vllm for t in texts.values()) and len(texts) == sampling.n:
+                        if all(t.finished for t in texts.values()):
+                            return  # every choice has ended, some here first: closing aborts the request
         finally:
             # generate() aborts the request itself when this stream is cancelled or closed.
             if started:
