@@ -37,6 +37,7 @@ from services.gateway.config import GatewaySettings
 from services.gateway.generation import (
     Collected,
     Generation,
+    GenerationInput,
     ToolCallMade,
     collect,
     start_generation,
@@ -44,6 +45,7 @@ from services.gateway.generation import (
 )
 from services.gateway.models.serving import resolve_model
 from services.gateway.upstream import Upstreams
+from tailor.inference.v1 import inference_service_pb2 as pb
 
 
 def _chunk_choice(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -61,6 +63,63 @@ def _tool_call_choice(call: ToolCallMade) -> dict[str, Any]:
     return _chunk_choice(call.index, {"tool_calls": [entry]})
 
 
+class _OpenAtOnce:
+    """Chunks of a stream that answers in text: each choice opens with ``role`` before any text."""
+
+    def opening(self, choices: int) -> list[dict[str, Any]]:
+        role = {"role": "assistant", "content": "", "refusal": None}
+        return [_chunk_choice(index, role) for index in range(choices)]
+
+    def text(self, index: int, text: str) -> dict[str, Any]:
+        return _chunk_choice(index, {"content": text})
+
+    def tool_call(self, call: ToolCallMade) -> dict[str, Any]:
+        return _tool_call_choice(call)
+
+    def finish(self, index: int, reason: str) -> dict[str, Any]:
+        return _chunk_choice(index, {}, reason)
+
+
+class _OpenWithFirstEvent(_OpenAtOnce):
+    """Chunks of a stream that may answer with tool calls: each choice opens with its first event.
+
+    OpenAI's first chunk of a choice carries ``role`` with the start of the reply:
+    ``content: null`` and the first ``tool_calls`` when the reply is calls, ``content: ""``
+    (then text) when it is text. Which one is known only once the inference service sends the
+    choice's first event (it holds back text that may still become a call), so the role goes
+    out with that event instead of before it.
+    """
+
+    _ROLE = {"role": "assistant", "refusal": None}
+
+    def __init__(self) -> None:
+        self._opened: set[int] = set()
+
+    def _opens(self, index: int) -> bool:
+        if index in self._opened:
+            return False
+        self._opened.add(index)
+        return True
+
+    def opening(self, choices: int) -> list[dict[str, Any]]:
+        return []
+
+    def text(self, index: int, text: str) -> dict[str, Any]:
+        opening = self._ROLE if self._opens(index) else {}
+        return _chunk_choice(index, {**opening, "content": text})
+
+    def tool_call(self, call: ToolCallMade) -> dict[str, Any]:
+        choice = _tool_call_choice(call)
+        if self._opens(call.index):
+            choice["delta"] = {**self._ROLE, "content": None, **choice["delta"]}
+        return choice
+
+    def finish(self, index: int, reason: str) -> dict[str, Any]:
+        # an empty reply still says who spoke
+        opening = {**self._ROLE, "content": ""} if self._opens(index) else {}
+        return _chunk_choice(index, opening, reason)
+
+
 def _message(text: str, calls: list[ToolCallMade]) -> AssistantMessage:
     """The whole reply; content is null when the reply is only tool calls."""
     if not calls:
@@ -72,6 +131,11 @@ def _message(text: str, calls: list[ToolCallMade]) -> AssistantMessage:
             for call in calls
         ],
     )
+
+
+def _may_call_tools(wanted: GenerationInput) -> bool:
+    """Whether the reply may be tool calls: the model was shown tools (not for tool_choice none)."""
+    return isinstance(wanted.prompt, pb.ChatInput) and bool(wanted.prompt.tools_json)
 
 
 class OpenAIServingChat:
@@ -104,6 +168,7 @@ class OpenAIServingChat:
             return await unless_disconnected(request, complete())
 
         generation = await unless_disconnected(request, start())
+        chunks = _OpenWithFirstEvent() if _may_call_tools(wanted) else _OpenAtOnce()
         events = sse.completion_events(
             generation,
             envelope={
@@ -114,13 +179,10 @@ class OpenAIServingChat:
                 "system_fingerprint": None,
             },
             include_usage=body.include_usage,
-            opening=[
-                _chunk_choice(index, {"role": "assistant", "content": "", "refusal": None})
-                for index in range(body.choices)
-            ],
-            text_choice=lambda index, text: _chunk_choice(index, {"content": text}),
-            finish_choice=lambda index, reason: _chunk_choice(index, {}, reason),
-            tool_call_choice=_tool_call_choice,
+            opening=chunks.opening(body.choices),
+            text_choice=chunks.text,
+            finish_choice=chunks.finish,
+            tool_call_choice=chunks.tool_call,
         )
         return sse.GenerationStreamResponse(generation, events)
 

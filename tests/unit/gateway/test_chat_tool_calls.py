@@ -105,6 +105,18 @@ async def test_streamed_tool_calls_are_indexed_per_choice_with_one_finish_each(g
     assert entries[0] == [{"index": 0, **LISBON_JSON}, {"index": 1, **PORTO_JSON}]
     assert [e["index"] for e in entries[1]] == [0] and entries[2] == []
     assert finishes == {0: ["tool_calls"], 1: ["tool_calls"], 2: ["stop"]}
+    # each choice opens, as OpenAI's do, with its first event: role and null content beside the
+    # first call, role and the first text otherwise; exactly once per choice
+    firsts = {}
+    for chunk in chunks[:-1]:
+        (choice,) = chunk["choices"]
+        firsts.setdefault(choice["index"], choice["delta"])
+    assert firsts[0] == {
+        "role": "assistant", "refusal": None, "content": None, "tool_calls": [{"index": 0, **LISBON_JSON}]
+    }
+    assert firsts[1] == {"role": "assistant", "refusal": None, "content": "Let me check."}
+    assert firsts[2] == {"role": "assistant", "refusal": None, "content": "It is sunny."}
+    assert sum("role" in chunk["choices"][0]["delta"] for chunk in chunks[:-1]) == 3
 
 
 async def test_the_sdks_stream_accumulator_rebuilds_the_calls(gateway: Gateway) -> None:
@@ -116,7 +128,7 @@ async def test_the_sdks_stream_accumulator_rebuilds_the_calls(gateway: Gateway) 
             pass
         completion = await stream.get_final_completion()
     only_calls, content_then_call, text = completion.choices
-    assert only_calls.finish_reason == "tool_calls"
+    assert only_calls.finish_reason == "tool_calls" and only_calls.message.content is None
     calls = only_calls.message.tool_calls or ()
     assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] == [
         ("call_lisbon", "get_weather", {"city": "Lisbon"}),
@@ -125,6 +137,16 @@ async def test_the_sdks_stream_accumulator_rebuilds_the_calls(gateway: Gateway) 
     assert content_then_call.message.content == "Let me check."
     assert [c.id for c in content_then_call.message.tool_calls or ()] == ["call_porto"]
     assert text.message.content == "It is sunny." and not text.message.tool_calls
+
+
+async def test_an_empty_reply_to_a_request_with_tools_still_opens_with_the_role(gateway: Gateway) -> None:
+    gateway.fakes.inference.script = script(delta(0, finish=pb.FINISH_REASON_STOP))
+    sdk = gateway.sdk()
+    async with sdk.chat.completions.stream(model=BASE_MODEL, messages=WEATHER, tools=TOOLS) as stream:
+        completion = await stream.get_final_completion()
+    (choice,) = completion.choices
+    assert choice.message.role == "assistant" and choice.message.content == ""
+    assert choice.finish_reason == "stop"
 
 
 async def test_tool_choice_none_sends_no_tools_so_nothing_is_parsed(gateway: Gateway) -> None:
