@@ -57,6 +57,7 @@ BRAVO_REPLY = "Bravo reporting in"
 ENGINES = ["hf", "vllm"]
 # Settings that shape a vLLM engine: replicas whose settings agree on these share one.
 VLLM_ENGINE_SETTINGS = (
+    "inference_base_model",
     "inference_max_loras",
     "inference_max_cpu_loras",
     "inference_max_batch_size",
