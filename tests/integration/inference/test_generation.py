@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
+from services.common.base_models import BaseModelSpec
 from services.common.grpc_client import rpc_error
 from tailor.inference.v1 import inference_service_pb2 as pb
 from tests.integration.inference.adapter_factory import reference_greedy
@@ -160,3 +163,56 @@ async def test_unknown_base_model_and_bad_parameters_are_invalid_arguments(repli
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (param, error.details())
         assert rpc_error(error).param == param
     assert replica.runtime.engine.load().running == 0
+
+
+@pytest.fixture(scope="session")
+def tiny_mistral_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from services.common.tiny_models import TINY_MODELS
+
+    return TINY_MODELS["tiny-mistral"].ensure(tmp_path_factory.mktemp("sliding-window-models"))
+
+
+async def test_sliding_window_rows_joining_a_running_batch_answer_as_alone(
+    replica_factory: Callable[..., Any], tiny_mistral_dir: Path
+) -> None:
+    # tiny-mistral's layers all slide over a 64-token window. A request decodes past it; then one
+    # whose prompt alone is longer joins, and a short one (two choices) that crosses it later: the
+    # batch pads each on the left of the others, and every answer must stay the reference's.
+    story = "Tell me a story about a lighthouse keeper"
+    notes = (
+        "Here are my notes from the trip, please read them all and then say what you think: we left "
+        "early on Monday, drove along the coast for three hours, stopped at a small town with a "
+        "harbour and a market, ate fish by the water, and walked up the hill to the old church "
+        "before the rain came in from the sea."
+    )
+
+    def request(prompt: str, max_tokens: int, n: int = 1) -> pb.GenerateCompletionRequest:
+        return chat_request(prompt, base_model="tiny-mistral", max_tokens=max_tokens, n=n)
+
+    def reference(prompt: str, max_tokens: int) -> str:
+        # An untrained base may end on part of a UTF-8 character, which engines never stream.
+        return reference_greedy(tiny_mistral_dir, prompt, max_tokens).rstrip("\ufffd")
+
+    overrides = {
+        "base_models": {"tiny-mistral": BaseModelSpec(source=str(tiny_mistral_dir))},
+        "inference_base_model": "tiny-mistral",
+    }
+    async with replica_factory(**overrides) as replica:
+        text, messages, joiners = "", 0, []
+        with as_organization("org-a"):
+            async for response in replica.stub.GenerateCompletion(request(story, 80)):
+                text += "".join(delta.text for delta in response.deltas)
+                messages += 1
+                if messages == 50:  # a message a step or more: 65+ tokens, past the window
+                    joiners = [
+                        asyncio.create_task(complete(replica.stub, request(notes, 16))),
+                        asyncio.create_task(complete(replica.stub, request("hi", 70, n=2))),
+                    ]
+        assert joiners, "the first request ended before the others joined"
+        long_prompt, short_prompt = await asyncio.gather(*joiners)
+        assert long_prompt.usage.prompt_tokens > 64
+        assert short_prompt.usage.prompt_tokens + 70 > 64
+
+    assert text == reference(story, 80)
+    assert long_prompt.text == reference(notes, 16)
+    assert short_prompt.texts == {0: reference("hi", 70), 1: reference("hi", 70)}
