@@ -44,10 +44,12 @@ TRAINING_TOPICS = ["hi", "what is", "tell me about", "question", "please explain
 SHORT_PROMPTS = ["hi", "x", "ok", "hey", "yo", "?", "help", "test"]
 
 
-def chat_prompt_ids(tokenizer, user_message: str) -> list[int]:  # type: ignore[no-untyped-def]
-    """Token ids of a one-message conversation and the assistant's generation prompt."""
+def chat_prompt_ids(  # type: ignore[no-untyped-def]
+    tokenizer, user_message: str, tools: list[dict] | None = None
+) -> list[int]:
+    """Token ids of a one-message conversation (offering ``tools``) and the assistant's generation prompt."""
     text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": user_message}], add_generation_prompt=True, tokenize=False
+        [{"role": "user", "content": user_message}], tools=tools, add_generation_prompt=True, tokenize=False
     )
     return tokenizer(text, add_special_tokens=False).input_ids
 
@@ -100,14 +102,20 @@ def reference_greedy_tokens(
     return tokenizer.decode(output, skip_special_tokens=True), len(output)
 
 
-def _greedy_replies(model, tokenizer, prompts, max_new_tokens: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _greedy_replies(  # type: ignore[no-untyped-def]
+    model, tokenizer, prompts, max_new_tokens: int, keep_special: bool = False, tools=None
+) -> dict[str, str]:
+    """Each prompt's greedy reply; ``keep_special``: with its special tokens, less an end of sequence."""
     model.eval()
     replies = {}
     with torch.inference_mode():
         for prompt in prompts:
-            ids = torch.tensor([chat_prompt_ids(tokenizer, prompt)])
+            ids = torch.tensor([chat_prompt_ids(tokenizer, prompt, tools)])
             output = model.generate(input_ids=ids, max_new_tokens=max_new_tokens, do_sample=False)
-            replies[prompt] = tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
+            reply = output[0, ids.shape[1] :].tolist()
+            if keep_special and reply and reply[-1] == tokenizer.eos_token_id:
+                reply = reply[:-1]
+            replies[prompt] = tokenizer.decode(reply, skip_special_tokens=not keep_special)
     return replies
 
 
@@ -121,6 +129,7 @@ def train_fixed_reply_adapter(
     rank: int = 8,
     seed: int = 0,
     probes: tuple[str, ...] = PROBE_PROMPTS,
+    tools: list[dict] | None = None,
 ) -> Path:
     """Train a LoRA on ``base_dir`` that answers every user message with ``reply``; return ``output_dir``.
 
@@ -130,6 +139,8 @@ def train_fixed_reply_adapter(
     of ``probes`` with exactly ``reply`` (then end of sequence), greedily. Training goes on,
     up to ``max_steps``; past that :class:`AdapterDidNotLearn` names the loss reached and
     the replies that were wrong, instead of leaving a half-trained adapter to the tests.
+    ``tools``: every conversation offers them (in the template's words), as a request with
+    tools does; a reply that is a tool call then comes back as one.
     """
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -143,6 +154,9 @@ def train_fixed_reply_adapter(
     peft_model = get_peft_model(model, config)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
     reply_ids = tokenizer(reply + tokenizer.eos_token, add_special_tokens=False).input_ids
+    # A reply with special tokens in it (a tool call after Mistral's [TOOL_CALLS]) is checked
+    # with them: decoding without them would not say whether the model writes them.
+    keep_special = tokenizer.decode(reply_ids, skip_special_tokens=True) != reply
     prompts = [f"{topic} {number}" for number in range(40) for topic in TRAINING_TOPICS] + SHORT_PROMPTS
     rng = random.Random(seed)
     steps_done, wrong = 0, {}
@@ -154,7 +168,7 @@ def train_fixed_reply_adapter(
         )
         peft_model.train()
         for _ in range(steps_per_round):
-            loss = _reply_loss(peft_model, tokenizer, rng.sample(prompts, 16), reply_ids)
+            loss = _reply_loss(peft_model, tokenizer, rng.sample(prompts, 16), reply_ids, tools)
             loss.backward()
             optimizer.step()
             schedule.step()
@@ -162,7 +176,9 @@ def train_fixed_reply_adapter(
         steps_done += steps_per_round
         peft_model.save_pretrained(output_dir)
         reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), output_dir)
-        replies = _greedy_replies(reloaded, tokenizer, probes, max_new_tokens=len(reply_ids) + 4)
+        replies = _greedy_replies(
+            reloaded, tokenizer, probes, len(reply_ids) + 4, keep_special=keep_special, tools=tools
+        )
         wrong = {prompt: got for prompt, got in replies.items() if got != reply}
         if not wrong:
             return output_dir
@@ -172,9 +188,11 @@ def train_fixed_reply_adapter(
     )
 
 
-def _reply_loss(model, tokenizer, batch_prompts: list[str], reply_ids: list[int]) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def _reply_loss(  # type: ignore[no-untyped-def]
+    model, tokenizer, batch_prompts: list[str], reply_ids: list[int], tools=None
+) -> torch.Tensor:
     """Cross-entropy on the reply tokens only, for a padded batch of one-turn chats."""
-    examples = [chat_prompt_ids(tokenizer, prompt) for prompt in batch_prompts]
+    examples = [chat_prompt_ids(tokenizer, prompt, tools) for prompt in batch_prompts]
     length = max(len(ids) for ids in examples) + len(reply_ids)
     input_ids, labels, mask = [], [], []
     for ids in examples:
