@@ -100,12 +100,19 @@ def test_dropping_every_row_empties_the_batch(tiny_llama) -> None:  # type: igno
 
 WINDOW = 8
 # Gemma 2 twice: with transformers' default sdpa kernel, and eager, as the hf engine loads it (soft-capping).
-FAMILIES = ["mistral", "gemma2", "gemma2-eager"]
+FAMILIES = ["mistral", "gemma2", "gemma2-eager", "gemma3"]
 
 
 def tiny_sliding_model(family: str):  # type: ignore[no-untyped-def]
-    """A random two-layer Mistral (both layers slide) or Gemma 2 (one sliding, one global, soft-capped)."""
-    from transformers import Gemma2Config, Gemma2ForCausalLM, MistralConfig, MistralForCausalLM
+    """A random two-layer Mistral (both layers slide) or Gemma 2 or 3 (one sliding layer, one global)."""
+    from transformers import (
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        MistralConfig,
+        MistralForCausalLM,
+    )
 
     torch.manual_seed(0)
     sizes = {
@@ -121,6 +128,9 @@ def tiny_sliding_model(family: str):  # type: ignore[no-untyped-def]
     }
     if family == "mistral":
         return MistralForCausalLM(MistralConfig(**sizes)).eval()
+    if family == "gemma3":  # local layers have their own RoPE base
+        layer_types = ["sliding_attention", "full_attention"]
+        return Gemma3ForCausalLM(Gemma3TextConfig(**sizes, layer_types=layer_types)).eval()
     config = Gemma2Config(**sizes, attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
     assert config.layer_types == ["sliding_attention", "full_attention"]
     model = Gemma2ForCausalLM(config).eval()
