@@ -138,11 +138,20 @@ class CommonSettings(BaseSettings):
 
 
 def load_settings(cls: type[SettingsT]) -> SettingsT:
-    """Reads ``cls`` from the environment; on invalid values exits with a message naming them."""
+    """Reads ``cls`` from the environment; on invalid values exits with a message naming them.
+
+    Every Tailor process starts here, so this is also where its data directory is made
+    private (umask 0o077, the directory 0700; :mod:`services.common.data_dir`).
+    """
     try:
-        return cls()
+        settings = cls()
     except ValidationError as error:
         problems = "; ".join(
             f"TAILOR_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
         )
         raise SystemExit(f"invalid configuration: {problems}") from None
+    if isinstance(settings, CommonSettings):
+        from services.common.data_dir import make_data_dir_private
+
+        make_data_dir_private(settings.data_dir)
+    return settings

@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.common.data_dir import current_umask
+
 if TYPE_CHECKING:
     import torch
     from tokenizers import Tokenizer
@@ -112,10 +114,14 @@ def _remove_leftovers_of_crashed_builds(target_dir: Path) -> None:
 
 def _make_world_readable(directory: Path) -> None:
     # mkdtemp makes the directory private and transformers writes weights through a private
-    # temporary file; the model is read by other users too (the vLLM and trainer images).
-    directory.chmod(0o755)
+    # temporary file; a model built into an image is read by other users too (the vLLM and
+    # trainer images build it under the default umask 022: 0755/0644). The services run
+    # under umask 077 (services/common/data_dir.py), so the models they build in their data
+    # directory stay owner-only like everything else there: the umask decides.
+    mask = current_umask()
+    directory.chmod(0o755 & ~mask)
     for path in directory.iterdir():
-        path.chmod(0o644)
+        path.chmod(0o644 & ~mask)
 
 
 def _remove_stale(target_dir: Path) -> None:
