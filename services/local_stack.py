@@ -4,12 +4,18 @@ Starts the dataset, trainer, inference and gateway services as child processes o
 loopback with the embedded defaults (filesystem object store and SQLite under the
 data directory, the built-in ``tailor-tiny`` model, CPU), waits until each answers
 its health check, prints the base URL and the API key, and on Ctrl-C or SIGTERM
-stops them all. Children die with the launcher even when it is killed outright
+stops them all. The key itself is never printed: the banner says where it is (the
+generated ``.tailor/local_api_key``, or ``TAILOR_API_KEYS``), so it stays out of logs and
+terminal scrollback. Children die with the launcher even when it is killed outright
 (``PR_SET_PDEATHSIG``, see :mod:`services.common.die_with_parent`), so nothing is left running.
 
 Each inference replica serves one base model, so the launcher starts one replica per
 base model configured in ``TAILOR_BASE_MODELS`` (each with its own
 ``TAILOR_INFERENCE_BASE_MODEL`` and port), and gives the gateway all their addresses.
+
+Each child gets only the secrets it uses (:func:`service_environment`): the API keys go to
+the gateway alone, the object store's keys to the services that open the store, the
+trainer's database URL to the trainer.
 The first listens on ``TAILOR_INFERENCE_ADDR`` (``127.0.0.1:50053``); the others on the
 further entries of that setting when it lists several ``host:port``, else on the next
 ports up. ``TAILOR_LOCAL_STACK_BASE_MODELS`` (a comma list of configured names) starts
@@ -24,6 +30,7 @@ import asyncio
 import os
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -45,6 +52,18 @@ LOCAL_ORGANIZATION = "local"
 API_KEY_FILE = "local_api_key"
 # Which configured base models get an inference replica (comma list); empty: every one.
 SERVED_BASE_MODELS_VARIABLE = "TAILOR_LOCAL_STACK_BASE_MODELS"
+
+# Secret settings and the services (by module) that use them; every other child starts
+# without them. The training worker's environment is the trainer's executors' to build
+# from an allow-list (services/trainer/executors/local.py).
+_OBJECT_STORE_USERS = frozenset({"dataset", "trainer", "inference"})
+SECRET_VARIABLES: dict[str, frozenset[str]] = {
+    "TAILOR_API_KEYS": frozenset({"gateway"}),
+    "TAILOR_GATEWAY_API_KEYS_FILE": frozenset({"gateway"}),
+    "TAILOR_OBJECT_STORE_ACCESS_KEY": _OBJECT_STORE_USERS,
+    "TAILOR_OBJECT_STORE_SECRET_KEY": _OBJECT_STORE_USERS,
+    "TAILOR_TRAINER_DATABASE_URL": frozenset({"trainer"}),
+}
 
 
 @dataclass
@@ -137,10 +156,30 @@ def local_api_key(settings: GatewaySettings) -> str:
     return path.read_text().strip()
 
 
+def service_environment(module: str, env: dict[str, str]) -> dict[str, str]:
+    """``env`` less the secrets the service ``module`` does not use (:data:`SECRET_VARIABLES`)."""
+    return {name: value for name, value in env.items() if module in SECRET_VARIABLES.get(name, (module,))}
+
+
 def start_child(child: Child, env: dict[str, str]) -> None:
+    module = child.module or child.name
     child.process = subprocess.Popen(
-        dying_with(os.getpid(), [sys.executable, "-m", f"services.{child.module or child.name}"]),
-        env={**env, **child.env},
+        dying_with(os.getpid(), [sys.executable, "-m", f"services.{module}"]),
+        env=service_environment(module, {**env, **child.env}),
+    )
+
+
+def key_banner(settings: GatewaySettings) -> str:
+    """Where the API key is and how to export it, without the key itself."""
+    if settings.api_keys.get_secret_value():
+        where, export = "the first entry of TAILOR_API_KEYS", '"${TAILOR_API_KEYS%%=*}"'
+    else:
+        path = shlex.quote(str((settings.data_dir / API_KEY_FILE).resolve()))
+        where, export = f"in {path}", f"$(cut -d= -f1 {path})"
+    return (
+        f"\n  base URL : {settings.base_url}\n  API key  : {where}\n\n"
+        f"  export OPENAI_BASE_URL={settings.base_url}\n  export OPENAI_API_KEY={export}\n\n"
+        "  Ctrl-C stops everything.\n"
     )
 
 
@@ -214,7 +253,8 @@ async def run(settings: GatewaySettings) -> int:
     )
     # Children inherit this environment (the user's TAILOR_* settings included), plus what
     # makes the processes agree: one data directory, one key list, listen = address, and
-    # the gateway's list of every inference replica.
+    # the gateway's list of every inference replica; start_child strips the secrets a
+    # child does not use.
     env = dict(os.environ)
     env.update(
         TAILOR_DATA_DIR=str(settings.data_dir.resolve()),
@@ -245,7 +285,6 @@ async def run(settings: GatewaySettings) -> int:
         start_child(gateway, env)
         if not await wait_until_healthy([gateway], stop):
             return 0 if stop.is_set() else 1
-        key = api_keys.split(",")[0].partition("=")[0]
         if several or set(settings.base_models) - {r.base_model for r in replicas}:
             for name in settings.base_models:
                 serving = [r.address for r in replicas if r.base_model == name]
@@ -254,12 +293,7 @@ async def run(settings: GatewaySettings) -> int:
                     + (f"inference on {serving[0]}" if serving else "no inference replica")
                 )
         say("all services are up")
-        print(
-            f"\n  base URL : {settings.base_url}\n  API key  : {key}\n\n"
-            f"  export OPENAI_BASE_URL={settings.base_url}\n  export OPENAI_API_KEY={key}\n\n"
-            "  Ctrl-C stops everything.\n",
-            flush=True,
-        )
+        print(key_banner(settings), flush=True)
         while not stop.is_set():
             for child in children:
                 if child.process is not None and child.process.poll() is not None:

@@ -68,11 +68,16 @@ def test_make_up_serves_all_four_and_stops_them_on_sigterm(launcher: Launcher, t
     gateway = launcher.ports["gateway"]
     assert url_line.split()[-1] == f"http://127.0.0.1:{gateway}/v1"
 
-    # the generated key is stored privately in the data directory and printed
+    # the generated key is stored privately in the data directory; the banner says where,
+    # and never prints the key itself
     key_file = tmp_path / "data" / "local_api_key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
     key, _, organization = key_file.read_text().strip().partition("=")
-    assert key_line.split()[-1] == key and organization == "local"
+    assert organization == "local"
+    assert key_line.split()[-1] == str(key_file)
+    export_line = launcher.wait_for("export OPENAI_API_KEY", 10)
+    assert export_line.split("=", 1)[1].strip() == f"$(cut -d= -f1 {key_file})"
 
     for name in ("dataset", "trainer", "inference"):
         assert grpc_health(launcher.ports[name]) == health_pb2.HealthCheckResponse.SERVING, name
@@ -86,7 +91,9 @@ def test_make_up_serves_all_four_and_stops_them_on_sigterm(launcher: Launcher, t
     launcher.process.send_signal(signal.SIGTERM)
     assert launcher.process.wait(timeout=60) == 0, launcher.drain()
     assert not wait_gone(children, timeout=5), "services left running after the launcher stopped"
-    assert "stopped" in launcher.drain()
+    output = launcher.drain()
+    assert "stopped" in output
+    assert key not in output
 
 
 def test_services_die_with_a_killed_launcher(launcher: Launcher) -> None:

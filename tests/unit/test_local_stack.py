@@ -6,12 +6,20 @@ tests/e2e/test_two_base_models.py (two bases, a third without a replica).
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
 
 from services.gateway.config import GatewaySettings
-from services.local_stack import InferenceReplica, inference_child, inference_replicas, served_base_models
+from services.local_stack import (
+    InferenceReplica,
+    inference_child,
+    inference_replicas,
+    key_banner,
+    served_base_models,
+    service_environment,
+)
 
 TINY = {"source": "builtin:tailor-tiny"}
 
@@ -68,3 +76,34 @@ def test_a_chosen_subset_of_bases_and_an_unknown_one() -> None:
 def test_make_up_needs_fixed_addresses() -> None:
     with pytest.raises(SystemExit, match="host:port"):
         inference_replicas(settings("a", inference_addr="dns:///inference-headless:50053"), ["a"])
+
+
+def test_each_service_gets_only_the_secrets_it_uses() -> None:
+    env = {
+        "PATH": "/usr/bin",
+        "TAILOR_DATA_DIR": "/d",
+        "TAILOR_API_KEYS": "sk-secret=org-a",
+        "TAILOR_GATEWAY_API_KEYS_FILE": "/keys",
+        "TAILOR_OBJECT_STORE_ACCESS_KEY": "access",
+        "TAILOR_OBJECT_STORE_SECRET_KEY": "s3cret",
+        "TAILOR_TRAINER_DATABASE_URL": "postgresql://tailor:pw@db/tailor",
+    }
+    modules = ("gateway", "dataset", "trainer", "inference")
+    seen = {module: service_environment(module, env) for module in modules}
+    for module, environment in seen.items():
+        assert environment["PATH"] == "/usr/bin" and environment["TAILOR_DATA_DIR"] == "/d", module
+        assert ("TAILOR_API_KEYS" in environment) == (module == "gateway"), module
+        assert ("TAILOR_GATEWAY_API_KEYS_FILE" in environment) == (module == "gateway"), module
+        assert ("TAILOR_OBJECT_STORE_SECRET_KEY" in environment) == (module != "gateway"), module
+        assert ("TAILOR_OBJECT_STORE_ACCESS_KEY" in environment) == (module != "gateway"), module
+        assert ("TAILOR_TRAINER_DATABASE_URL" in environment) == (module == "trainer"), module
+
+
+def test_the_banner_says_where_the_key_is_not_what_it_is(tmp_path: Path) -> None:
+    generated = key_banner(GatewaySettings(data_dir=tmp_path / "my data"))
+    key_file = shlex.quote(str(tmp_path / "my data" / "local_api_key"))
+    assert f"API key  : in {key_file}" in generated
+    assert f"export OPENAI_API_KEY=$(cut -d= -f1 {key_file})" in generated
+    configured = key_banner(GatewaySettings(data_dir=tmp_path, api_keys="sk-configured-1=org-a"))
+    assert "sk-configured-1" not in configured
+    assert 'export OPENAI_API_KEY="${TAILOR_API_KEYS%%=*}"' in configured

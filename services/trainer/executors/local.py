@@ -8,6 +8,10 @@ kills it when the trainer dies (``PR_SET_PDEATHSIG``, SIGKILL: reports to a dead
 trainer go nowhere, and the GPU must be free for the attempt that replaces it): a
 trainer that is killed and restarted relaunches its jobs, and must not find the old
 workers still training beside the new.
+
+The worker's environment is built from an allow-list (:func:`local_worker_environment`),
+not copied from the trainer's: the trainer's own secrets (its database URL, and whatever
+else its launcher handed it) never reach a worker.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -25,8 +30,39 @@ import structlog
 from services.common.die_with_parent import dying_with
 from services.trainer.config import TrainerSettings
 from services.trainer.executors.base import RUNNING, Executor, WorkerLaunch, WorkerStatus
+from services.trainer.worker.config import WorkerSettings
 
 log = structlog.get_logger("tailor.trainer.local")
+
+# What a worker process takes from the trainer's environment besides the TAILOR_* settings
+# the scheduler gives it: how to find programs and libraries, locale and temp dirs, the
+# model hub's cache, and the knobs of torch and its math and GPU libraries.
+_INHERITED = re.compile(
+    r"^(PATH|HOME|USER|LOGNAME|SHELL|LANG|LANGUAGE|LC_[A-Z]+|TZ|TMPDIR|TEMP|TMP|TERM"
+    r"|PYTHON[A-Z_]*|VIRTUAL_ENV|LD_LIBRARY_PATH|LD_PRELOAD|XDG_[A-Z_]+|SSL_CERT_(FILE|DIR)"
+    r"|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|HF_[A-Z_]+|HUGGINGFACE_[A-Z_]+|TRANSFORMERS_[A-Z_]+"
+    r"|TOKENIZERS_PARALLELISM|TORCH[A-Z_]*|PYTORCH_[A-Z_]+|CUDA_[A-Z_]+|NVIDIA_[A-Z_]+|NCCL_[A-Z_]+"
+    r"|CUBLAS_[A-Z_]+|CUDNN_[A-Z_]+|TRITON_[A-Z_]+|OMP_[A-Z_]+|MKL_[A-Z_]+|KMP_[A-Z_]+"
+    r"|OPENBLAS_[A-Z_]+|COVERAGE_[A-Z_]+)$"
+)
+# The worker's own knobs (TAILOR_WORKER_*: device, dtype, batch size...) set on the trainer.
+_WORKER_KNOBS = frozenset(
+    f"TAILOR_{name.upper()}" for name in WorkerSettings.model_fields if name.startswith("worker_")
+)
+
+
+def local_worker_environment(
+    trainer_environment: dict[str, str], environment: dict[str, str]
+) -> dict[str, str]:
+    """A worker's environment: ``environment`` (the scheduler's, for its job) over the allowed
+    part of the trainer's."""
+    inherited = {
+        name: value
+        for name, value in trainer_environment.items()
+        if _INHERITED.match(name) or name in _WORKER_KNOBS
+    }
+    return {**inherited, **environment}
+
 
 def local_command(command: str) -> list[str]:
     """The worker's argv: a leading ``python`` becomes the trainer's own interpreter (same virtualenv)."""
@@ -48,10 +84,10 @@ class LocalExecutor(Executor):
         self._processes: dict[str, asyncio.subprocess.Process] = {}
 
     async def launch(self, launch: WorkerLaunch, environment: dict[str, str]) -> None:
-        # The worker also inherits the trainer's environment (PATH, PYTHONPATH, its own TAILOR_* knobs).
+        # Only the allowed part of the trainer's environment (PATH, PYTHONPATH, the worker knobs).
         process = await asyncio.create_subprocess_exec(
             *dying_with(os.getpid(), self._argv),
-            env={**os.environ, **environment},
+            env=local_worker_environment(dict(os.environ), environment),
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,
         )

@@ -12,7 +12,7 @@ from services.common.die_with_parent import dying_with
 from services.common.settings import CommonSettings
 from services.trainer.config import TrainerSettings
 from services.trainer.executors import WorkerLaunch, worker_environment
-from services.trainer.executors.local import local_command
+from services.trainer.executors.local import local_command, local_worker_environment
 
 LAUNCH = WorkerLaunch(job_id="ftjob-1", attempt_id="attempt-1", organization_id="org-a")
 
@@ -54,3 +54,32 @@ def test_the_environment_carries_the_trainers_settings_to_the_worker(tmp_path: P
 
     without_secrets = worker_environment(settings, LAUNCH, trainer_addr="x:1", include_secrets=False)
     assert "TAILOR_OBJECT_STORE_SECRET_KEY" not in without_secrets
+
+
+def test_a_local_worker_inherits_only_the_allowed_part_of_the_trainers_environment() -> None:
+    trainer = {
+        "PATH": "/venv/bin:/usr/bin",
+        "HOME": "/home/tailor",
+        "PYTHONPATH": "/src",
+        "HF_HOME": "/hub",
+        "CUDA_VISIBLE_DEVICES": "0",
+        "TAILOR_WORKER_DEVICE": "cpu",  # a worker knob set on the trainer
+        "TAILOR_API_KEYS": "sk-secret=org-a",
+        "TAILOR_GATEWAY_API_KEYS_FILE": "/keys",
+        "TAILOR_TRAINER_DATABASE_URL": "postgresql://tailor:pw@db/tailor",
+        "TAILOR_OBJECT_STORE_SECRET_KEY": "from-the-trainers-environment",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "SOME_TOKEN": "t",
+    }
+    job = {"TAILOR_WORKER_JOB_ID": "ftjob-1", "TAILOR_OBJECT_STORE_SECRET_KEY": "from-the-scheduler"}
+    environment = local_worker_environment(trainer, job)
+    assert environment == {
+        "PATH": "/venv/bin:/usr/bin",
+        "HOME": "/home/tailor",
+        "PYTHONPATH": "/src",
+        "HF_HOME": "/hub",
+        "CUDA_VISIBLE_DEVICES": "0",
+        "TAILOR_WORKER_DEVICE": "cpu",
+        "TAILOR_WORKER_JOB_ID": "ftjob-1",
+        "TAILOR_OBJECT_STORE_SECRET_KEY": "from-the-scheduler",
+    }
