@@ -11,6 +11,13 @@ with *every* configured digest through :func:`hmac.compare_digest`, without stop
 match, so the time taken says nothing about which key (or how much of one) matched. Keys
 are never logged: log lines carry the organization only.
 
+The hashed key file is the production path (deploy/k8s mounts it from a Secret); plaintext
+``TAILOR_API_KEYS`` is for local runs. Its lines come from ``python -m services.gateway.auth
+hash-key ORGANIZATION``, which reads keys on stdin (never argv: a command line is visible to
+every user of the machine and kept in shell history) and prints one ``sha256hex=ORGANIZATION``
+line per key; ``new-key ORGANIZATION`` makes a fresh key, prints it once on stderr and its
+line on stdout.
+
 The rate limit is a token bucket per key: ``gateway_rate_limit_per_minute`` tokens of
 burst, refilled continuously at that rate. An empty bucket is 429 ``rate_limit_exceeded``
 with ``Retry-After``, which the SDK honours before retrying.
@@ -18,10 +25,13 @@ with ``Retry-After``, which the SDK honours before retrying.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import hmac
 import math
 import re
+import secrets
+import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -162,3 +172,45 @@ async def authenticate(
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]
+
+
+# The hashed key file's lines, from the command line.
+
+KEY_PREFIX = "sk-tailor-"
+
+
+def hashed_key_line(key: str, organization: str) -> str:
+    """One line of the hashed key file: ``sha256hex=organization``."""
+    return f"{key_digest(key)}={validate_organization_id(organization)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.gateway.auth",
+        description="Lines for TAILOR_GATEWAY_API_KEYS_FILE (sha256hex=organization).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    hash_key = commands.add_parser("hash-key", help="hash the keys read from stdin, one per line")
+    hash_key.add_argument("organization")
+    new_key = commands.add_parser("new-key", help="make a key: the key on stderr, its line on stdout")
+    new_key.add_argument("organization")
+    args = parser.parse_args(argv)
+    try:
+        validate_organization_id(args.organization)
+    except InvalidArgument as error:
+        parser.error(error.message)
+    if args.command == "new-key":
+        key = KEY_PREFIX + secrets.token_hex(24)
+        print(key, file=sys.stderr)
+        print(hashed_key_line(key, args.organization))
+        return 0
+    keys = [line.strip() for line in sys.stdin if line.strip()]
+    if not keys:
+        parser.error("no key on stdin")
+    for key in keys:
+        print(hashed_key_line(key, args.organization))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

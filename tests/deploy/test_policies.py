@@ -8,9 +8,11 @@ policies, autoscaling, disruption budgets and the Ingress.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
+from services.gateway.auth import key_digest, parse_hashed_keys
 from services.gateway.routing import parse_target
 from tests.deploy.manifests import (
     GRPC_SERVICES,
@@ -495,3 +497,35 @@ def test_the_namespace_enforces_the_restricted_pod_security_standard(objects: tu
         for o in objects
         if o["kind"] != "Namespace"
     )
+
+
+# -- API keys and reflection -----------------------------------------------------------------------
+
+
+def test_the_gateway_reads_hashed_api_keys_from_a_mounted_secret(objects: tuple[Manifest, ...]) -> None:
+    # plaintext TAILOR_API_KEYS is for local runs; no workload of an overlay gets it
+    assert "TAILOR_API_KEYS" not in config_data(objects)
+    for workload in workloads(objects):
+        for container in containers(workload):
+            assert "TAILOR_API_KEYS" not in container_env(objects, container), workload["metadata"]["name"]
+    gateway = named(objects, "Deployment", "gateway")
+    container = pod_spec(gateway)["containers"][0]
+    key_file = container_env(objects, container)["TAILOR_GATEWAY_API_KEYS_FILE"]
+    directory, _, file_name = key_file.rpartition("/")
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    (volume,) = [v for v in pod_spec(gateway)["volumes"] if v["name"] == mount["name"]]
+    assert mount["readOnly"] is True
+    assert volume["secret"]["secretName"].startswith("gateway-api-keys")
+    assert {"key": file_name, "path": file_name} in volume["secret"]["items"]
+    assert volume["secret"]["defaultMode"] & 0o077 == 0o040  # group (the pod's fsGroup) read only
+
+
+def test_dev_accepts_the_api_key_its_docs_give(dev: tuple[Manifest, ...]) -> None:
+    api_keys = named(dev, "Secret", "gateway-api-keys")["data"]["api-keys.sha256"]
+    digests = parse_hashed_keys(base64.b64decode(api_keys).decode(), "gateway-api-keys")
+    # docs/deploy.md tells dev users to use this key
+    assert digests == {key_digest("sk-tailor-dev-0000000000000000"): "dev"}
+
+
+def test_prod_serves_no_reflection(prod: tuple[Manifest, ...]) -> None:
+    assert config_data(prod)["TAILOR_GRPC_REFLECTION"] == "false"

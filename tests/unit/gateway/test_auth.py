@@ -99,3 +99,29 @@ async def test_keys_never_reach_the_logs(gateway: Gateway, capsys: pytest.Captur
     output = capsys.readouterr().out
     assert KEY_A not in output and "sk-wrong-secret-key" not in output
     assert "org-a" in output  # the access line names the organization instead
+
+
+def test_the_hash_key_helper_writes_lines_the_gateway_accepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from services.gateway.auth import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("sk-one\n\nsk-two\n"))
+    assert main(["hash-key", "acme"]) == 0
+    lines = capsys.readouterr().out
+    assert "sk-one" not in lines and "sk-two" not in lines
+    key_file = tmp_path / "api-keys.sha256"
+    key_file.write_text(lines)
+    keys = ApiKeys({}, key_file)
+    assert len(keys) == 2
+    assert keys.organization_of("sk-one") == ("acme", key_digest("sk-one"))
+
+    assert main(["new-key", "acme"]) == 0
+    made = capsys.readouterr()
+    key = made.err.strip()
+    assert key.startswith("sk-tailor-") and key not in made.out
+    assert parse_hashed_keys(made.out, "out") == {key_digest(key): "acme"}
+    with pytest.raises(SystemExit):
+        main(["new-key", "not an org"])
