@@ -63,6 +63,7 @@ SECRET_VARIABLES: dict[str, frozenset[str]] = {
     "TAILOR_OBJECT_STORE_ACCESS_KEY": _OBJECT_STORE_USERS,
     "TAILOR_OBJECT_STORE_SECRET_KEY": _OBJECT_STORE_USERS,
     "TAILOR_TRAINER_DATABASE_URL": frozenset({"trainer"}),
+    "TAILOR_DATASET_DATABASE_URL": frozenset({"dataset"}),
 }
 
 

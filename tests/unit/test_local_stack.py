@@ -87,6 +87,7 @@ def test_each_service_gets_only_the_secrets_it_uses() -> None:
         "TAILOR_OBJECT_STORE_ACCESS_KEY": "access",
         "TAILOR_OBJECT_STORE_SECRET_KEY": "s3cret",
         "TAILOR_TRAINER_DATABASE_URL": "postgresql://tailor:pw@db/tailor",
+        "TAILOR_DATASET_DATABASE_URL": "postgresql://tailor:pw@db/dataset",
     }
     modules = ("gateway", "dataset", "trainer", "inference")
     seen = {module: service_environment(module, env) for module in modules}
@@ -97,6 +98,7 @@ def test_each_service_gets_only_the_secrets_it_uses() -> None:
         assert ("TAILOR_OBJECT_STORE_SECRET_KEY" in environment) == (module != "gateway"), module
         assert ("TAILOR_OBJECT_STORE_ACCESS_KEY" in environment) == (module != "gateway"), module
         assert ("TAILOR_TRAINER_DATABASE_URL" in environment) == (module == "trainer"), module
+        assert ("TAILOR_DATASET_DATABASE_URL" in environment) == (module == "dataset"), module
 
 
 def test_the_banner_says_where_the_key_is_not_what_it_is(tmp_path: Path) -> None:
