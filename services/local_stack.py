@@ -12,16 +12,16 @@ terminal scrollback. Children die with the launcher even when it is killed outri
 Each inference replica serves one base model, so the launcher starts one replica per
 base model configured in ``TAILOR_BASE_MODELS`` (each with its own
 ``TAILOR_INFERENCE_BASE_MODEL`` and port), and gives the gateway all their addresses.
-
-Each child gets only the secrets it uses (:func:`service_environment`): the API keys go to
-the gateway alone, the object store's keys to the services that open the store, the
-trainer's database URL to the trainer.
 The first listens on ``TAILOR_INFERENCE_ADDR`` (``127.0.0.1:50053``); the others on the
 further entries of that setting when it lists several ``host:port``, else on the next
 ports up. ``TAILOR_LOCAL_STACK_BASE_MODELS`` (a comma list of configured names) starts
 replicas for those bases only: a configured base without a replica is listed by
 ``/v1/models`` but answers 503, and fine-tuning jobs on it are refused. With the default
 configuration (only ``tailor-tiny``) this is one replica on 127.0.0.1:50053, as before.
+
+Each child gets only the secrets it uses (:func:`service_environment`): the API keys go to
+the gateway alone, the object store's keys to the services that open the store, each
+database URL to its own service.
 """
 
 from __future__ import annotations
