@@ -15,11 +15,14 @@ runs as its own task, so it finishes for the others even when the request that s
 it goes away. A missing adapter is NOT_FOUND, an unusable one FAILED_PRECONDITION; either
 fails only the requests that named it, and leaves nothing behind in cache or engine.
 
-Names are globally unique, so the cache is keyed by name; the organization whose request
-first brought an adapter in owns that entry, and another organization asking for the same
-name gets NOT_FOUND, as if it did not exist. An adapter in use is never evicted; unloading
-one (its model was deleted) takes it out of service at once and frees it when its last
-request ends. The local directory belongs to this replica: leftovers from an earlier run
+Adapters belong to organizations: the cache is keyed by (organization, model name), and
+the references it loads come from the model registry, resolved for the organization of the
+call (:mod:`services.inference.registry`), never from the caller. Each entry enters the
+engine, its LRU and the local directory under an id of its own, ``{organization}/{name}``
+(organization ids never hold a ``/``), so two organizations' models of the same name are
+two adapters, and no organization can see, evict, unload or shadow another's. An adapter in
+use is never evicted; unloading one (its model was deleted) takes it out of service at once
+and frees it when its last request ends. The local directory belongs to this replica: leftovers from an earlier run
 are removed at start.
 """
 
@@ -80,6 +83,11 @@ class AdapterState(enum.Enum):
     CACHED = "cached"
 
 
+def engine_adapter_id(organization: str, name: str) -> str:
+    """The id an organization's adapter has in the engine, its LRU and the local directory."""
+    return f"{organization}/{name}"
+
+
 @dataclass(frozen=True)
 class AdapterStatus:
     """Where an adapter is in this replica."""
@@ -87,12 +95,16 @@ class AdapterStatus:
     ref: AdapterRef
     state: AdapterState
     last_used_at: float
+    # Its id in the engine (``{organization}/{name}``): request counts are kept under it.
+    engine_id: str = ""
 
 
 @dataclass(eq=False)
 class _Entry:
     ref: AdapterRef
     owner: str
+    # engine_adapter_id(owner, ref.name): the key of the cache and the name in the engine.
+    engine_id: str
     directory: Path | None = None
     size_bytes: int = 0
     in_engine: bool = False
@@ -135,7 +147,7 @@ class AdapterCache:
         self._max_lora_rank = max_lora_rank
         self._max_disk_entries = max_disk_entries
         self._max_disk_bytes = max_disk_bytes
-        # Least recently used first.
+        # By engine_adapter_id (organization and name); least recently used first.
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         # Engine slots taken by loaded adapters and by loads under way.
         self._engine_slots_used = 0
@@ -145,10 +157,13 @@ class AdapterCache:
 
     @contextlib.asynccontextmanager
     async def use(self, ref: AdapterRef, organization: str) -> AsyncIterator[str]:
-        """Hold the adapter in the engine for the block; yields the name it was added to the engine under."""
+        """Hold the organization's adapter in the engine for the block; yields its id in the engine.
+
+        ``ref`` is what the model registry resolved for ``organization``: never a caller's.
+        """
         entry = await self._acquire(ref, organization)
         try:
-            yield entry.ref.name
+            yield entry.engine_id
         finally:
             self._release(entry)
 
@@ -156,14 +171,14 @@ class AdapterCache:
         """Bring the adapter into the engine ahead of use (LoadAdapter); a loaded one is only touched."""
         entry = await self._acquire(ref, organization)
         try:
-            return AdapterStatus(entry.ref, entry.state, entry.last_used_at)
+            return AdapterStatus(entry.ref, entry.state, entry.last_used_at, entry.engine_id)
         finally:
             self._release(entry)
 
     async def unload(self, name: str, organization: str) -> bool:
         """Take the adapter out of service; False if this replica does not hold it for ``organization``."""
-        entry = self._entries.get(name)
-        if entry is None or entry.owner != organization or entry.retired:
+        entry = self._entries.get(engine_adapter_id(organization, name))
+        if entry is None or entry.retired:
             return False
         entry.retired = True
         if entry.users == 0:
@@ -173,7 +188,7 @@ class AdapterCache:
     def list(self, organization: str) -> list[AdapterStatus]:
         """The organization's adapters in this replica, most recently used first."""
         return [
-            AdapterStatus(entry.ref, entry.state, entry.last_used_at)
+            AdapterStatus(entry.ref, entry.state, entry.last_used_at, entry.engine_id)
             for entry in reversed(self._entries.values())
             if entry.owner == organization and not entry.retired
         ]
@@ -187,16 +202,15 @@ class AdapterCache:
 
     async def _acquire(self, ref: AdapterRef, organization: str) -> _Entry:
         self._check_ref(ref)
+        key = engine_adapter_id(organization, ref.name)
         while True:
-            entry = self._entries.get(ref.name)
-            if entry is not None and entry.owner != organization:
-                raise model_not_found(ref.name)
+            entry = self._entries.get(key)
             if entry is None or not entry.retired:
                 break
             await entry.gone.wait()  # an unload is finishing: start afresh after it
         if entry is None:
-            entry = _Entry(ref, organization)
-            self._entries[ref.name] = entry
+            entry = _Entry(ref, organization, key)
+            self._entries[key] = entry
         # Counted before any await, so the adapter cannot be evicted from under this request.
         entry.users += 1
         try:
@@ -212,8 +226,8 @@ class AdapterCache:
             self._release(entry)
             raise
         entry.last_used_at = time.time()
-        if self._entries.get(ref.name) is entry:
-            self._entries.move_to_end(ref.name)
+        if self._entries.get(key) is entry:
+            self._entries.move_to_end(key)
         return entry
 
     def _release(self, entry: _Entry) -> None:
@@ -226,16 +240,15 @@ class AdapterCache:
     def _check_ref(self, ref: AdapterRef) -> None:
         if not ref.name:
             raise InvalidArgument("adapter.name must not be empty", param="model")
-        if ref.base_model and ref.base_model != self._served_base_model:
+        # The registry's word on the model's base: an adapter runs only on the base it was trained on.
+        if ref.base_model != self._served_base_model:
             raise InvalidArgument(
                 f"adapter `{ref.name}` is for base model `{ref.base_model}`; this replica serves "
                 f"`{self._served_base_model}`",
                 param="model",
             )
         if not is_valid_key(f"{_prefix(ref.uri)}/{CONFIG_FILE}"):
-            raise InvalidArgument(
-                f"adapter `{ref.name}` has an invalid location {ref.uri!r}", param="adapter.uri"
-            )
+            raise InvalidArgument(f"adapter `{ref.name}` has an invalid location {ref.uri!r}", param="model")
         if ref.lora_rank > self._max_lora_rank:
             raise FailedPrecondition(
                 f"adapter `{ref.name}` has LoRA rank {ref.lora_rank}, more than this replica's "
@@ -255,21 +268,26 @@ class AdapterCache:
                 await self._download(entry)
             await self._reserve_engine_slot()
             try:
-                await self._engine.add_adapter(entry.ref.name, entry.directory)  # type: ignore[arg-type]
+                await self._engine.add_adapter(entry.engine_id, entry.directory)  # type: ignore[arg-type]
             except BaseException:
                 self._free_engine_slot()
                 raise
             entry.in_engine = True
             result = "loaded"
             log.info(
-                "adapter loaded", adapter=entry.ref.name, seconds=round(time.perf_counter() - started, 3)
+                "adapter loaded",
+                adapter=entry.ref.name,
+                organization=entry.owner,
+                seconds=round(time.perf_counter() - started, 3),
             )
         except NotFound:
             result = "not_found"
             raise
         except FailedPrecondition as error:
             result = "invalid"
-            log.warning("adapter refused", adapter=entry.ref.name, reason=error.message)
+            log.warning(
+                "adapter refused", adapter=entry.ref.name, organization=entry.owner, reason=error.message
+            )
             raise
         finally:
             entry.loading = None
@@ -305,7 +323,7 @@ class AdapterCache:
                 name=ref.name,
                 expected_modules=list(ref.target_modules),
             )
-            directory = self._cache_dir / hashlib.sha256(ref.name.encode()).hexdigest()[:32]
+            directory = self._cache_dir / hashlib.sha256(entry.engine_id.encode()).hexdigest()[:32]
             await asyncio.to_thread(_replace_directory, staging, directory)
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
@@ -335,7 +353,7 @@ class AdapterCache:
         # that wants it back starts a new load, which the engine runs after this removal.
         entry.in_engine = False
         try:
-            await self._engine.remove_adapter(entry.ref.name)
+            await self._engine.remove_adapter(entry.engine_id)
         finally:
             self._free_engine_slot()
 
@@ -351,8 +369,8 @@ class AdapterCache:
         self._forget(entry)
 
     def _forget(self, entry: _Entry) -> None:
-        if self._entries.get(entry.ref.name) is entry:
-            del self._entries[entry.ref.name]
+        if self._entries.get(entry.engine_id) is entry:
+            del self._entries[entry.engine_id]
         if entry.directory is not None:
             shutil.rmtree(entry.directory, ignore_errors=True)
             entry.directory = None
@@ -379,8 +397,6 @@ class AdapterCache:
 
 def _prefix(uri: str) -> str:
     return uri.strip().rstrip("/")
-
-
 
 
 def _replace_directory(source: Path, target: Path) -> None:

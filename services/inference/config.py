@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -13,6 +13,8 @@ from services.common.settings import CommonSettings
 
 class InferenceSettings(CommonSettings):
     """The common settings plus the inference service's own."""
+
+    service_identity: ClassVar[str | None] = "inference"
 
     inference_listen: str = Field("127.0.0.1:50053", description="Address the inference gRPC server binds.")
     inference_metrics_port: int = Field(
@@ -77,6 +79,15 @@ class InferenceSettings(CommonSettings):
     inference_adapter_cache_max_mib: int = Field(
         8192, ge=1, description="Most MiB of adapters kept in the local directory (loaded ones always stay)."
     )
+    inference_adapter_resolution_ttl_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Seconds a replica reuses what the model registry (TAILOR_TRAINER_ADDR) said a model "
+            "name stands for in an organization; a deleted model stops being served within it "
+            "even on a replica its UnloadAdapter did not reach."
+        ),
+    )
     inference_max_model_len: int = Field(
         0, ge=0, description="Longest prompt plus completion in tokens; 0 uses the model's own limit."
     )
@@ -105,7 +116,6 @@ class InferenceSettings(CommonSettings):
             "process may use; 0 binds all of them (VLLM_CPU_OMP_THREADS_BIND)."
         ),
     )
-
 
     @model_validator(mode="after")
     def _consistent(self) -> InferenceSettings:

@@ -1,9 +1,11 @@
 """Builds the inference service: the runtime (base model, engine, adapter cache) and its gRPC server.
 
 Startup resolves the configured base model (building tailor-tiny on first use), loads its
-tokenizer, picks the engine (``TAILOR_INFERENCE_ENGINE``), and wires the adapter cache to
-the object store. The servicer below only converts between protobuf messages and the
-plain values of :mod:`services.inference.service`.
+tokenizer, picks the engine (``TAILOR_INFERENCE_ENGINE``), wires the adapter cache to
+the object store, and opens a channel to the trainer's model registry
+(``TAILOR_TRAINER_ADDR``), which says what each organization's model names stand for: a
+request's ``AdapterRef`` is read for its name only. The servicer below only converts
+between protobuf messages and the plain values of :mod:`services.inference.service`.
 """
 
 from __future__ import annotations
@@ -19,19 +21,22 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.common.base_models import missing_from_hub_cache, resolve_base_model
 from services.common.errors import FailedPrecondition
+from services.common.grpc_client import open_channel
 from services.common.grpc_server import GrpcServer, ServiceRegistration
 from services.common.model_families import family_of
 from services.common.object_store import ObjectStore, open_object_store
 from services.inference.adapter_validation import BaseModelLayout
-from services.inference.adapters import AdapterCache, AdapterRef, AdapterState
+from services.inference.adapters import AdapterCache, AdapterState
 from services.inference.config import InferenceSettings
 from services.inference.engine import Engine, detect_engine_kind
 from services.inference.metrics import VLLMCompatibleCollector
+from services.inference.registry import RESOLVE_MODEL, RegistryResolver
 from services.inference.rendering import PromptRenderer
 from services.inference.request_tracker import RequestTracker
 from services.inference.service import AdapterReport, Conversation, InferenceService, SamplingRequest
 from tailor.inference.v1 import inference_service_pb2 as pb
 from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
+from tailor.trainer.v1 import model_registry_service_pb2_grpc as registry_grpc
 
 log = structlog.get_logger("tailor.inference")
 
@@ -60,11 +65,15 @@ class InferenceRuntime:
     service: InferenceService
     metrics_registry: CollectorRegistry | None
     collector: VLLMCompatibleCollector | None
+    # The channel to the model registry, when this runtime opened it (closed with it).
+    registry_channel: grpc.aio.Channel | None = None
 
     async def close(self) -> None:
         if self.collector is not None and self.metrics_registry is not None:
             self.metrics_registry.unregister(self.collector)
         await self.adapters.close()
+        if self.registry_channel is not None:
+            await self.registry_channel.close()
         await self.engine.close()
         await self.store.close()
 
@@ -75,8 +84,12 @@ def build_runtime(
     store: ObjectStore | None = None,
     metrics_registry: CollectorRegistry | None = REGISTRY,
     engine: Engine | None = None,
+    registry: registry_grpc.ModelRegistryServiceStub | None = None,
 ) -> InferenceRuntime:
     """Load the base model into the configured engine and wire the adapter cache (blocking: run at startup).
+
+    ``registry`` is the model registry adapters are resolved through; None opens a channel
+    to the trainer at ``TAILOR_TRAINER_ADDR`` (connected on first use).
 
     ``metrics_registry`` receives the vLLM-style gauges when the hf engine runs (vLLM exports
     its own); None leaves them out. ``engine``, already started on the same base model,
@@ -110,6 +123,11 @@ def build_runtime(
         max_disk_entries=settings.inference_adapter_cache_max_entries,
         max_disk_bytes=settings.inference_adapter_cache_max_mib * 2**20,
     )
+    registry_channel = None
+    if registry is None:
+        registry_channel = open_channel(settings.trainer_addr, settings, idempotent_methods=[RESOLVE_MODEL])
+        registry = registry_grpc.ModelRegistryServiceStub(registry_channel)
+    resolver = RegistryResolver(registry, ttl_s=settings.inference_adapter_resolution_ttl_s)
     tracker = RequestTracker()
     service = InferenceService(
         base_model=base.name,
@@ -118,6 +136,7 @@ def build_runtime(
         adapters=adapters,
         tracker=tracker,
         tool_call_format=tool_call_format,
+        resolver=resolver,
     )
     collector = None
     if kind == "hf" and metrics_registry is not None:
@@ -125,7 +144,9 @@ def build_runtime(
             tracker.snapshot, engine.load, model_name=base.name, max_lora=settings.inference_max_loras
         )
         metrics_registry.register(collector)
-    return InferenceRuntime(settings, store, engine, adapters, service, metrics_registry, collector)
+    return InferenceRuntime(
+        settings, store, engine, adapters, service, metrics_registry, collector, registry_channel
+    )
 
 
 def build_engine(settings: InferenceSettings, location: str, revision: str | None, tokenizer: Any) -> Engine:
@@ -185,7 +206,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         which = request.WhichOneof("input")
         generation = self.service.generate(
             base_model=request.base_model,
-            adapter=_adapter_ref(request.adapter) if request.HasField("adapter") else None,
+            # The model name only: what it stands for is the registry's word, never the caller's.
+            adapter=request.adapter.name if request.HasField("adapter") else None,
             conversation=_conversation(request.chat) if which == "chat" else None,
             prompt=request.prompt if which == "prompt" else None,
             sampling=_sampling(request.sampling),
@@ -215,8 +237,11 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     async def LoadAdapter(
         self, request: pb.LoadAdapterRequest, context: grpc.aio.ServicerContext
     ) -> pb.LoadAdapterResponse:
-        """Fetch and load an adapter ahead of use; loading a loaded adapter only marks it used."""
-        report = await self.service.load_adapter(_adapter_ref(request.adapter))
+        """Fetch and load the caller's adapter ahead of use; loading a loaded adapter only marks it used.
+
+        Only ``adapter.name`` is read: the registry resolves it in the caller's organization.
+        """
+        report = await self.service.load_adapter(request.adapter.name)
         return pb.LoadAdapterResponse(adapter=_adapter_info(report))
 
     async def UnloadAdapter(
@@ -272,12 +297,6 @@ def build_server(settings: InferenceSettings) -> GrpcServer:
     except FailedPrecondition as error:
         raise SystemExit(f"inference: {error.message}") from None
     return InferenceServer(runtime)
-
-
-def _adapter_ref(message: pb.AdapterRef) -> AdapterRef:
-    return AdapterRef(
-        message.name, message.uri, message.base_model, message.lora_rank, tuple(message.target_modules)
-    )
 
 
 def _conversation(chat: pb.ChatInput) -> Conversation:

@@ -1,7 +1,9 @@
 """The inference service's logic, between the gRPC servicer and the engine, the same for both engines.
 
 A generation: check the base model, render the input to token ids, validate sampling
-against the context length, hold the adapter in the engine (fetching it on first use),
+against the context length, resolve the adapter's model name in the caller's organization
+through the model registry (:mod:`services.inference.registry`: a caller names a model,
+never a location), hold the adapter in the engine (fetching it on first use),
 stream the engine's deltas, and finish with usage. When a chat request carries tools, each
 choice's text goes through the replica's tool-call parser (:mod:`services.inference.tool_calls`,
 in the format the base model's template writes calls in): the deltas then carry content and
@@ -23,12 +25,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, NotFound
 from services.common.model_families import ToolCallFormat
+from services.common.not_found import model_not_found
 from services.common.tenancy import current_organization
 from services.inference import metrics
-from services.inference.adapters import AdapterCache, AdapterRef, AdapterStatus
+from services.inference.adapters import AdapterCache, AdapterRef, AdapterStatus, engine_adapter_id
 from services.inference.engine import ChoiceDelta, Engine, GenerationRequest
+from services.inference.registry import AdapterResolver
 from services.inference.rendering import PromptRenderer
 from services.inference.request_tracker import RequestTracker
 from services.inference.sampling import validate_sampling
@@ -92,12 +96,15 @@ class InferenceService:
         adapters: AdapterCache,
         tracker: RequestTracker,
         tool_call_format: ToolCallFormat | None = None,
+        resolver: AdapterResolver | None = None,
     ) -> None:
         self.base_model = base_model
         self.engine = engine
         self.renderer = renderer
         self.adapters = adapters
         self.tracker = tracker
+        # What a model name stands for in an organization; None: this service serves no adapters.
+        self.resolver = resolver
         # How the base model writes tool calls; None: replies stay text even with tools.
         self.tool_call_format = tool_call_format
         # Its markers that are special tokens: the engine keeps them in the text of a request
@@ -110,18 +117,22 @@ class InferenceService:
         self,
         *,
         base_model: str,
-        adapter: AdapterRef | None,
+        adapter: str | None,
         conversation: Conversation | None = None,
         prompt: str | None = None,
         sampling: SamplingRequest | None = None,
     ) -> AsyncIterator[CompletionChunk]:
-        """Stream the completion of ``conversation`` or ``prompt``; the last chunk carries usage only."""
+        """Stream the completion of ``conversation`` or ``prompt``; the last chunk carries usage only.
+
+        ``adapter`` is a model name of the caller's organization (None: the bare base model).
+        """
         sampling = sampling or SamplingRequest()
         arrived = time.perf_counter()
         organization = current_organization()
         outcome = "failed"
         completion_tokens = 0
-        with self.tracker.track(adapter.name if adapter else None) as tracked:
+        tracked_as = engine_adapter_id(organization, adapter) if adapter else None
+        with self.tracker.track(tracked_as) as tracked:
             try:
                 self._check_base_model(base_model)
                 prompt_ids, prompt_param = self._render(conversation, prompt)
@@ -172,20 +183,25 @@ class InferenceService:
                 metrics.REQUESTS.labels(outcome).inc()
                 metrics.GENERATION_TOKENS.inc(completion_tokens)
 
-    async def load_adapter(self, ref: AdapterRef) -> AdapterReport:
-        """Fetch and load an adapter ahead of use."""
-        return self._report(await self.adapters.load(ref, current_organization()))
+    async def load_adapter(self, name: str) -> AdapterReport:
+        """Fetch and load the organization's adapter of model ``name`` ahead of use."""
+        organization = current_organization()
+        ref = await self._resolve(name, organization)
+        return self._report(await self.adapters.load(ref, organization))
 
     async def unload_adapter(self, name: str) -> bool:
         """Take the organization's adapter out of this replica; False if it did not hold it."""
-        return await self.adapters.unload(name, current_organization())
+        organization = current_organization()
+        if self.resolver is not None:
+            self.resolver.forget(organization, name)
+        return await self.adapters.unload(name, organization)
 
     def list_adapters(self) -> list[AdapterReport]:
         """The organization's adapters in this replica, most recently used first."""
         return [self._report(status) for status in self.adapters.list(current_organization())]
 
     def _report(self, status: AdapterStatus) -> AdapterReport:
-        running, waiting = self.tracker.counts(status.ref.name)
+        running, waiting = self.tracker.counts(status.engine_id)
         return AdapterReport(status, running, waiting)
 
     def _check_base_model(self, base_model: str) -> None:
@@ -209,13 +225,30 @@ class InferenceService:
             return self.renderer.render_prompt(prompt), "prompt"
         raise InvalidArgument("either chat messages or a prompt is required", param="messages")
 
+    async def _resolve(self, name: str, organization: str) -> AdapterRef:
+        """The registry's adapter for the organization's model ``name``; NOT_FOUND otherwise.
+
+        A model the registry no longer knows (deleted) that this replica still holds is
+        unloaded here, so it stops being served even if the gateway's unload never came.
+        """
+        if not name:
+            raise InvalidArgument("adapter.name must not be empty", param="model")
+        if self.resolver is None:
+            raise model_not_found(name)
+        try:
+            return await self.resolver.resolve(organization, name)
+        except NotFound:
+            await self.adapters.unload(name, organization)
+            raise
+
     @contextlib.asynccontextmanager
-    async def _adapter_held(self, adapter: AdapterRef | None, organization: str) -> AsyncIterator[str | None]:
+    async def _adapter_held(self, adapter: str | None, organization: str) -> AsyncIterator[str | None]:
         if adapter is None:
             yield None
             return
-        async with self.adapters.use(adapter, organization) as engine_name:
-            yield engine_name
+        ref = await self._resolve(adapter, organization)
+        async with self.adapters.use(ref, organization) as engine_id:
+            yield engine_id
 
 
 @dataclass

@@ -8,7 +8,10 @@ the ``[vllm]`` tests FAIL saying so, they never skip.
 tailor-tiny is built once per session and two adapters are trained on it once per session
 (a few seconds each): ALPHA always answers "Alpha says hello", BRAVO "Bravo reporting in",
 verified against a transformers + peft reference for every probe prompt the tests send.
-Each test gets its own data directory, object store (filesystem) and replica. hf engines
+Each test gets its own data directory, object store (filesystem) and replica, and a model
+registry (:class:`RegistryStandIn`, the trainer's ``ModelRegistryService`` contract over
+real gRPC: names per organization, another organization's NOT_FOUND) that the replica
+resolves adapters through; ``Replica.upload`` registers what it uploads. hf engines
 are started per replica; a vLLM engine takes 15-50 s to start and ~2.7 GiB, so replicas
 share one per engine configuration (:class:`VLLMEngines`), emptied of adapters between
 tests, and every test here runs on the session's event loop, where vLLM's output task lives.
@@ -34,8 +37,10 @@ from prometheus_client import CollectorRegistry
 
 from services.common.base_models import BaseModelSpec
 from services.common.grpc_server import ServiceRegistration
+from services.common.not_found import model_not_found
 from services.common.object_store import ObjectStore, open_object_store
 from services.common.tailor_tiny import ensure_tailor_tiny
+from services.common.tenancy import current_organization
 from services.inference.config import InferenceSettings
 from services.inference.engine import Engine
 from services.inference.server import (
@@ -47,6 +52,8 @@ from services.inference.server import (
 )
 from tailor.inference.v1 import inference_service_pb2 as pb
 from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
+from tailor.trainer.v1 import model_registry_service_pb2 as registry_pb
+from tailor.trainer.v1 import model_registry_service_pb2_grpc as registry_grpc
 from tests.integration.inference.adapter_factory import train_fixed_reply_adapter
 from tests.support.grpc_services import as_organization, serving
 
@@ -198,22 +205,87 @@ def settings_factory(
     return make
 
 
+REGISTRY_SERVICE = registry_pb.DESCRIPTOR.services_by_name["ModelRegistryService"].full_name
+
+
+class RegistryStandIn(registry_grpc.ModelRegistryServiceServicer):
+    """ResolveModel as the trainer's registry answers it: the calling organization's models only.
+
+    Registered per (organization, name), so tests can give two organizations the same name
+    (the trainer's names embed the organization, so they never collide there; a replica must
+    not rely on that). Counts the calls it answers.
+    """
+
+    def __init__(self) -> None:
+        self.models: dict[tuple[str, str], registry_pb.Model] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    def register(self, organization: str, model: registry_pb.Model) -> None:
+        self.models[(organization, model.id)] = model
+
+    def delete(self, organization: str, name: str) -> None:
+        del self.models[(organization, name)]
+
+    async def ResolveModel(
+        self, request: registry_pb.ResolveModelRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb.ResolveModelResponse:
+        organization = current_organization()
+        self.calls.append((organization, request.model))
+        model = self.models.get((organization, request.model))
+        if model is None:
+            raise model_not_found(request.model)
+        return registry_pb.ResolveModelResponse(model=model)
+
+
 @dataclass
 class Replica:
-    """A running inference replica: its runtime (engine, cache), a stub to it, and its object store."""
+    """A running inference replica: its runtime (engine, cache), a stub to it, its object store and registry."""
 
     runtime: InferenceRuntime
     stub: pb_grpc.InferenceServiceStub
     store: ObjectStore
     metrics: CollectorRegistry
+    registry: RegistryStandIn
 
-    async def upload(self, name: str, directory: Path, *, uri: str | None = None) -> pb.AdapterRef:
-        """Put an adapter directory in the object store; return the reference the registry would give."""
-        uri = uri or f"orgs/{ORG}/adapters/{name.replace(':', '-')}"
+    async def upload(
+        self,
+        name: str,
+        directory: Path,
+        *,
+        uri: str | None = None,
+        organization: str = ORG,
+        base_model: str | None = None,
+        lora_rank: int = 0,
+        target_modules: tuple[str, ...] = (),
+    ) -> pb.AdapterRef:
+        """Put an adapter directory in the object store and register it as ``organization``'s model.
+
+        Returns the reference the registry gives (the replica reads only its name).
+        """
+        uri = uri or f"orgs/{organization}/adapters/{name.replace(':', '-')}"
         for path in directory.iterdir():
             if path.name in ("adapter_config.json", "adapter_model.safetensors"):
                 await self.store.put_file(f"{uri}/{path.name}", path)
-        return pb.AdapterRef(name=name, uri=uri + "/", base_model="tailor-tiny")
+        base_model = base_model or self.runtime.service.base_model
+        self.registry.register(
+            organization,
+            registry_pb.Model(
+                id=name,
+                kind=registry_pb.MODEL_KIND_FINE_TUNED,
+                base_model=base_model,
+                owned_by=organization,
+                adapter_uri=uri + "/",
+                lora_rank=lora_rank,
+                lora_target_modules=target_modules,
+            ),
+        )
+        return pb.AdapterRef(
+            name=name,
+            uri=uri + "/",
+            base_model=base_model,
+            lora_rank=lora_rank,
+            target_modules=target_modules,
+        )
 
     async def wait_until(self, condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -226,32 +298,60 @@ class Replica:
 def replica_factory(
     settings_factory: Callable[..., InferenceSettings], engine_kind: str, vllm_engines: VLLMEngines
 ) -> Iterator[Callable[..., Any]]:
-    """Start replicas with settings overrides: ``async with replica_factory(**overrides) as replica``."""
+    """Start replicas with settings overrides: ``async with replica_factory(**overrides) as replica``.
+
+    ``registry_servicer`` replaces the registry stand-in the replica resolves adapters through
+    (``Replica.registry`` is then unused): the trainer's own servicer, say.
+    """
 
     @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Replica]:
+    async def start(
+        *, registry_servicer: registry_grpc.ModelRegistryServiceServicer | None = None, **overrides: Any
+    ) -> AsyncIterator[Replica]:
         settings = settings_factory(**overrides)
         registry = CollectorRegistry()
         shared = vllm_engines.get(settings) if engine_kind == "vllm" else None
-        runtime = build_runtime(settings, metrics_registry=registry, engine=shared)
-        assert runtime.engine.kind == engine_kind
-        registration = ServiceRegistration(
-            SERVICE_NAME, pb_grpc.add_InferenceServiceServicer_to_server, InferenceServicer(runtime.service)
+        models = RegistryStandIn()
+        models_registration = ServiceRegistration(
+            REGISTRY_SERVICE,
+            registry_grpc.add_ModelRegistryServiceServicer_to_server,
+            registry_servicer or models,
         )
-        try:
-            async with serving(settings, [registration]) as channel:
-                yield Replica(
-                    runtime, pb_grpc.InferenceServiceStub(channel), open_object_store(settings), registry
-                )
-        finally:
-            if shared is None:
-                await runtime.close()
-            else:  # the engine outlives the replica: close the rest, empty the engine
-                await runtime.adapters.close()
-                await runtime.store.close()
-                await vllm_engines.reset(shared)
+        async with serving(settings, [models_registration]) as registry_channel:
+            runtime = build_runtime(
+                settings,
+                metrics_registry=registry,
+                engine=shared,
+                registry=registry_grpc.ModelRegistryServiceStub(registry_channel),
+            )
+            assert runtime.engine.kind == engine_kind
+            registration = ServiceRegistration(
+                SERVICE_NAME,
+                pb_grpc.add_InferenceServiceServicer_to_server,
+                InferenceServicer(runtime.service),
+            )
+            try:
+                async with serving(settings, [registration]) as channel:
+                    yield Replica(
+                        runtime,
+                        pb_grpc.InferenceServiceStub(channel),
+                        open_object_store(settings),
+                        registry,
+                        models,
+                    )
+            finally:
+                await _close(runtime, shared, vllm_engines)
 
     yield start
+
+
+async def _close(runtime: InferenceRuntime, shared: Engine | None, vllm_engines: VLLMEngines) -> None:
+    if shared is None:
+        await runtime.close()
+    else:  # the engine outlives the replica: close the rest, empty the engine
+        await runtime.adapters.close()
+        await runtime.store.close()
+        await vllm_engines.reset(shared)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

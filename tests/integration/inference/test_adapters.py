@@ -19,8 +19,8 @@ from tests.integration.inference.conftest import (
     ALPHA_REPLY,
     BRAVO_REPLY,
     ORG,
-    AdmissionGate,
     OTHER_ORG,
+    AdmissionGate,
     Replica,
     chat_request,
     complete,
@@ -111,7 +111,8 @@ async def test_a_busy_adapter_is_not_evicted_a_new_one_waits_for_a_free_slot(
         alpha_call = asyncio.create_task(complete(replica.stub, chat_request("hi", adapter=alpha)))
         await replica.wait_until(lambda: engine.load().waiting == 1)  # alpha is loaded and queued
         bravo_call = asyncio.create_task(complete(replica.stub, chat_request("hi", adapter=bravo)))
-        await replica.wait_until(lambda: BRAVO in replica.runtime.adapters._entries)  # type: ignore[attr-defined]
+        entries = replica.runtime.adapters._entries  # by engine id: organization/name
+        await replica.wait_until(lambda: f"{ORG}/{BRAVO}" in entries)
         await asyncio.sleep(0.2)
         adapters = await list_adapters(replica)
         assert adapters[ALPHA].state == pb.ADAPTER_STATE_LOADED and adapters[ALPHA].waiting_requests == 1
@@ -171,7 +172,7 @@ async def test_a_corrupt_adapter_fails_only_its_own_request_and_leaves_nothing_b
         assert rpc_error(error).code == "invalid_adapter"
     assert (await good_call).text == ALPHA_REPLY
     assert list(await list_adapters(replica)) == [ALPHA]
-    assert replica.runtime.engine.adapters == {ALPHA}  # type: ignore[attr-defined]
+    assert replica.runtime.engine.adapters == {f"{ORG}/{ALPHA}"}  # type: ignore[attr-defined]
 
 
 async def test_a_missing_adapter_is_not_found(replica: Replica) -> None:
@@ -217,19 +218,22 @@ async def test_an_adapter_the_registry_describes_otherwise_is_refused_before_the
     config = json.loads((trained_adapters[ALPHA_REPLY] / "adapter_config.json").read_text())
     adapted = sorted(config["target_modules"])
 
-    unknown = await replica.upload("ft:tailor-tiny:org-a::unknown-modules", trained_adapters[ALPHA_REPLY])
-    unknown.target_modules.extend(["query_key_value"])
+    unknown = await replica.upload(
+        "ft:tailor-tiny:org-a::unknown-modules",
+        trained_adapters[ALPHA_REPLY],
+        target_modules=("query_key_value",),
+    )
     downloads = count_downloads(replica)
     error = await expect_error(complete(replica.stub, chat_request("hi", adapter=unknown)))
     assert rpc_error(error).code == "invalid_adapter" and "query_key_value" in error.details()
     assert not downloads, "refused from the registry's description, before any download"
 
-    mismatched = await replica.upload("ft:tailor-tiny:org-a::mismatched", trained_adapters[ALPHA_REPLY])
-    mismatched.target_modules.extend(adapted[:1])
+    mismatched = await replica.upload(
+        "ft:tailor-tiny:org-a::mismatched", trained_adapters[ALPHA_REPLY], target_modules=tuple(adapted[:1])
+    )
     error = await expect_error(complete(replica.stub, chat_request("hi", adapter=mismatched)))
     assert rpc_error(error).code == "invalid_adapter" and "registry recorded" in error.details()
 
-    described = await replica.upload(ALPHA, trained_adapters[ALPHA_REPLY])
-    described.target_modules.extend(adapted)
+    described = await replica.upload(ALPHA, trained_adapters[ALPHA_REPLY], target_modules=tuple(adapted))
     assert (await complete(replica.stub, chat_request("hi", adapter=described))).text == ALPHA_REPLY
     assert list(await list_adapters(replica)) == [ALPHA]

@@ -115,13 +115,11 @@ async def test_family_fine_tune_is_served_as_the_reference_answers(
         "inference_base_model": name,
     }
     async with replica_factory(**overrides) as replica:
-        uploaded = await replica.upload(f"ft:{name}:{ORG}::alpha", family.adapter_dir)
-        adapter = pb.AdapterRef(
-            name=uploaded.name,
-            uri=uploaded.uri,
-            base_model=name,
+        adapter = await replica.upload(
+            f"ft:{name}:{ORG}::alpha",
+            family.adapter_dir,
             lora_rank=8,
-            target_modules=list(family_of(_model_type(family.base_dir)).lora_target_modules),
+            target_modules=tuple(family_of(_model_type(family.base_dir)).lora_target_modules),
         )
         for prompt in PROMPTS:
             tuned = await complete(

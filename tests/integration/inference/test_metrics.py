@@ -13,7 +13,14 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from tailor.inference.v1 import inference_service_pb2 as pb
-from tests.integration.inference.conftest import ALPHA_REPLY, AdmissionGate, Replica, chat_request, complete
+from tests.integration.inference.conftest import (
+    ALPHA_REPLY,
+    ORG,
+    AdmissionGate,
+    Replica,
+    chat_request,
+    complete,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -50,7 +57,10 @@ async def test_lora_requests_info_lists_waiting_and_running_adapters(
     call = asyncio.create_task(complete(replica.stub, chat_request("hi", adapter=alpha)))
     await replica.wait_until(lambda: engine.load().waiting == 1)
     waiting = lora_info(replica)
-    assert waiting["waiting_lora_adapters"] == alpha.name and waiting["running_lora_adapters"] == ""
+    # Adapters are named as in the engine (vLLM's LoRARequest names): organization/model.
+    assert (
+        waiting["waiting_lora_adapters"] == f"{ORG}/{alpha.name}" and waiting["running_lora_adapters"] == ""
+    )
     assert float(waiting["value"]) > 1.7e9, "the value is the time of the observation"
     queued = generate_latest(replica.metrics).decode()
     assert 'vllm:num_requests_waiting{engine="0",model_name="tailor-tiny"} 1.0' in queued
@@ -74,7 +84,8 @@ async def _vllm_lora_requests_info(replica: Replica, alpha: pb.AdapterRef) -> No
     assert info["running_lora_adapters"] == "" and info["waiting_lora_adapters"] == ""
     assert float(info["value"]) > 1.7e9, "the value is the time of the observation"
     (family,) = [f for f in REGISTRY.collect() if f.name == "vllm:lora_requests_info"]
-    assert alpha.name in {s.labels["running_lora_adapters"] for s in family.samples}, "reported running once"
+    running = {s.labels["running_lora_adapters"] for s in family.samples}
+    assert f"{ORG}/{alpha.name}" in running, "reported running once"
     text = generate_latest(REGISTRY).decode()
     assert 'vllm:num_requests_running{engine="0",model_name="tailor-tiny"} 0.0' in text
     assert 'vllm:num_requests_waiting{engine="0",model_name="tailor-tiny"} 0.0' in text

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.object_store import FilesystemObjectStore
 from services.inference.adapter_validation import BaseModelLayout
-from services.inference.adapters import AdapterCache, AdapterRef, AdapterState
+from services.inference.adapters import AdapterCache, AdapterRef, AdapterState, engine_adapter_id
 from services.inference.engine import ChoiceDelta, Engine, EngineLoad, GenerationRequest
 
 LAYOUT = BaseModelLayout(linear={"model.layers.0.self_attn.q_proj": (16, 16)}, embedding={})
@@ -61,6 +61,11 @@ class StandInEngine(Engine):
     async def check_health(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+def eid(ref: AdapterRef, organization: str = "o") -> str:
+    """The adapter's id in the engine: its organization's and its name."""
+    return engine_adapter_id(organization, ref.name)
 
 
 class Fixture:
@@ -122,7 +127,7 @@ async def test_concurrent_requests_for_a_cold_adapter_share_one_download_and_loa
     assert f.states() == {"a": AdapterState.LOADING}
     f.engine.gate.set()
     await asyncio.gather(*users)
-    assert f.engine.events == [("add", ref.name)]
+    assert f.engine.events == [("add", eid(ref))]
     assert set(f.downloads.values()) == {1}
     assert f.states() == {"a": AdapterState.LOADED}
 
@@ -138,16 +143,27 @@ async def test_a_cancelled_first_request_does_not_cancel_the_load_for_the_others
     first.cancel()
     f.engine.gate.set()
     await second
-    assert first.cancelled() and f.engine.loaded == {ref.name}
+    assert first.cancelled() and f.engine.loaded == {eid(ref)}
 
 
-async def test_another_organization_gets_not_found(tmp_path: Path) -> None:
+async def test_organizations_never_share_evict_or_unload_each_others_adapters(tmp_path: Path) -> None:
     f = Fixture(tmp_path)
     ref = await f.adapter("a")
     await f.use_once(ref, "o")
-    with pytest.raises(NotFound):
-        await f.use_once(ref, "other")
+    # Nothing of "o"'s is visible to "other", nor can "other" unload it.
     assert f.cache.list("other") == [] and not await f.cache.unload(ref.name, "other")
+    # The same name in "other" (as its own registry resolution) is another adapter: its own
+    # engine id, download and directory; "o"'s stays loaded and answers to "o" only.
+    other = await f.adapter("a-other")
+    same_name = AdapterRef(ref.name, other.uri, "tailor-tiny", lora_rank=4)
+    await f.use_once(same_name, "other")
+    assert f.engine.loaded == {eid(ref, "o"), eid(ref, "other")}
+    assert f.downloads[f"{ref.uri}adapter_model.safetensors"] == 1
+    assert f.downloads[f"{other.uri}adapter_model.safetensors"] == 1
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert [s.ref.uri for s in f.cache.list("other")] == [other.uri]
+    assert await f.cache.unload(ref.name, "other")
+    assert f.engine.loaded == {eid(ref, "o")} and [s.ref.uri for s in f.cache.list("o")] == [ref.uri]
 
 
 async def test_the_least_recently_used_idle_adapter_makes_room(tmp_path: Path) -> None:
@@ -157,7 +173,7 @@ async def test_the_least_recently_used_idle_adapter_makes_room(tmp_path: Path) -
     await f.use_once(b)
     await f.use_once(a)  # b is now the least recently used
     await f.use_once(c)
-    assert f.engine.loaded == {a.name, c.name}
+    assert f.engine.loaded == {eid(a), eid(c)}
     assert f.states() == {"c": AdapterState.LOADED, "a": AdapterState.LOADED, "b": AdapterState.CACHED}
     await f.use_once(b)
     assert sum(f.downloads.values()) == 6, "b came back from the local disk"
@@ -169,9 +185,9 @@ async def test_an_adapter_in_use_is_never_evicted_newcomers_wait(tmp_path: Path)
     async with f.cache.use(a, "o"):
         waiting = asyncio.create_task(f.use_once(b))
         await asyncio.sleep(0.05)
-        assert not waiting.done() and f.engine.loaded == {a.name}
+        assert not waiting.done() and f.engine.loaded == {eid(a)}
     await waiting
-    assert f.engine.events == [("add", a.name), ("remove", a.name), ("add", b.name)]
+    assert f.engine.events == [("add", eid(a)), ("remove", eid(a)), ("add", eid(b))]
 
 
 async def test_unloading_a_busy_adapter_frees_it_when_its_last_request_ends(tmp_path: Path) -> None:
@@ -179,12 +195,12 @@ async def test_unloading_a_busy_adapter_frees_it_when_its_last_request_ends(tmp_
     a = await f.adapter("a")
     async with f.cache.use(a, "o"):
         assert await f.cache.unload(a.name, "o")
-        assert f.cache.list("o") == [] and f.engine.loaded == {a.name}
+        assert f.cache.list("o") == [] and f.engine.loaded == {eid(a)}
         comeback = asyncio.create_task(f.use_once(a))
         await asyncio.sleep(0.02)
         assert not comeback.done(), "a new request waits for the unload to finish"
     await comeback
-    assert f.engine.events == [("add", a.name), ("remove", a.name), ("add", a.name)]
+    assert f.engine.events == [("add", eid(a)), ("remove", eid(a)), ("add", eid(a))]
     await f.cache.close()
 
 
@@ -200,13 +216,13 @@ async def test_unloading_an_idle_adapter_removes_it_from_engine_and_disk(tmp_pat
 async def test_a_failed_load_leaves_nothing_and_the_next_request_retries(tmp_path: Path) -> None:
     f = Fixture(tmp_path)
     a = await f.adapter("a")
-    f.engine.refuse.add(a.name)
+    f.engine.refuse.add(eid(a))
     with pytest.raises(FailedPrecondition):
         await f.use_once(a)
     assert f.cache.list("o") == [] and list((tmp_path / "cache").iterdir()) == []
     f.engine.refuse.clear()
     await f.use_once(a)
-    assert f.engine.loaded == {a.name} and sum(f.downloads.values()) == 4
+    assert f.engine.loaded == {eid(a)} and sum(f.downloads.values()) == 4
 
 
 async def test_missing_and_incomplete_adapters(tmp_path: Path) -> None:

@@ -78,14 +78,17 @@ class InferenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def LoadAdapter(self, request, context):
-        """Fetches and loads an adapter ahead of use; loading a loaded adapter is a no-op.
+        """Fetches and loads one of the organization's adapters ahead of use (only
+        `adapter.name` is read; another organization's model is NOT_FOUND, as a
+        missing one); loading a loaded adapter is a no-op.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnloadAdapter(self, request, context):
-        """Unloads an adapter from the engine and the local cache (after a model is deleted).
+        """Unloads the organization's adapter from the engine and the local cache (after a
+        model is deleted); another organization's adapter of the same name is untouched.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
