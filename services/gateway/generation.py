@@ -105,16 +105,14 @@ class GenerationInput:
 
 
 def adapter_of(model: registry_pb.Model) -> pb.AdapterRef | None:
-    """The adapter serving ``model``; None for a base model."""
+    """The adapter serving ``model``, by name; None for a base model.
+
+    Only the name travels: the replica resolves it in the caller's organization through the
+    model registry itself, and never trusts a location it is sent.
+    """
     if model.kind == registry_pb.MODEL_KIND_BASE or not model.adapter_uri:
         return None
-    return pb.AdapterRef(
-        name=model.id,
-        uri=model.adapter_uri,
-        base_model=model.base_model,
-        lora_rank=model.lora_rank,
-        target_modules=model.lora_target_modules,
-    )
+    return pb.AdapterRef(name=model.id, base_model=model.base_model)
 
 
 def generate_request(model: registry_pb.Model, wanted: GenerationInput) -> pb.GenerateCompletionRequest:
