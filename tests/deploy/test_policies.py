@@ -424,7 +424,8 @@ def test_only_the_gateway_accepts_traffic_from_anywhere(objects: tuple[Manifest,
 def test_each_grpc_service_accepts_only_its_callers(objects: tuple[Manifest, ...]) -> None:
     expected = {
         "dataset": {"gateway", "trainer", "tailor-trainer-worker"},
-        "trainer": {"gateway", "tailor-trainer-worker"},
+        # inference pods (every base model's: component=serving) resolve adapters in the registry
+        "trainer": {"gateway", "tailor-trainer-worker", "component=serving"},
         "inference": {"gateway"},
     }
     for name, callers in expected.items():
@@ -435,8 +436,10 @@ def test_each_grpc_service_accepts_only_its_callers(objects: tuple[Manifest, ...
             if {"protocol": "TCP", "port": GRPC_SERVICES[name]} in r["ports"]
         ]
         assert len(port_rules) == 1
+        selectors = [peer["podSelector"]["matchLabels"] for peer in port_rules[0]["from"]]
         allowed = {
-            peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for peer in port_rules[0]["from"]
+            labels.get("app.kubernetes.io/name") or f"component={labels['app.kubernetes.io/component']}"
+            for labels in selectors
         }
         assert allowed == callers, name
 
