@@ -253,15 +253,16 @@ async def run(settings: GatewaySettings) -> int:
         settings, served_base_models(settings, os.environ.get(SERVED_BASE_MODELS_VARIABLE, ""))
     )
     # Children inherit this environment (the user's TAILOR_* settings included), plus what
-    # makes the processes agree: one data directory, one key list, listen = address, and
-    # the gateway's list of every inference replica; start_child strips the secrets a
-    # child does not use.
+    # makes the processes agree: one data directory, one key list, listen = address (the
+    # trainer's also where inference resolves model names), and the gateway's list of every
+    # inference replica; start_child strips the secrets a child does not use.
     env = dict(os.environ)
     env.update(
         TAILOR_DATA_DIR=str(settings.data_dir.resolve()),
         TAILOR_API_KEYS=api_keys,
         TAILOR_DATASET_LISTEN=settings.dataset_addr,
         TAILOR_TRAINER_LISTEN=settings.trainer_addr,
+        TAILOR_TRAINER_ADDR=settings.trainer_addr,
         TAILOR_INFERENCE_ADDR=",".join(replica.address for replica in replicas),
         TAILOR_GATEWAY_HOST=settings.gateway_host,
         TAILOR_GATEWAY_PORT=str(settings.gateway_port),
