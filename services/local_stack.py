@@ -44,6 +44,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.base_models import resolve_base_model
 from services.common.die_with_parent import dying_with
+from services.common.internal_auth.keys import LocalKeySet
 from services.common.settings import load_settings
 from services.gateway.config import GatewaySettings
 
@@ -52,6 +53,7 @@ LOCAL_ORGANIZATION = "local"
 API_KEY_FILE = "local_api_key"
 # Which configured base models get an inference replica (comma list); empty: every one.
 SERVED_BASE_MODELS_VARIABLE = "TAILOR_LOCAL_STACK_BASE_MODELS"
+INTERNAL_AUTH_DIR = "internal-auth"  # under the data directory: services' key pairs
 
 # Secret settings and the services (by module) that use them; every other child starts
 # without them. The training worker's environment is the trainer's executors' to build
@@ -276,6 +278,10 @@ async def run(settings: GatewaySettings) -> int:
         *inference,
         Child("gateway", f"http://{settings.gateway_host}:{settings.gateway_port}/healthz"),
     ]
+    # Internal auth: key pairs made on first start; each service gets its own private key only.
+    key_set = LocalKeySet(settings.data_dir.resolve() / INTERNAL_AUTH_DIR).ensure()
+    for child in children:
+        child.env.update(key_set.environment(child.module or child.name))
     upstreams, gateway = children[:-1], children[-1]
     try:
         # The gateway starts once the services it calls answer, so that its first

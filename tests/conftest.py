@@ -1,5 +1,7 @@
 """Fixtures for every test directory: the records database on SQLite and on a real Postgres.
 
+Every test process also gets internal-auth keys (:mod:`tests.support.internal_auth`).
+
 Production keeps its records in Postgres and a laptop in SQLite; tests that touch records
 take ``database_url`` and run once on each (ids ``sqlite`` and ``postgres``). One Postgres
 server serves the whole session, started only when a test first asks for it; each test
@@ -14,7 +16,12 @@ from pathlib import Path
 import pytest
 
 from services.common.database import sqlite_url
+from tests.support import internal_auth
 from tests.support.postgres_server import PostgresServer, PostgresUnavailable, postgres_server
+
+# Internal calls are authenticated in tests as in production: a test key set, and clients
+# that call as the gateway by default (tests/support/internal_auth.py).
+internal_auth.install()
 
 DATABASES = ["sqlite", "postgres"]
 

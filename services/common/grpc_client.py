@@ -2,8 +2,12 @@
 
 :func:`open_channel` gives a ``grpc.aio`` channel whose every call
 - carries a deadline: the caller's ``timeout=``, or ``settings.rpc_timeout_s``;
-- forwards the organization and request id of the call being served (or those bound
-  with :func:`services.common.tenancy.call_context`) as metadata;
+- is authenticated: ``authorization: Bearer <jwt>``, a token this process signs for the
+  target service and the organization of the call being served (or the one bound with
+  :func:`services.common.tenancy.call_context`), reused until close to its expiry; a worker
+  sends the job-scoped token the trainer gave it instead (``bearer_token``). See
+  :mod:`services.common.internal_auth`;
+- forwards the request id (and, only where internal auth is disabled, the organization) as metadata;
 - is retried on UNAVAILABLE only for the methods named idempotent, through gRPC's
   own retry policy in the service config (never for uploads or creations).
 
@@ -23,6 +27,9 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from services.common.internal_auth.policy import audience_of_method
+from services.common.internal_auth.setup import token_minter
+from services.common.internal_auth.tokens import TokenMinter
 from services.common.settings import CommonSettings
 from services.common.tenancy import (
     ORGANIZATION_METADATA_KEY,
@@ -67,8 +74,17 @@ def open_channel(
     settings: CommonSettings,
     *,
     idempotent_methods: Iterable[str] = (),
+    audience: str | None = None,
+    bearer_token: str | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure channel to an internal service (inside the cluster, behind NetworkPolicy)."""
+    """A channel to an internal service whose calls carry this process's token.
+
+    ``audience`` is the target's identity (dataset, trainer, inference); without it each
+    call's audience is the identity serving its method (health and reflection calls go
+    without a token then). ``bearer_token`` is a fixed token sent instead of minting one
+    (a training worker's). Transport is plaintext inside the cluster; the token, not the
+    network, says who is calling.
+    """
     options = [
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
         ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
@@ -82,8 +98,9 @@ def open_channel(
         ("grpc.initial_reconnect_backoff_ms", 250),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
+    credentials = _Credentials(settings, audience, bearer_token)
     return grpc.aio.insecure_channel(
-        target, options=options, interceptors=call_context_interceptors(settings.rpc_timeout_s)
+        target, options=options, interceptors=call_context_interceptors(settings.rpc_timeout_s, credentials)
     )
 
 
@@ -92,16 +109,51 @@ def idempotent(*methods: Any) -> list[str]:
     return [f"/{m.containing_service.full_name}/{m.name}" for m in methods]
 
 
-class _CallContext:
-    """Adds the default deadline and the organization / request id metadata to a call."""
+AUTHORIZATION_METADATA_KEY = "authorization"
 
-    def __init__(self, default_timeout_s: float) -> None:
+
+class _Credentials:
+    """What authenticates a channel's calls: a fixed bearer, a minter, or (auth disabled) the org header."""
+
+    def __init__(self, settings: CommonSettings, audience: str | None, bearer_token: str | None) -> None:
+        self.disabled = settings.internal_auth_disabled and not bearer_token
+        self.audience = audience
+        self.bearer_token = bearer_token
+        # Fails here, at the channel's opening, when auth is required and this process has no key.
+        self.minter: TokenMinter | None = None if self.disabled or bearer_token else token_minter(settings)
+
+    def authorization(self, method: str, organization: str | None) -> str | None:
+        if self.bearer_token:
+            return f"Bearer {self.bearer_token}"
+        if self.minter is None:
+            return None
+        audience = self.audience or audience_of_method(method)
+        if audience is None:
+            return None
+        return f"Bearer {self.minter.token(audience, organization)}"
+
+
+class _CallContext:
+    """Adds the default deadline, the token and the request id metadata to a call."""
+
+    def __init__(self, default_timeout_s: float, credentials: _Credentials | None = None) -> None:
         self.default_timeout_s = default_timeout_s
+        self.credentials = credentials
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         organization = current_organization_or_none()
-        if organization and ORGANIZATION_METADATA_KEY not in metadata:
+        method = details.method.decode() if isinstance(details.method, bytes) else str(details.method)
+        if self.credentials is not None and AUTHORIZATION_METADATA_KEY not in metadata:
+            authorization = self.credentials.authorization(method, organization)
+            if authorization is not None:
+                metadata[AUTHORIZATION_METADATA_KEY] = authorization
+        if (
+            organization
+            and ORGANIZATION_METADATA_KEY not in metadata
+            and (self.credentials is None or self.credentials.disabled)
+        ):
+            # Only for servers with internal auth disabled (unit tests): others ignore it.
             metadata[ORGANIZATION_METADATA_KEY] = organization
         request_id = current_request_id()
         if request_id and REQUEST_ID_METADATA_KEY not in metadata:
@@ -134,10 +186,12 @@ class _StreamStreamCallContext(_CallContext, grpc.aio.StreamStreamClientIntercep
         return await continuation(self._details(client_call_details), request_iterator)
 
 
-def call_context_interceptors(default_timeout_s: float) -> list[_CallContext]:
-    """Client interceptors giving every call shape a deadline and the call's context."""
+def call_context_interceptors(
+    default_timeout_s: float, credentials: _Credentials | None = None
+) -> list[_CallContext]:
+    """Client interceptors giving every call shape a deadline, its token and the call's context."""
     kinds = (_UnaryUnaryCallContext, _UnaryStreamCallContext, _StreamUnaryCallContext, _StreamStreamCallContext)
-    return [kind(default_timeout_s) for kind in kinds]
+    return [kind(default_timeout_s, credentials) for kind in kinds]
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
 """The server interceptor every Tailor gRPC service runs: call context, errors, access log, metrics.
 
 For each call it
-1. reads the request id and organization from the metadata and binds them for the
-   handler (:mod:`services.common.tenancy`) and for every log line;
-2. refuses a call without an organization (UNAUTHENTICATED), except the health
-   and reflection services, which probes and tools call anonymously, and the
-   inference replicas' ``GetReplicaInfo``, which reveals no tenant's data;
+1. authenticates the caller (:mod:`services.common.internal_auth`): every call but
+   health checks (which probes make anonymously) carries a token signed by a known
+   service identity, or a worker's job token; no or a bad token is UNAUTHENTICATED,
+   a caller the policy table does not allow this method (or, for a worker, this job,
+   attempt or file) PERMISSION_DENIED, logged with the method, issuer and reason;
+2. binds the organization the verified token names (never a header), and the request
+   id, for the handler (:mod:`services.common.tenancy`) and for every log line; refuses
+   a call that needs an organization without one (UNAUTHENTICATED);
 3. maps exceptions to a status, in this one place: a
    :class:`~services.common.errors.TailorError` becomes its status code with a
    ``google.rpc.ErrorInfo`` detail (reason = OpenAI-style code, metadata.param =
@@ -30,7 +33,9 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
 
-from services.common.errors import TailorError, Unauthenticated
+from services.common.errors import PermissionDenied, TailorError, Unauthenticated
+from services.common.internal_auth import policy
+from services.common.internal_auth.tokens import InvalidToken, Principal, TokenVerifier
 from services.common.tenancy import (
     ORGANIZATION_METADATA_KEY,
     REQUEST_ID_METADATA_KEY,
@@ -41,8 +46,9 @@ from services.common.tenancy import (
 log = structlog.get_logger("tailor.grpc")
 
 ERROR_DOMAIN = "tailor"
-# Services (and methods) that answer without an organization: Kubernetes probes and grpcurl
-# call them bare, and the gateway asks each inference replica what it serves at discovery.
+BEARER = "bearer "
+# With internal auth disabled (unit tests only): the services (and methods) that answer
+# without an organization header.
 ANONYMOUS_SERVICE_PREFIXES = (
     "/grpc.health.v1.Health/",
     "/grpc.reflection.",
@@ -77,7 +83,14 @@ def status_from_exception(exc: BaseException) -> tuple[grpc.StatusCode, grpc.Sta
 
 
 class ServerCallInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every RPC handler with context binding, tenancy, error mapping and access logging."""
+    """Wraps every RPC handler with authentication, context binding, tenancy, error mapping and access logging.
+
+    ``verifier`` checks the callers' tokens; None means internal auth is disabled (unit
+    tests only), and the organization is then read from the ``x-tailor-organization`` header.
+    """
+
+    def __init__(self, verifier: TokenVerifier | None = None) -> None:
+        self.verifier = verifier
 
     async def intercept_service(
         self,
@@ -89,28 +102,86 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
         metadata = {k: v for k, v in handler_call_details.invocation_metadata or () if isinstance(v, str)}
-        anonymous = method.startswith(ANONYMOUS_SERVICE_PREFIXES)
-        return _wrap_handler(handler, lambda: _Call(method, metadata, anonymous))
+        if self.verifier is None:
+            anonymous = method.startswith(ANONYMOUS_SERVICE_PREFIXES)
+            organization = metadata.get(ORGANIZATION_METADATA_KEY) or None
+            return _wrap_handler(handler, lambda: _Call(method, metadata, anonymous, organization))
+        anonymous = policy.is_anonymous(method)
+        principal: Principal | None = None
+        refusal: TailorError | None = None
+        if not anonymous:
+            principal, refusal = self._authenticate(method, metadata.get("authorization", ""))
+        return _wrap_handler(
+            handler,
+            lambda: _Call(
+                method,
+                metadata,
+                anonymous,
+                principal.organization if principal else None,
+                principal=principal,
+                refusal=refusal,
+                needs_organization=policy.needs_organization(method),
+            ),
+        )
+
+    def _authenticate(self, method: str, authorization: str) -> tuple[Principal | None, TailorError | None]:
+        assert self.verifier is not None
+        if not authorization.lower().startswith(BEARER):
+            _log_refusal(method, None, "no bearer token")
+            return None, Unauthenticated("internal calls must carry a bearer token", code="unauthenticated")
+        try:
+            principal = self.verifier.verify(authorization[len(BEARER) :].strip())
+        except InvalidToken as error:
+            _log_refusal(method, None, str(error))
+            return None, Unauthenticated(f"invalid token: {error}", code="invalid_token")
+        try:
+            policy.authorize(principal, method)
+        except policy.Refused as refused:
+            _log_refusal(method, principal.issuer, str(refused))
+            return principal, PermissionDenied(str(refused), code="permission_denied")
+        return principal, None
+
+
+def _log_refusal(method: str, issuer: str | None, reason: str) -> None:
+    # Never the token: the method, who it claimed to be and why it was refused.
+    log.warning("internal call refused", method=method, issuer=issuer, reason=reason)
 
 
 class _Call:
     """One call's context, entered around the handler's whole execution (every streamed item included)."""
 
-    def __init__(self, method: str, metadata: dict[str, str], anonymous: bool) -> None:
+    def __init__(
+        self,
+        method: str,
+        metadata: dict[str, str],
+        anonymous: bool,
+        organization: str | None,
+        *,
+        principal: Principal | None = None,
+        refusal: TailorError | None = None,
+        needs_organization: bool | None = None,
+    ) -> None:
         self.method = method
         self.anonymous = anonymous
-        self.organization = metadata.get(ORGANIZATION_METADATA_KEY) or None
+        self.organization = organization
+        self.principal = principal
+        self.refusal = refusal
+        self.needs_organization = not anonymous if needs_organization is None else needs_organization
         self.request_id = metadata.get(REQUEST_ID_METADATA_KEY) or uuid.uuid4().hex
 
     @contextlib.asynccontextmanager
-    async def serving(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def serving(self, context: grpc.aio.ServicerContext, request: Any = None) -> AsyncIterator[None]:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         with call_context(self.organization, self.request_id), structlog.contextvars.bound_contextvars(
             request_id=self.request_id, organization=self.organization
         ):
             try:
+                if self.refusal is not None:
+                    raise self.refusal
                 self._check_organization()
+                if request is not None and self.principal is not None:
+                    self._check_request(request)
                 yield
             except grpc.aio.AbortError:
                 # the handler aborted deliberately (a protocol-level check); the code is already set
@@ -130,14 +201,22 @@ class _Call:
                 self._record(code, time.perf_counter() - started)
 
     def _check_organization(self) -> None:
-        if self.anonymous:
+        if self.anonymous or not self.needs_organization:
             return
         if self.organization is None:
             raise Unauthenticated(
-                f"missing {ORGANIZATION_METADATA_KEY!r} metadata: internal calls must name an organization",
+                "internal calls must act for an organization: none was given",
                 code="missing_organization",
             )
         validate_organization_id(self.organization)
+
+    def _check_request(self, request: Any) -> None:
+        assert self.principal is not None
+        try:
+            policy.authorize_request(self.principal, self.method, request)
+        except policy.Refused as refused:
+            _log_refusal(self.method, self.principal.issuer, str(refused))
+            raise PermissionDenied(str(refused), code="permission_denied") from None
 
     def _record(self, code: grpc.StatusCode, duration: float) -> None:
         RPC_HANDLED.labels(self.method, code.name).inc()
@@ -152,7 +231,7 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, new_call: Callable[[], _Call])
         inner_stream = handler.unary_stream or handler.stream_stream
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with new_call().serving(context):
+            async with new_call().serving(context, None if handler.request_streaming else request):
                 async for item in inner_stream(request, context):
                     yield item
 
@@ -166,7 +245,7 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, new_call: Callable[[], _Call])
     inner_unary = handler.unary_unary or handler.stream_unary
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with new_call().serving(context):
+        async with new_call().serving(context, None if handler.request_streaming else request):
             return await inner_unary(request, context)
 
     factory = (

@@ -1,8 +1,9 @@
 """The one gRPC server lifecycle every Tailor service runs.
 
 ``grpc.aio`` server with explicit message-size limits, the interceptor of
-:mod:`services.common.grpc_interceptors`, standard health checking and (optionally)
-reflection. Health has two names: ``liveness`` answers SERVING while the process
+:mod:`services.common.grpc_interceptors` (which authenticates every caller, see
+:mod:`services.common.internal_auth`), standard health checking (anonymous) and
+(optionally) reflection (authenticated peers only). Health has two names: ``liveness`` answers SERVING while the process
 runs, and the overall status ``""`` (what readiness probes ask) follows the
 service's readiness checks, so a dependency outage takes the pod out of the load
 balancer without restarting it. On SIGTERM or SIGINT the server reports
@@ -25,6 +26,9 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from services.common.grpc_interceptors import ServerCallInterceptor
+from services.common.internal_auth.keys import InternalAuthConfigError
+from services.common.internal_auth.policy import AUDIENCE_OF_SERVICE
+from services.common.internal_auth.setup import check_internal_auth, token_verifier
 from services.common.settings import CommonSettings
 
 log = structlog.get_logger("tailor.server")
@@ -70,8 +74,16 @@ class GrpcServer:
         self.services = list(services)
         self.readiness_checks = list(readiness_checks)
         self.health = health.aio.HealthServicer()
+        verifier = None
+        if not settings.internal_auth_disabled:
+            # The tokens this server accepts are those addressed to the identity serving its services.
+            audiences = {AUDIENCE_OF_SERVICE[r.full_name] for r in self.services if r.full_name in AUDIENCE_OF_SERVICE}
+            try:
+                verifier = token_verifier(settings, audiences)
+            except InternalAuthConfigError as error:
+                raise SystemExit(f"refusing to start: {error}") from None
         self.server = grpc.aio.server(
-            interceptors=[ServerCallInterceptor()], options=server_options(settings)
+            interceptors=[ServerCallInterceptor(verifier)], options=server_options(settings)
         )
         self.port: int | None = None
         self._readiness_task: asyncio.Task[None] | None = None
@@ -156,6 +168,8 @@ def run_service(
     from services.common.logging import configure_logging
 
     configure_logging(service, level=settings.log_level, fmt=settings.log_format)
+    # Every service verifies its callers; all but the dataset service also sign calls of their own.
+    check_internal_auth(settings, signs=service != "dataset")
 
     async def main() -> None:
         await serve_until_signalled(build(), metrics_port=metrics_port)

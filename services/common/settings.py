@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +25,9 @@ SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 class CommonSettings(BaseSettings):
     """Knobs every service shares: where state lives, how to reach the others, logging."""
+
+    # The identity a service's own settings class signs as by default (see internal_auth_identity).
+    service_identity: ClassVar[str | None] = None
 
     # hide_input_in_errors: a malformed value may be a secret (API keys, S3 credentials)
     model_config = SettingsConfigDict(
@@ -65,6 +68,33 @@ class CommonSettings(BaseSettings):
     grpc_reflection: bool = Field(True, description="Serve gRPC reflection (grpcurl list/describe).")
     rpc_timeout_s: float = Field(
         30.0, gt=0, description="Deadline of an internal RPC when the caller gives none (long streams pass their own)."
+    )
+
+    # Internal authentication (services/common/internal_auth): signed per-call tokens.
+    internal_auth_private_key_file: Path | None = Field(
+        None,
+        description=(
+            "This process's Ed25519 private key (PEM) that signs its internal calls "
+            "(Kubernetes: `/etc/tailor/internal-auth/private.pem`; `make up`: `<data_dir>/internal-auth/<identity>.pem`)."
+        ),
+    )
+    internal_auth_public_keys_dir: Path | None = Field(
+        None,
+        description=(
+            "Directory of the callers' public keys, `<issuer>*.pem` (several per issuer during a rotation; "
+            "Kubernetes: `/etc/tailor/internal-auth/public/`; `make up`: `<data_dir>/internal-auth/public/`)."
+        ),
+    )
+    internal_auth_identity: Literal["gateway", "trainer", "dataset", "inference"] | None = Field(
+        None,
+        description="The identity this process signs as (the token issuer); each service defaults to its own name.",
+    )
+    internal_auth_disabled: bool = Field(
+        False,
+        description=(
+            "Turn internal authentication off (servers trust the `x-tailor-organization` header). "
+            "For unit tests only: never in a deployment."
+        ),
     )
 
     # Where the services are, as seen by their callers.
@@ -125,6 +155,11 @@ class CommonSettings(BaseSettings):
                     f"max_lora_rank {self.max_lora_rank}, so its jobs would train adapters no replica serves"
                 )
         return self
+
+    @property
+    def internal_auth_issuer(self) -> str | None:
+        """The identity this process signs its internal calls as: the setting, else its service's own name."""
+        return self.internal_auth_identity or self.service_identity
 
     @property
     def models_dir(self) -> Path:

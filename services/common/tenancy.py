@@ -1,11 +1,13 @@
-"""The organization and request id of the call being served, carried in gRPC metadata.
+"""The organization and request id of the call being served.
 
-The gateway maps an API key to an organization and sends its id in the
-``x-tailor-organization`` metadata entry on every internal call; internal services
-refuse calls without one. Inside a call the id is held in a context variable, so
-service logic asks :func:`current_organization` instead of threading it through
-every signature, and outgoing calls (see :mod:`services.common.grpc_client`)
-forward it automatically.
+The gateway maps an API key to an organization; every internal call names it in the
+caller's signed token (``org`` claim, :mod:`services.common.internal_auth`), and the
+server binds the organization of the verified token only. The ``x-tailor-organization``
+metadata entry is read only where internal auth is disabled (unit tests). Internal
+services refuse calls that need an organization without one. Inside a call the id is
+held in a context variable, so service logic asks :func:`current_organization` instead
+of threading it through every signature, and outgoing calls (see
+:mod:`services.common.grpc_client`) sign it into their own tokens automatically.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def current_organization() -> str:
     organization = _organization.get()
     if organization is None:
         raise Unauthenticated(
-            f"no organization: internal calls must carry the {ORGANIZATION_METADATA_KEY!r} metadata entry",
+            "no organization: internal calls must act for one (their token's org claim)",
             code="missing_organization",
         )
     return organization

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from services.common.settings import CommonSettings, MiB
@@ -11,6 +13,8 @@ GiB = 1024 * MiB
 
 class DatasetSettings(CommonSettings):
     """The common settings plus the dataset service's own."""
+
+    service_identity: ClassVar[str | None] = "dataset"
 
     dataset_listen: str = Field("127.0.0.1:50051", description="Address the dataset gRPC server binds.")
     dataset_metrics_port: int = Field(

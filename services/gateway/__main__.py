@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from services.common.internal_auth.setup import check_internal_auth
 from services.common.logging import configure_logging
 from services.common.settings import load_settings
 from services.gateway.app import create_app
@@ -13,6 +14,7 @@ from services.gateway.config import GatewaySettings
 def main() -> None:
     settings = load_settings(GatewaySettings)
     configure_logging("gateway", level=settings.log_level, fmt=settings.log_format)
+    check_internal_auth(settings, verifies=False)  # it signs every internal call, serves none
     uvicorn.run(
         create_app(settings),
         host=settings.gateway_host,

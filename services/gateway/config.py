@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -33,6 +34,8 @@ def parse_api_keys(spec: str) -> dict[str, str]:
 
 class GatewaySettings(CommonSettings):
     """The common settings plus the gateway's own."""
+
+    service_identity: ClassVar[str | None] = "gateway"
 
     gateway_host: str = Field("127.0.0.1", description="Address the gateway's HTTP server binds.")
     gateway_port: int = Field(8000, ge=1, le=65535, description="Port of the gateway's HTTP server.")

@@ -8,7 +8,7 @@ job at a time, one local subprocess per job.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -17,6 +17,8 @@ from services.common.settings import CommonSettings
 
 class TrainerSettings(CommonSettings):
     """The common settings plus the trainer service's own."""
+
+    service_identity: ClassVar[str | None] = "trainer"
 
     trainer_listen: str = Field("127.0.0.1:50052", description="Address the trainer gRPC server binds.")
     trainer_metrics_port: int = Field(
@@ -74,6 +76,14 @@ class TrainerSettings(CommonSettings):
         300.0,
         gt=0,
         description="How long a paused worker may take to save its checkpoint and exit before it is stopped.",
+    )
+    trainer_worker_token_ttl_s: int = Field(
+        86400,
+        ge=60,
+        description=(
+            "Lifetime of the job-scoped token a worker is launched with (its attempt's deadline); "
+            "keep it above the longest training run (Kubernetes: at least trainer_k8s_active_deadline_s)."
+        ),
     )
     trainer_worker_retries: int = Field(
         1,

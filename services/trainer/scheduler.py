@@ -59,6 +59,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import TailorError
+from services.common.internal_auth.setup import token_minter
 from services.common.object_store import ObjectStore
 from services.common.tenancy import call_context
 from services.trainer.config import TrainerSettings
@@ -399,10 +400,12 @@ class Scheduler:
                 # than waited for (SQLite ignores this).
                 .with_for_update(skip_locked=True)
             )
+            job_files: dict[str, list[str]] = {}
             for job in (await session.execute(query)).scalars().all():
                 attempt_id = new_attempt_id()
                 if await _claim(session, job.id, attempt_id):
                     launches.append(WorkerLaunch(job.id, attempt_id, job.organization_id))
+                    job_files[job.id] = [job.training_file, job.validation_file or ""]
         for launch in launches:
             active = ActiveWorker(launch, launched_at=time.monotonic())
             self._active[launch.job_id] = active
@@ -411,6 +414,7 @@ class Scheduler:
                 launch,
                 trainer_addr=self._worker_trainer_addr,
                 include_secrets=self._settings.trainer_executor == "local",
+                worker_token=self._worker_token(launch, job_files[launch.job_id]),
             )
             try:
                 await self._executor.launch(launch, environment)
@@ -420,6 +424,19 @@ class Scheduler:
                 active.launch_error = f"it could not be started ({error})"
 
     # Helpers.
+
+    def _worker_token(self, launch: WorkerLaunch, files: list[str]) -> str:
+        """The launch's job-scoped credential: its job, attempt, organization and files, until its deadline."""
+        if self._settings.internal_auth_disabled:
+            return ""
+        minter = token_minter(self._settings)
+        return minter.worker_token(
+            organization=launch.organization_id,
+            job_id=launch.job_id,
+            attempt_id=launch.attempt_id,
+            files=files,
+            expires_at=time.time() + self._settings.trainer_worker_token_ttl_s,
+        )
 
     async def _discard_outputs(self, job_id: str, organization_id: str) -> None:
         async with self._records.read() as session:

@@ -45,7 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         limited = OutputWatchedProcess(
             [sys.executable, "-m", "services.gateway"],
             {
-                **platform.environment,
+                **platform.service_environment("gateway"),
                 "TAILOR_GATEWAY_PORT": str(limited_port),
                 "TAILOR_GATEWAY_RATE_LIMIT_PER_MINUTE": str(RATE_LIMITED_PER_MINUTE),
             },

@@ -97,7 +97,7 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubRun]:
         gateway = OutputWatchedProcess(
             [sys.executable, "-m", "services.gateway"],
             {
-                **platform.environment,
+                **platform.service_environment("gateway"),
                 "TAILOR_GATEWAY_PORT": str(port),
                 "TAILOR_BASE_MODELS": json.dumps({REPO_ID: BASE_MODELS[REPO_ID]}),
             },

@@ -20,10 +20,9 @@ import httpx
 import openai
 import pytest
 
-from services.common.tenancy import ORGANIZATION_METADATA_KEY
 from tailor.inference.v1 import inference_service_pb2 as pb
 from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
-from tests.support.local_stack import running_stack
+from tests.support.local_stack import RunningStack, running_stack
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +48,7 @@ HI = [{"role": "user", "content": "Hi"}]
 class TwoBases:
     url: str
     replicas: dict[str, str]  # base model -> the address of its replica
+    platform: RunningStack
 
     def client(self, **options: object) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=KEY, **options)  # type: ignore[arg-type]
@@ -57,7 +57,7 @@ class TwoBases:
         """The organization's adapters the replica of ``base_model`` holds (asked directly)."""
         with grpc.insecure_channel(self.replicas[base_model]) as channel:
             response = pb_grpc.InferenceServiceStub(channel).ListAdapters(
-                pb.ListAdaptersRequest(), metadata=((ORGANIZATION_METADATA_KEY, ORGANIZATION),), timeout=10
+                pb.ListAdaptersRequest(), metadata=self.platform.metadata("inference", ORGANIZATION), timeout=10
             )
         return [adapter.adapter.name for adapter in response.adapters]
 
@@ -79,10 +79,10 @@ def two_bases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoBases]:
             with grpc.insecure_channel(address) as channel:
                 # no organization: what a replica serves is no tenant's data
                 info = pb_grpc.InferenceServiceStub(channel).GetReplicaInfo(
-                    pb.GetReplicaInfoRequest(), timeout=10
+                    pb.GetReplicaInfoRequest(), metadata=platform.metadata("inference"), timeout=10
                 )
             assert (info.base_model, info.engine) == (base_model, "hf")
-        yield TwoBases(platform.url, replicas)
+        yield TwoBases(platform.url, replicas, platform)
 
 
 def test_models_lists_every_configured_base(two_bases: TwoBases) -> None:

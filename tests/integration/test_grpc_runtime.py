@@ -22,6 +22,7 @@ from services.common.settings import CommonSettings
 from services.common.tenancy import call_context, current_organization, current_request_id
 from tailor.dataset.v1 import dataset_service_pb2 as pb
 from tailor.dataset.v1 import dataset_service_pb2_grpc as pb_grpc
+from tests.support.internal_auth import bearer, service_token
 
 DATASET = pb.DESCRIPTOR.services_by_name["DatasetService"]
 
@@ -96,15 +97,23 @@ async def served(settings: CommonSettings):  # type: ignore[no-untyped-def]
     await server.stop()
 
 
-async def test_health_and_reflection_answer_without_an_organization(served) -> None:  # type: ignore[no-untyped-def]
+async def test_health_answers_anonymously_and_reflection_authenticated_peers(served) -> None:  # type: ignore[no-untyped-def]
     servicer, server, channel = served
     health = health_pb2_grpc.HealthStub(channel)
     for name in ("", LIVENESS_SERVICE, DATASET.full_name):
         response = await health.Check(health_pb2.HealthCheckRequest(service=name))
         assert response.status == health_pb2.HealthCheckResponse.SERVING, name
 
+    # The channel sends no token for reflection (no service owns it): refused. With one, answered.
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])):
+            pass
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    responses = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+        metadata=bearer(service_token("gateway", "dataset")),
+    )
     names = [s.name async for r in responses for s in r.list_services_response.service]
     assert DATASET.full_name in names and "grpc.health.v1.Health" in names
 

@@ -56,6 +56,7 @@ class FakeWorkerSettings(CommonSettings):
     worker_job_id: str = Field("", description="The job to train (set by the executor).")
     worker_attempt_id: str = Field("", description="This launch's attempt id (set by the executor).")
     worker_organization: str = Field("", description="The job's organization (set by the executor).")
+    worker_token: str = Field("", description="The attempt's credential (set by the executor).")
     fake_worker: str = Field("", description="Default behaviour of every job, as in the job metadata.")
 
 
@@ -250,7 +251,9 @@ class FakeWorker:
             )
             yield dataset_pb2.UploadFileRequest(chunk="\n".join(rows).encode() + b"\n")
 
-        async with open_channel(self.settings.dataset_addr, self.settings) as channel:
+        async with open_channel(
+            self.settings.dataset_addr, self.settings, bearer_token=self.settings.worker_token or None
+        ) as channel:
             response = await dataset_grpc.DatasetServiceStub(channel).UploadFile(upload())
         return [response.file.id]
 
@@ -271,7 +274,7 @@ async def main() -> int:
     settings = load_settings(FakeWorkerSettings)
     store = open_object_store(settings)
     try:
-        async with open_channel(settings.trainer_addr, settings) as channel:
+        async with open_channel(settings.trainer_addr, settings, bearer_token=settings.worker_token or None) as channel:
             with call_context(settings.worker_organization, None):
                 await FakeWorker(settings, store, channel).run()
     except grpc.aio.AioRpcError as error:

@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.internal_auth.keys import LocalKeySet, load_private_key
+from services.common.internal_auth.tokens import TokenMinter
+from services.local_stack import INTERNAL_AUTH_DIR
 from tests.support.processes import OutputWatchedProcess, free_port
 
 SERVICES = ("dataset", "trainer", "inference", "gateway")
@@ -28,6 +31,21 @@ class RunningStack:
     url: str
     launcher: OutputWatchedProcess
     environment: dict[str, str]
+
+    @property
+    def keys(self) -> LocalKeySet:
+        """The internal-auth key pairs the launcher made under its data directory."""
+        return LocalKeySet(Path(self.environment["TAILOR_DATA_DIR"]) / INTERNAL_AUTH_DIR)
+
+    def service_environment(self, identity: str) -> dict[str, str]:
+        """What a further process of ``identity`` (a second gateway) needs: the stack's, plus its key."""
+        return {**self.environment, **self.keys.environment(identity)}
+
+    def metadata(self, audience: str, organization: str | None = None, *, issuer: str = "gateway") -> tuple[tuple[str, str], ...]:
+        """Call metadata with a token ``issuer`` signs with its key, for calling a service directly."""
+        key = load_private_key(self.keys.private_key_file(issuer))
+        token = TokenMinter(issuer, key).token(audience, organization)
+        return (("authorization", f"Bearer {token}"),)
 
 
 def stack_environment(data_dir: Path, *, inference_replicas: int = 1, **settings: str) -> dict[str, str]:

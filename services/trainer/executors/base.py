@@ -19,6 +19,12 @@ from pydantic import SecretStr
 from services.common.settings import CommonSettings
 
 ATTEMPT_PREFIX = "attempt-"
+# A worker never gets the trainer's signing key or identity: it authenticates with the
+# job-scoped token of its launch (TAILOR_WORKER_TOKEN) and verifies no one.
+TRAINER_ONLY_SETTINGS = frozenset(
+    {"internal_auth_private_key_file", "internal_auth_identity", "internal_auth_public_keys_dir"}
+)
+WORKER_TOKEN_VARIABLE = "TAILOR_WORKER_TOKEN"
 
 
 def new_attempt_id() -> str:
@@ -77,6 +83,7 @@ def worker_environment(
     *,
     trainer_addr: str,
     include_secrets: bool,
+    worker_token: str = "",
     overrides: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The TAILOR_* variables a worker starts with: the shared settings, where the trainer is, its attempt.
@@ -84,11 +91,14 @@ def worker_environment(
     The settings are written out from the trainer's own (not copied from its
     environment) so that a trainer configured in code (tests) hands on the same values.
     Secrets are left out when the environment ends up in a manifest (Kubernetes passes
-    them through Secrets instead).
+    them through Secrets instead). The trainer's own internal-auth key and identity are
+    never handed on; ``worker_token`` (the launch's job-scoped token) is, as TAILOR_WORKER_TOKEN.
     """
     environment: dict[str, str] = {}
     dumped = settings.model_dump(mode="json", include=set(CommonSettings.model_fields))
     for name in CommonSettings.model_fields:
+        if name in TRAINER_ONLY_SETTINGS:
+            continue
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
             if not include_secrets:
@@ -103,6 +113,8 @@ def worker_environment(
         TAILOR_WORKER_ATTEMPT_ID=launch.attempt_id,
         TAILOR_WORKER_ORGANIZATION=launch.organization_id,
     )
+    if worker_token:
+        environment[WORKER_TOKEN_VARIABLE] = worker_token
     environment.update(overrides or {})
     return environment
 

@@ -2,8 +2,9 @@
 
 The trainer's executor starts one worker per job attempt and sets the three identity
 variables (``TAILOR_WORKER_JOB_ID``, ``TAILOR_WORKER_ATTEMPT_ID``,
-``TAILOR_WORKER_ORGANIZATION``); everything else (object store, ``data_dir``, service
-addresses, base models) is inherited from the trainer's own environment. The ``worker_*``
+``TAILOR_WORKER_ORGANIZATION``) and the attempt's credential (``TAILOR_WORKER_TOKEN``, a
+token the trainer signed for this job and attempt only); everything else (object store,
+``data_dir``, service addresses, base models) is inherited from the trainer's own environment. The ``worker_*``
 knobs below tune how training runs on the machine at hand; none changes what a job means.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from services.common.settings import CommonSettings
 
@@ -26,6 +27,13 @@ class WorkerSettings(CommonSettings):
     )
     worker_organization: str = Field(
         "", description="The job's organization, sent with every call (set by the trainer's executor)."
+    )
+    worker_token: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "The attempt's credential, signed by the trainer: this job's calls and files only, until the "
+            "attempt's deadline (set by the trainer's executor)."
+        ),
     )
 
     worker_device: Literal["auto", "cpu", "cuda"] = Field(

@@ -59,6 +59,8 @@ async def run_worker(settings: WorkerSettings, *, handle_signals: bool = True) -
         for name in ("worker_job_id", "worker_attempt_id", "worker_organization")
         if not getattr(settings, name)
     ]
+    if not settings.worker_token.get_secret_value() and not settings.internal_auth_disabled:
+        missing.append("worker_token")
     if missing:
         log.error("worker identity not set", missing=[f"TAILOR_{name.upper()}" for name in missing])
         return EXIT_BAD_SETTINGS
@@ -70,8 +72,10 @@ async def run_worker(settings: WorkerSettings, *, handle_signals: bool = True) -
     )
     structlog.contextvars.bind_contextvars(job_id=identity.job_id, attempt_id=identity.attempt_id)
     with call_context(settings.worker_organization, f"{identity.job_id}.{identity.attempt_id}"):
-        trainer_channel = open_channel(settings.trainer_addr, settings)
-        dataset_channel = open_channel(settings.dataset_addr, settings)
+        # The attempt's token is this worker's only credential, sent as is on every call.
+        token = settings.worker_token.get_secret_value() or None
+        trainer_channel = open_channel(settings.trainer_addr, settings, audience="trainer", bearer_token=token)
+        dataset_channel = open_channel(settings.dataset_addr, settings, audience="dataset", bearer_token=token)
         store = open_object_store(settings)
         try:
             link = TrainerLink(worker_service_pb2_grpc.WorkerServiceStub(trainer_channel), identity)

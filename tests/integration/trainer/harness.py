@@ -38,6 +38,7 @@ from services.trainer.server import TrainerServer
 from tailor.dataset.v1 import dataset_service_pb2 as dataset_pb2
 from tailor.dataset.v1 import dataset_service_pb2_grpc as dataset_grpc
 from tailor.trainer.v1 import job_pb2
+from tests.support.internal_auth import bearer, worker_token
 
 FAKE_WORKER_COMMAND = "python -m tests.support.fake_worker"
 FINISHED = (job_pb2.JOB_STATUS_SUCCEEDED, job_pb2.JOB_STATUS_FAILED, job_pb2.JOB_STATUS_CANCELLED)
@@ -292,14 +293,20 @@ class RecordingExecutor(Executor):
 
 
 class PlayedWorker:
-    """Calls WorkerService as the worker of one attempt."""
+    """Calls WorkerService as the worker of one attempt, with a worker token for that attempt.
+
+    The token names the job, attempt and organization the test plays (as the trainer's would
+    for a real launch), so a played stale or foreign worker reaches the trainer's own checks.
+    """
 
     def __init__(
         self, trainer: TrainerClient, identity: worker_pb2.WorkerIdentity, organization: str
     ) -> None:
-        self.stub = trainer.workers
         self.identity = identity
         self.organization = organization
+        self.stub = _WithMetadata(
+            trainer.workers, bearer(worker_token(organization, identity.job_id, identity.attempt_id, []))
+        )
 
     async def claim(self) -> worker_pb2.TrainingPlan:
         with call_context(self.organization, None):
@@ -357,6 +364,18 @@ class PlayedWorker:
         request = worker_pb2.ReportFailedRequest(worker=self.identity, error=error, retryable=retryable)
         with call_context(self.organization, None):
             return (await self.stub.ReportFailed(request)).job
+
+
+class _WithMetadata:
+    """A stub whose every call carries ``metadata``."""
+
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._stub = stub
+        self._metadata = metadata
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+        return lambda request, **options: method(request, metadata=self._metadata, **options)
 
 
 @contextlib.asynccontextmanager

@@ -6,12 +6,16 @@ from pathlib import Path
 
 import pytest
 
-import tailor.trainer.v1.worker_service_pb2 as worker_pb2
-from services.common.tenancy import call_context
 from services.trainer.config import TrainerSettings
 from tailor.trainer.v1 import job_pb2
 from tests.integration.trainer.conftest import ORG
-from tests.integration.trainer.harness import FakeDataset, RecordingExecutor, TrainerClient, running_trainer
+from tests.integration.trainer.harness import (
+    FakeDataset,
+    PlayedWorker,
+    RecordingExecutor,
+    TrainerClient,
+    running_trainer,
+)
 
 
 @pytest.fixture
@@ -85,8 +89,7 @@ async def test_silent_workers_fail_the_job_when_no_retries_are_left(
         never_started = await trainer.create(ORG, training_file=files.add_file(ORG))
         lost = await trainer.create(ORG, training_file=files.add_file(ORG))
         identity = await executor.launched(lost.id)
-        with call_context(ORG, None):
-            await trainer.workers.ClaimJob(worker_pb2.ClaimJobRequest(worker=identity))
+        await PlayedWorker(trainer, identity, ORG).claim()
 
         failed = await trainer.wait_for(ORG, lost.id, job_pb2.JOB_STATUS_FAILED)
         assert failed.error.code == "worker_lost"

@@ -18,6 +18,7 @@ from services.trainer.worker.config import WorkerSettings
 from tailor.trainer.v1 import job_pb2
 from tailor.trainer.v1 import worker_service_pb2 as worker_pb
 from tests.integration.worker.fakes import FakeServices, serving_fakes
+from tests.support.internal_auth import worker_token
 
 ORGANIZATION = "org-test"
 JOB_ID = "ftjob-test"
@@ -126,6 +127,18 @@ def worker_settings(tailor_tiny_dir: Path) -> WorkerSettingsFactory:
             "worker_torch_threads": 1,
             **overrides,
         }
+        # The launch's token, as the trainer mints it: this job's files (the plan's, when set).
+        job = fakes.trainer.plan.job
+        job_files = [job.training_file, job.validation_file]
+        values.setdefault(
+            "worker_token",
+            worker_token(
+                values["worker_organization"],
+                values["worker_job_id"],
+                values["worker_attempt_id"],
+                ["file-train", "file-valid", *job_files],
+            ),
+        )
         return WorkerSettings(**values)
 
     return make

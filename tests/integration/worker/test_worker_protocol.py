@@ -501,6 +501,7 @@ async def test_sigterm_stops_a_training_worker_within_seconds(
         "TAILOR_WORKER_JOB_ID": JOB_ID,
         "TAILOR_WORKER_ATTEMPT_ID": "attempt-1",
         "TAILOR_WORKER_ORGANIZATION": ORGANIZATION,
+        "TAILOR_WORKER_TOKEN": settings.worker_token.get_secret_value(),
         "TAILOR_WORKER_TORCH_THREADS": "1",
         # Long enough that only stopping the training loop, not the exit deadline, can pass the test.
         "TAILOR_WORKER_STOP_GRACE_S": "30",
