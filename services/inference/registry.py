@@ -31,6 +31,8 @@ from tailor.trainer.v1 import model_registry_service_pb2_grpc as registry_grpc
 
 # The registry methods a replica calls; safe to retry (open_channel's idempotent_methods).
 RESOLVE_MODEL = f"/{registry_pb.DESCRIPTOR.services_by_name['ModelRegistryService'].full_name}/ResolveModel"
+# Cached resolutions past which expired ones are swept out when another is added.
+SWEEP_ABOVE = 1024
 
 
 class AdapterResolver(Protocol):
@@ -102,5 +104,8 @@ class RegistryResolver:
             lora_rank=model.lora_rank,
             target_modules=tuple(model.lora_target_modules),
         )
+        if len(self._resolved) >= SWEEP_ABOVE:
+            now = self._clock()
+            self._resolved = {k: v for k, v in self._resolved.items() if v[1] > now}
         self._resolved[(organization, name)] = (ref, asked_at + self._ttl_s)
         return ref
