@@ -1,10 +1,10 @@
 """`make up`'s data and keys: a private data directory, API keys only in the gateway, never in a log line.
 
-One ``make up``-style run with a configured key: a file is uploaded and a short job trained
-(a worker process runs meanwhile). Then
+One ``make up``-style run with a configured key: a file is uploaded, a short job trained
+(a worker process runs meanwhile) and its model asked once. Then
 
 - the data directory is 0700 and nothing under it is readable by group or others
-  (training files, adapters, databases, built models, caches);
+  (training files, adapters, databases, built models, the adapter cache);
 - of the launched processes (the four services and the running worker), only the
   gateway's environment holds the API keys, and the worker's holds neither them nor
   anything of the trainer's own (its database URL);
@@ -76,6 +76,11 @@ def test_data_is_private_and_keys_stay_in_the_gateway(tmp_path: Path) -> None:
             time.sleep(0.2)
             job = client.fine_tuning.jobs.retrieve(job.id)
         assert job.status == "succeeded", job.error
+        # inference downloads the adapter into its cache
+        answer = client.chat.completions.create(
+            model=job.fine_tuned_model or "", messages=[{"role": "user", "content": "Say 1."}], max_tokens=2
+        )
+        assert answer.choices
         output = platform.launcher.drain()
 
     assert worker_environment is not None, "never saw the training worker running"
@@ -100,5 +105,5 @@ def test_data_is_private_and_keys_stay_in_the_gateway(tmp_path: Path) -> None:
     assert not open_to_others
     # what the run wrote is there: the uploaded file, the adapter, the databases, the built model
     written = {path.relative_to(data_dir).parts[0] for path in data_dir.rglob("*") if path.is_file()}
-    assert {"objects", "records", "models"} <= written, written
+    assert {"objects", "records", "models", "adapter-cache"} <= written, written
     assert any(path.name.endswith(".safetensors") for path in (data_dir / "objects").rglob("*"))
