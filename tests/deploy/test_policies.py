@@ -174,6 +174,10 @@ def test_dev_generates_its_secrets_and_prod_expects_them(
         "postgres-credentials",
         "gateway-api-keys",
         "huggingface-token",
+        "internal-auth-gateway",
+        "internal-auth-dataset",
+        "internal-auth-trainer",
+        "internal-auth-inference",
     }
 
 
@@ -532,3 +536,93 @@ def test_dev_accepts_the_api_key_its_docs_give(dev: tuple[Manifest, ...]) -> Non
 
 def test_prod_serves_no_reflection(prod: tuple[Manifest, ...]) -> None:
     assert config_data(prod)["TAILOR_GRPC_REFLECTION"] == "false"
+
+
+# -- internal auth --------------------------------------------------------------------------------
+
+INTERNAL_AUTH_DIR = "/etc/tailor/internal-auth"
+IDENTITIES = ("gateway", "dataset", "trainer", "inference")
+
+
+def identity_of(workload: Manifest) -> str | None:
+    """The internal-auth identity a workload's pods sign as: its service's ('inference' for every base)."""
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    if workload["kind"] != "Deployment":
+        return None
+    if labels.get("app.kubernetes.io/component") == "serving":
+        return "inference"
+    name = app_name(workload)
+    return name if name in IDENTITIES else None
+
+
+def generated_name(name: str) -> str:
+    """A generated object's name without kustomize's content hash."""
+    stem, _, suffix = name.rpartition("-")
+    return stem if stem and len(suffix) == 10 and suffix.isalnum() else name
+
+
+def mounted_volume(workload: Manifest, container: Manifest, path: str) -> tuple[Manifest, Manifest]:
+    """The (volumeMount, volume) that puts something at ``path`` in ``container``."""
+    (mount,) = [m for m in container.get("volumeMounts", []) if m["mountPath"] == path]
+    (volume,) = [v for v in pod_spec(workload)["volumes"] if v["name"] == mount["name"]]
+    return mount, volume
+
+
+def test_each_service_signs_with_its_own_key_and_verifies_with_every_public_key(
+    objects: tuple[Manifest, ...],
+) -> None:
+    seen = set()
+    for workload in workloads(objects):
+        identity = identity_of(workload)
+        if identity is None:
+            continue
+        seen.add(identity)
+        name = workload["metadata"]["name"]
+        container = pod_spec(workload)["containers"][0]
+        env = container_env(objects, container)
+        assert env["TAILOR_INTERNAL_AUTH_IDENTITY"] == identity, name
+        assert env["TAILOR_INTERNAL_AUTH_PRIVATE_KEY_FILE"] == f"{INTERNAL_AUTH_DIR}/private.pem", name
+        assert env["TAILOR_INTERNAL_AUTH_PUBLIC_KEYS_DIR"] == f"{INTERNAL_AUTH_DIR}/public", name
+        # its own private key, and only that key of its Secret
+        mount, volume = mounted_volume(workload, container, f"{INTERNAL_AUTH_DIR}/private.pem")
+        assert mount["readOnly"] is True and mount["subPath"] == "private.pem", name
+        assert generated_name(volume["secret"]["secretName"]) == f"internal-auth-{identity}", name
+        assert volume["secret"]["items"] == [{"key": "private.pem", "path": "private.pem"}], name
+        assert volume["secret"]["defaultMode"] & 0o077 == 0o040, name  # group (fsGroup) read only
+        # the public keys as a directory (no subPath), so that the kubelet keeps it current
+        mount, volume = mounted_volume(workload, container, f"{INTERNAL_AUTH_DIR}/public")
+        assert mount["readOnly"] is True and "subPath" not in mount, name
+        assert generated_name(volume["configMap"]["name"]) == "internal-auth-public-keys", name
+        assert "items" not in volume["configMap"], name  # every <issuer>*.pem, rotations' too
+    assert seen == set(IDENTITIES)
+
+
+def test_nothing_but_the_services_holds_internal_auth_keys(objects: tuple[Manifest, ...]) -> None:
+    # tailor-config reaches the training Jobs (envFrom): it must not name a key or identity
+    assert not [key for key in config_data(objects) if key.startswith("TAILOR_INTERNAL_AUTH_")]
+    for workload in workloads(objects):
+        if identity_of(workload) is not None:
+            continue
+        name = workload["metadata"]["name"]
+        for volume in pod_spec(workload).get("volumes", []):
+            assert not volume.get("secret", {}).get("secretName", "").startswith("internal-auth-"), name
+        for container in containers(workload):
+            assert not [v for v in container.get("env", []) if v["name"].startswith("TAILOR_INTERNAL_AUTH_")]
+
+
+def test_dev_key_pairs_match(dev: tuple[Manifest, ...]) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    public_keys = named(dev, "ConfigMap", "internal-auth-public-keys")["data"]
+    assert sorted(public_keys) == sorted(f"{identity}.pem" for identity in IDENTITIES)
+    raw = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    for identity in IDENTITIES:
+        secret = named(dev, "Secret", f"internal-auth-{identity}")
+        private = serialization.load_pem_private_key(base64.b64decode(secret["data"]["private.pem"]), None)
+        public = serialization.load_pem_public_key(public_keys[f"{identity}.pem"].encode())
+        assert private.public_key().public_bytes(*raw) == public.public_bytes(*raw), identity
+
+
+def test_prod_expects_the_public_keys(prod: tuple[Manifest, ...]) -> None:
+    # created by the operator beforehand (docs/deploy.md), like the Secrets
+    assert not [c for c in of_kind(prod, "ConfigMap") if c["metadata"]["name"].startswith("internal-auth")]

@@ -116,6 +116,20 @@ def test_the_training_job_runs_restricted_and_as_the_worker_account(
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["ttlSecondsAfterFinished"] > 0
 
 
+def test_the_training_job_gets_no_signing_key(
+    objects: tuple[Manifest, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a worker authenticates with the job-scoped token the trainer gives it, never a service's key
+    job = job_for(trainer_settings(objects, monkeypatch))
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    keys = {"TAILOR_INTERNAL_AUTH_PRIVATE_KEY_FILE", "TAILOR_INTERNAL_AUTH_IDENTITY"}
+    assert not [var for var in container["env"] if var["name"] in keys]
+    assert not [m for m in container.get("volumeMounts", []) if "internal-auth" in m["mountPath"]]
+    for volume in pod.get("volumes", []):
+        assert "secret" not in volume and "internal-auth" not in json.dumps(volume)
+
+
 def pod_labels(job: dict[str, Any]) -> dict[str, str]:
     labels: dict[str, str] = job["spec"]["template"]["metadata"]["labels"]
     return labels
