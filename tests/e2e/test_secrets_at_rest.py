@@ -4,7 +4,8 @@ One ``make up``-style run with a configured key: a file is uploaded, a short job
 (a worker process runs meanwhile) and its model asked once. Then
 
 - the data directory is 0700 and nothing under it is readable by group or others
-  (training files, adapters, databases, built models, the adapter cache);
+  (training files, adapters, databases, built models, the adapter cache, the services'
+  private keys), public keys aside;
 - of the launched processes (the four services and the running worker), only the
   gateway's environment holds the API keys, and the worker's holds neither them nor
   anything of the trainer's own (its database URL);
@@ -36,6 +37,19 @@ EXAMPLES = [
 
 def environ(process: psutil.Process) -> dict[str, str]:
     return process.environ()
+
+
+def is_public_key(path: Path) -> bool:
+    """make up's internal-auth public keys (internal-auth/public/*.pem), which it writes 0644 on purpose.
+
+    They are public by nature, and unreachable anyway behind the 0700 data directory.
+    """
+    return (
+        path.parent.name == "public"
+        and path.parent.parent.name == "internal-auth"
+        and path.is_file()
+        and path.read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
+    )
 
 
 def service_of(process: psutil.Process) -> str:
@@ -92,6 +106,11 @@ def test_data_is_private_and_keys_stay_in_the_gateway(tmp_path: Path) -> None:
         if name != "services.gateway":
             assert "TAILOR_API_KEYS" not in environment, name
     assert "TAILOR_TRAINER_DATABASE_URL" not in worker_environment
+    # each service signs with its own internal-auth key; the worker holds none (a job token instead)
+    assert "TAILOR_INTERNAL_AUTH_PRIVATE_KEY_FILE" not in worker_environment
+    for name in ("dataset", "trainer", "inference", "gateway"):
+        key_file = environments[f"services.{name}"]["TAILOR_INTERNAL_AUTH_PRIVATE_KEY_FILE"]
+        assert Path(key_file).name == f"{name}.pem", name
 
     assert KEY not in output, [line for line in output.splitlines() if KEY in line]
     assert "API key  : the first entry of TAILOR_API_KEYS" in output
@@ -100,7 +119,7 @@ def test_data_is_private_and_keys_stay_in_the_gateway(tmp_path: Path) -> None:
     open_to_others = [
         f"{path.relative_to(data_dir)} {stat.S_IMODE(path.lstat().st_mode):o}"
         for path in data_dir.rglob("*")
-        if not path.is_symlink() and stat.S_IMODE(path.lstat().st_mode) & 0o077
+        if not path.is_symlink() and stat.S_IMODE(path.lstat().st_mode) & 0o077 and not is_public_key(path)
     ]
     assert not open_to_others
     # what the run wrote is there: the uploaded file, the adapter, the databases, the built model
