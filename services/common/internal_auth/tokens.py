@@ -31,6 +31,8 @@ CLOCK_LEEWAY_S = 5
 WORKER_SUBJECT = "worker"
 # How often an unknown ``kid`` may trigger a rescan of the public keys directory (rotation).
 RESCAN_INTERVAL_S = 10.0
+VERIFIED_CACHE_S = 60.0
+VERIFIED_CACHE_SIZE = 4096
 
 
 class InvalidToken(Exception):
@@ -145,12 +147,28 @@ class TokenVerifier:
         self._keys_dir = keys_dir
         self._clock = clock
         self._scanned_at = clock()
+        # Tokens already verified, until their expiry (at most VERIFIED_CACHE_S): callers reuse a
+        # token for tens of seconds, and a signature check costs far more than the lookup.
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     @classmethod
     def from_dir(cls, keys_dir: Path, audiences: Sequence[str]) -> TokenVerifier:
         return cls(load_public_keys(keys_dir), audiences, keys_dir=keys_dir)
 
     def verify(self, token: str) -> Principal:
+        now = self._clock()
+        cached = self._verified.get(token)
+        if cached is not None:
+            if now < cached[1]:
+                return cached[0]
+            del self._verified[token]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, min(expires + CLOCK_LEEWAY_S, now + VERIFIED_CACHE_S))
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -195,10 +213,11 @@ class TokenVerifier:
                 raise InvalidToken("worker token without its job, attempt and organization")
             if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
                 raise InvalidToken("malformed files claim")
-            return Principal(
+            principal = Principal(
                 issuer, organization, worker=True, job_id=job, attempt_id=attempt, files=frozenset(files)
             )
-        return Principal(issuer, organization or None)
+            return principal, float(claims["exp"])
+        return Principal(issuer, organization or None), float(claims["exp"])
 
     def _key(self, issuer: str, kid: str) -> Ed25519PublicKey | None:
         key = self._keys.get(issuer, {}).get(kid)

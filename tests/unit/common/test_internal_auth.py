@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,20 @@ def test_a_service_without_its_keys_refuses_to_start(tmp_path: Path, monkeypatch
         check_internal_auth(DatasetSettings(data_dir=tmp_path, internal_auth_public_keys_dir=tmp_path))
     check_internal_auth(CommonSettings(data_dir=tmp_path, internal_auth_disabled=True))
     assert DatasetSettings(data_dir=tmp_path).internal_auth_issuer == "dataset"
+
+
+def test_a_verified_token_is_remembered_only_until_it_expires(tmp_path: Path) -> None:
+    start = time.time()
+    now = [start]
+    key = write_key_pair(tmp_path / "k.pem", tmp_path / "public" / "gateway.pem")
+    verifier = TokenVerifier(load_public_keys(tmp_path / "public"), ["dataset"], clock=lambda: now[0])
+    token = TokenMinter("gateway", key, clock=lambda: now[0]).token("dataset", "org-a")
+    assert verifier.verify(token).organization == "org-a"
+    _, until = verifier._verified[token]
+    assert until <= int(start) + 60 + 5  # its exp, plus the clock leeway
+    now[0] += 30
+    assert verifier.verify(token).organization == "org-a"
+    assert verifier._verified[token][1] == until  # answered from memory
+    now[0] = until + 1  # past it: checked again (here pyjwt, on the real clock, still accepts it)
+    verifier.verify(token)
+    assert verifier._verified[token][1] > until
