@@ -125,7 +125,9 @@ def build_runtime(
     )
     registry_channel = None
     if registry is None:
-        registry_channel = open_channel(settings.trainer_addr, settings, idempotent_methods=[RESOLVE_MODEL])
+        registry_channel = open_channel(
+            settings.trainer_addr, settings, idempotent_methods=[RESOLVE_MODEL], audience="trainer"
+        )
         registry = registry_grpc.ModelRegistryServiceStub(registry_channel)
     resolver = RegistryResolver(registry, ttl_s=settings.inference_adapter_resolution_ttl_s)
     tracker = RequestTracker()
