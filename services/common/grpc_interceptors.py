@@ -210,6 +210,23 @@ class _Call:
             )
         validate_organization_id(self.organization)
 
+    def guard_stream(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """A streamed request, each message checked against the caller's rights (a worker's)."""
+        if self.principal is None or not self.principal.worker:
+            return requests
+        principal, method = self.principal, self.method
+
+        async def checked() -> AsyncIterator[Any]:
+            async for message in requests:
+                try:
+                    policy.authorize_stream_message(principal, method, message)
+                except policy.Refused as refused:
+                    _log_refusal(method, principal.issuer, str(refused))
+                    raise PermissionDenied(str(refused), code="permission_denied") from None
+                yield message
+
+        return checked()
+
     def _check_request(self, request: Any) -> None:
         assert self.principal is not None
         try:
@@ -231,7 +248,10 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, new_call: Callable[[], _Call])
         inner_stream = handler.unary_stream or handler.stream_stream
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with new_call().serving(context, None if handler.request_streaming else request):
+            call = new_call()
+            async with call.serving(context, None if handler.request_streaming else request):
+                if handler.request_streaming:
+                    request = call.guard_stream(request)
                 async for item in inner_stream(request, context):
                     yield item
 
@@ -245,7 +265,10 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, new_call: Callable[[], _Call])
     inner_unary = handler.unary_unary or handler.stream_unary
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with new_call().serving(context, None if handler.request_streaming else request):
+        call = new_call()
+        async with call.serving(context, None if handler.request_streaming else request):
+            if handler.request_streaming:
+                request = call.guard_stream(request)
             return await inner_unary(request, context)
 
     factory = (

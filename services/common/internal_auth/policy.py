@@ -7,7 +7,8 @@
   act for the organization of the job or model they serve).
 - A training worker (``iss=trainer, sub=worker``): only ``WorkerService`` calls naming its own
   job and attempt, ``DatasetService.DownloadFile`` of the files its token lists and
-  ``DatasetService.UploadFile`` (its results), always as its job's organization.
+  ``DatasetService.UploadFile`` of its results (purpose FINE_TUNE_RESULTS), always as its
+  job's organization.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.common.internal_auth.tokens import Principal
+from tailor.dataset.v1 import dataset_service_pb2 as dataset_pb2
 
 DATASET = "/tailor.dataset.v1.DatasetService/"
 TRAINER = "/tailor.trainer.v1.TrainerService/"
@@ -87,3 +89,10 @@ def authorize_request(principal: Principal, method: str, request: Any) -> None:
             raise Refused("a worker may only report on its own job attempt")
     elif method == WORKER_DOWNLOAD and request.file_id not in principal.files:
         raise Refused("a worker may only download its job's files")
+
+
+def authorize_stream_message(principal: Principal, method: str, message: Any) -> None:
+    """The checks on each message of a streamed request: a worker uploads results only."""
+    if principal.worker and method == WORKER_UPLOAD and message.WhichOneof("payload") == "metadata":
+        if message.metadata.purpose != dataset_pb2.FILE_PURPOSE_FINE_TUNE_RESULTS:
+            raise Refused("a worker may only upload its job's results")

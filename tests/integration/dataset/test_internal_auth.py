@@ -219,3 +219,7 @@ async def test_a_worker_token_downloads_its_job_s_files_and_nothing_else(probe: 
         metadata=metadata,
     )
     assert uploaded.file.organization_id == ORG_A
+    # Nothing else: a fine-tuning file uploaded by a worker is refused before it is stored.
+    refused = probe.stub.UploadFile(upload_requests(jsonl(CHAT, CHAT)), metadata=metadata)
+    assert await code_of(refused) == grpc.StatusCode.PERMISSION_DENIED
+    assert sorted(await probe.listed(ORG_A)) == sorted([mine, theirs, uploaded.file.id])
