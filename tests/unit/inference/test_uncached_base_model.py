@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import internal_auth
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -21,6 +23,8 @@ def test_the_replica_exits_at_start_up_naming_the_id_and_the_cache(tmp_path: Pat
         TAILOR_INFERENCE_BASE_MODEL="qwen",
         TAILOR_INFERENCE_ENGINE="hf",
         TAILOR_INFERENCE_LISTEN="127.0.0.1:0",
+        # a replica signs its registry calls: without its key it would refuse to start first
+        **internal_auth.test_keys().environment("inference"),
     )
     started = subprocess.run(
         [sys.executable, "-m", "services.inference"],
