@@ -41,7 +41,10 @@ class GatewaySettings(CommonSettings):
     gateway_port: int = Field(8000, ge=1, le=65535, description="Port of the gateway's HTTP server.")
     api_keys: SecretStr = Field(
         SecretStr(""),
-        description="API keys as `key=organization,key=organization`; the local stack generates one when empty.",
+        description=(
+            "Plaintext API keys as `key=organization,key=organization`, for local use (the local stack "
+            "generates one when empty); deployments use TAILOR_GATEWAY_API_KEYS_FILE."
+        ),
     )
     gateway_api_keys_file: Path | None = Field(
         None,
