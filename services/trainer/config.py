@@ -109,8 +109,11 @@ class TrainerSettings(CommonSettings):
         description="ServiceAccount of worker pods (they need no Kubernetes API access).",
     )
     trainer_k8s_env_from_secrets: list[str] = Field(
-        default_factory=lambda: ["tailor-object-store"],
-        description="JSON list of Secret names mounted with envFrom (object store credentials as TAILOR_* keys).",
+        default_factory=list,
+        description=(
+            "JSON list of Secret names mounted with envFrom (e.g. a model hub token). Never the object "
+            "store's: workers move checkpoints through the trainer and get no object store access."
+        ),
     )
     trainer_k8s_gpus: int = Field(1, ge=0, description="GPUs per worker pod (request == limit); 0 for CPU.")
     trainer_k8s_gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource name of a GPU.")

@@ -10,6 +10,8 @@ scheduler) and shutdown to the common server lifecycle.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
 import tailor.trainer.v1.model_registry_service_pb2 as registry_pb2
@@ -158,6 +160,19 @@ class WorkerServicer(worker_grpc.WorkerServiceServicer):
     ) -> worker_pb2.ReportFailedResponse:
         """Ends the attempt with an error; the job fails or is retried."""
         return worker_pb2.ReportFailedResponse(job=await self._workers.report_failed(request))
+
+    async def UploadCheckpoint(
+        self, request_iterator: AsyncIterator[worker_pb2.UploadCheckpointRequest], context: Context
+    ) -> worker_pb2.UploadCheckpointResponse:
+        """Stores one file of a checkpoint or of the final adapter under the job's output prefix."""
+        return await self._workers.upload_checkpoint(request_iterator)
+
+    async def DownloadCheckpoint(
+        self, request: worker_pb2.DownloadCheckpointRequest, context: Context
+    ) -> AsyncIterator[worker_pb2.DownloadCheckpointResponse]:
+        """Streams a resume state or the initial adapter, object by object."""
+        async for message in self._workers.download_checkpoint(request):
+            yield message
 
 
 def _full_name(module: object, service: str) -> str:

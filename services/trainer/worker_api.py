@@ -15,21 +15,29 @@ Then the job's status decides:
 * succeeded or failed: every report is refused.
 
 Any report is also the worker's heartbeat.
+
+Workers hold no object store access: they stream their checkpoints, states and final adapter
+through ``UploadCheckpoint`` (each key must lie under the job's output prefix, and only the
+current attempt of a running or pausing job may upload) and read a resume state or an initial
+adapter back through ``DownloadCheckpoint`` (only the job's own outputs, or the adapter the job
+was created to continue from). The trainer streams those bytes to and from the store itself.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterable, AsyncIterator
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.base_models import resolve_base_model
 from services.common.database import first_or_none
-from services.common.errors import FailedPrecondition, TailorError
+from services.common.errors import FailedPrecondition, InvalidArgument, TailorError
 from services.common.ids import new_id
 from services.common.not_found import job_not_found
 from services.common.object_store import ObjectStore
+from services.common.object_store.base import is_valid_key
 from services.common.tenancy import current_organization
 from services.trainer.config import TrainerSettings
 from services.trainer.conversions import checkpoint_to_proto, job_to_proto, set_fields
@@ -212,6 +220,60 @@ class WorkerApi:
                     retries=self._settings.trainer_worker_retries,
                 )
         return job_to_proto(job)
+
+    async def upload_checkpoint(
+        self, requests: AsyncIterable[worker_pb2.UploadCheckpointRequest]
+    ) -> worker_pb2.UploadCheckpointResponse:
+        """Stores one object a worker streams (header, then chunks) under its job's output prefix."""
+        messages = aiter(requests)
+        first = await anext(messages, None)
+        if first is None or first.WhichOneof("payload") != "header":
+            raise InvalidArgument("the first message must be the header", param="header")
+        header = first.header
+        async with self._records.write() as session:
+            job = await self._job_of_attempt(session, header.worker)
+            if job.status not in (Status.RUNNING, Status.PAUSED):
+                raise refusal(job, Action.SUCCEED)
+            prefix = output_prefix(job.organization_id, job.id)
+        key = header.key
+        if not key.startswith(prefix) or key.endswith("/") or not is_valid_key(key):
+            raise InvalidArgument(f"key must be an object key under {prefix}, got {key!r}", param="key")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in messages:
+                if message.WhichOneof("payload") != "chunk":
+                    raise InvalidArgument("only chunks may follow the header", param="chunk")
+                yield message.chunk
+
+        stored = await self._store.put(key, chunks())
+        return worker_pb2.UploadCheckpointResponse(key=stored.key, bytes=stored.size, sha256=stored.sha256)
+
+    async def download_checkpoint(
+        self, request: worker_pb2.DownloadCheckpointRequest
+    ) -> AsyncIterator[worker_pb2.DownloadCheckpointResponse]:
+        """Streams every object under a prefix of the job's own outputs or of its initial adapter."""
+        async with self._records.write() as session:
+            job = await self._job_of_attempt(session, request.worker)
+            if job.status not in (Status.RUNNING, Status.PAUSED):
+                raise refusal(job, Action.CLAIM)
+            own = output_prefix(job.organization_id, job.id)
+            initial = job.initial_adapter_uri
+        prefix = request.prefix if request.prefix.endswith("/") else request.prefix + "/"
+        initial = initial if not initial or initial.endswith("/") else initial + "/"
+        organization = f"orgs/{job.organization_id}/"
+        if not (
+            (prefix.startswith(own) and prefix != own)
+            or (initial and prefix == initial and prefix.startswith(organization))
+        ) or not is_valid_key(prefix.rstrip("/")):
+            raise InvalidArgument(
+                f"prefix must be one of job {job.id}'s checkpoints or its initial adapter, "
+                f"got {request.prefix!r}",
+                param="prefix",
+            )
+        async for stored in self._store.list(prefix):
+            yield worker_pb2.DownloadCheckpointResponse(path=stored.key.removeprefix(prefix))
+            async for chunk in self._store.get(stored.key):
+                yield worker_pb2.DownloadCheckpointResponse(chunk=chunk)
 
     async def _job_of_attempt(self, session: AsyncSession, worker: worker_pb2.WorkerIdentity) -> JobRecord:
         job = await job_by_id(session, worker.job_id, current_organization())

@@ -110,9 +110,13 @@ def test_the_training_job_runs_restricted_and_as_the_worker_account(
     assert not container["image"].endswith(":latest")
     # the pod labels the network-policies component selects workers by
     assert pod_labels(job)["app.kubernetes.io/name"] == "tailor-trainer-worker"
-    # no credential in the manifest: the worker's keys come from the Secrets above
+    # no credential in the manifest, and no object store at all: checkpoints go through the trainer
     names = {var["name"] for var in container["env"]}
     assert not {"TAILOR_OBJECT_STORE_ACCESS_KEY", "TAILOR_OBJECT_STORE_SECRET_KEY", "TAILOR_API_KEYS"} & names
+    assert not [name for name in names if name.startswith("TAILOR_OBJECT_STORE_")]
+    assert "tailor-object-store" not in {
+        source["secretRef"]["name"] for source in container.get("envFrom") or []
+    }
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["ttlSecondsAfterFinished"] > 0
 
 
@@ -186,8 +190,10 @@ def test_the_worker_environment_reaches_the_services(
         for var in job_for(settings)["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["TAILOR_TRAINER_ADDR"] == "trainer:50052"
-    assert env["TAILOR_OBJECT_STORE_ENDPOINT"] == "minio:9000"
+    assert env["TAILOR_DATASET_ADDR"].endswith(":50051")
+    # the worker never reaches the object store: its checkpoints go through the trainer
+    assert not [name for name in env if name.startswith("TAILOR_OBJECT_STORE_")]
     assert env["TAILOR_DATA_DIR"] == settings.trainer_k8s_data_dir
     services = {s["metadata"]["name"] for s in of_kind(objects, "Service")}
-    assert {"trainer", "minio", "dataset"} <= services
+    assert {"trainer", "dataset"} <= services
     assert json.loads(env["TAILOR_BASE_MODELS"]).keys() == settings.base_models.keys()

@@ -8,7 +8,8 @@ One ``make up``-style run with a configured key: a file is uploaded, a short job
   private keys), public keys aside;
 - of the launched processes (the four services and the running worker), only the
   gateway's environment holds the API keys, and the worker's holds neither them nor
-  anything of the trainer's own (its database URL);
+  anything of the trainer's own (its database URL), nor any object store setting or secret
+  (a worker moves its checkpoints through the trainer);
 - no line the launcher and its children printed holds the key.
 """
 
@@ -28,6 +29,10 @@ from tests.support.local_stack import running_stack
 pytestmark = pytest.mark.slow
 
 KEY = "sk-at-rest-0123456789abcdef"
+# Object store credentials the services are given (the filesystem store, with no endpoint,
+# ignores them): a worker must never see them.
+STORE_ACCESS_KEY = "store-access-at-rest-4e1f"
+STORE_SECRET_KEY = "store-secret-at-rest-9b2c"
 TRAINING_TIMEOUT_S = 420
 EXAMPLES = [
     {"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}!"}]}
@@ -62,7 +67,12 @@ def service_of(process: psutil.Process) -> str:
 
 def test_data_is_private_and_keys_stay_in_the_gateway(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    with running_stack(data_dir, TAILOR_API_KEYS=f"{KEY}=org-a") as platform:
+    with running_stack(
+        data_dir,
+        TAILOR_API_KEYS=f"{KEY}=org-a",
+        TAILOR_OBJECT_STORE_ACCESS_KEY=STORE_ACCESS_KEY,
+        TAILOR_OBJECT_STORE_SECRET_KEY=STORE_SECRET_KEY,
+    ) as platform:
         client = openai.OpenAI(base_url=f"{platform.url}/v1", api_key=KEY)
         content = "\n".join(json.dumps(example) for example in EXAMPLES).encode()
         uploaded = client.files.create(file=("tiny.jsonl", content), purpose="fine-tune")
@@ -106,6 +116,15 @@ def test_data_is_private_and_keys_stay_in_the_gateway(tmp_path: Path) -> None:
         if name != "services.gateway":
             assert "TAILOR_API_KEYS" not in environment, name
     assert "TAILOR_TRAINER_DATABASE_URL" not in worker_environment
+    # the trainer holds the object store's credentials; the worker has no object store access
+    # at all: no setting, and no credential under any name
+    assert environments["services.trainer"]["TAILOR_OBJECT_STORE_SECRET_KEY"] == STORE_SECRET_KEY
+    assert not [name for name in worker_environment if name.startswith("TAILOR_OBJECT_STORE_")]
+    assert not [
+        name
+        for name, value in worker_environment.items()
+        if STORE_SECRET_KEY in value or STORE_ACCESS_KEY in value
+    ]
     # each service signs with its own internal-auth key; the worker holds none (a job token instead)
     assert "TAILOR_INTERNAL_AUTH_PRIVATE_KEY_FILE" not in worker_environment
     for name in ("dataset", "trainer", "inference", "gateway"):

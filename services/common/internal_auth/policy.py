@@ -8,7 +8,9 @@
 - A training worker (``iss=trainer, sub=worker``): only ``WorkerService`` calls naming its own
   job and attempt, ``DatasetService.DownloadFile`` of the files its token lists and
   ``DatasetService.UploadFile`` of its results (purpose FINE_TUNE_RESULTS), always as its
-  job's organization.
+  job's organization. Its checkpoints go through the trainer too (``WorkerService.UploadCheckpoint``
+  and ``DownloadCheckpoint``, whose header or request names its job and attempt): a worker
+  holds no object store credentials; the trainer confines the keys to the job's prefix.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ SERVICE_CALLERS: dict[str, tuple[str, ...]] = {
 
 WORKER_DOWNLOAD = DATASET + "DownloadFile"
 WORKER_UPLOAD = DATASET + "UploadFile"
+WORKER_CHECKPOINT_UPLOAD = WORKER + "UploadCheckpoint"
 
 
 class Refused(Exception):
@@ -92,7 +95,13 @@ def authorize_request(principal: Principal, method: str, request: Any) -> None:
 
 
 def authorize_stream_message(principal: Principal, method: str, message: Any) -> None:
-    """The checks on each message of a streamed request: a worker uploads results only."""
-    if principal.worker and method == WORKER_UPLOAD and message.WhichOneof("payload") == "metadata":
+    """The checks on each message of a streamed request: a worker uploads its own results only."""
+    if not principal.worker:
+        return
+    if method == WORKER_CHECKPOINT_UPLOAD and message.WhichOneof("payload") == "header":
+        worker = message.header.worker
+        if worker.job_id != principal.job_id or worker.attempt_id != principal.attempt_id:
+            raise Refused("a worker may only upload its own job attempt's checkpoints")
+    if method == WORKER_UPLOAD and message.WhichOneof("payload") == "metadata":
         if message.metadata.purpose != dataset_pb2.FILE_PURPOSE_FINE_TUNE_RESULTS:
             raise Refused("a worker may only upload its job's results")

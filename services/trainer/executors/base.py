@@ -25,6 +25,9 @@ TRAINER_ONLY_SETTINGS = frozenset(
     {"internal_auth_private_key_file", "internal_auth_identity", "internal_auth_public_keys_dir"}
 )
 WORKER_TOKEN_VARIABLE = "TAILOR_WORKER_TOKEN"
+# A worker has no object store access (its checkpoints go through WorkerService), so none of
+# the object store's settings, credentials least of all, is handed on.
+WORKER_WITHHELD_PREFIXES = ("object_store_",)
 
 
 def new_attempt_id() -> str:
@@ -91,13 +94,14 @@ def worker_environment(
     The settings are written out from the trainer's own (not copied from its
     environment) so that a trainer configured in code (tests) hands on the same values.
     Secrets are left out when the environment ends up in a manifest (Kubernetes passes
-    them through Secrets instead). The trainer's own internal-auth key and identity are
-    never handed on; ``worker_token`` (the launch's job-scoped token) is, as TAILOR_WORKER_TOKEN.
+    them through Secrets instead). The trainer's own internal-auth key and identity and
+    every object store setting are never handed on; ``worker_token`` (the launch's
+    job-scoped token) is, as TAILOR_WORKER_TOKEN.
     """
     environment: dict[str, str] = {}
     dumped = settings.model_dump(mode="json", include=set(CommonSettings.model_fields))
     for name in CommonSettings.model_fields:
-        if name in TRAINER_ONLY_SETTINGS:
+        if name in TRAINER_ONLY_SETTINGS or name.startswith(WORKER_WITHHELD_PREFIXES):
             continue
         value = getattr(settings, name)
         if isinstance(value, SecretStr):

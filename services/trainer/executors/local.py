@@ -10,8 +10,8 @@ trainer that is killed and restarted relaunches its jobs, and must not find the 
 workers still training beside the new.
 
 The worker's environment is built from an allow-list (:func:`local_worker_environment`),
-not copied from the trainer's: the trainer's own secrets (its database URL, and whatever
-else its launcher handed it) never reach a worker.
+not copied from the trainer's: the trainer's own secrets (its database URL, its object store
+credentials, and whatever else its launcher handed it) never reach a worker.
 """
 
 from __future__ import annotations
@@ -50,18 +50,26 @@ _WORKER_KNOBS = frozenset(
     f"TAILOR_{name.upper()}" for name in WorkerSettings.model_fields if name.startswith("worker_")
 )
 
+# A worker moves checkpoints through the trainer's WorkerService: no object store setting or
+# credential reaches it, whoever set it.
+_OBJECT_STORE_VARIABLES = ("TAILOR_OBJECT_STORE_",)
+
 
 def local_worker_environment(
     trainer_environment: dict[str, str], environment: dict[str, str]
 ) -> dict[str, str]:
     """A worker's environment: ``environment`` (the scheduler's, for its job) over the allowed
-    part of the trainer's."""
+    part of the trainer's; never an object store setting (a worker has no object store access)."""
     inherited = {
         name: value
         for name, value in trainer_environment.items()
         if _INHERITED.match(name) or name in _WORKER_KNOBS
     }
-    return {**inherited, **environment}
+    return {
+        name: value
+        for name, value in {**inherited, **environment}.items()
+        if not name.startswith(_OBJECT_STORE_VARIABLES)
+    }
 
 
 def local_command(command: str) -> list[str]:

@@ -7,7 +7,7 @@ torch + transformers + peft, and reports progress, checkpoints and the outcome b
 - :mod:`.run`: the process (claim, heartbeats, SIGTERM, exit codes, reporting a failure);
 - :mod:`.attempt`: one attempt's phases in order (download, prepare, train, checkpoint, finish);
 - :mod:`.failures`: the failure codes, and the one mapping of exceptions to them;
-- :mod:`.transfers`: bytes to and from the dataset service and the object store;
+- :mod:`.transfers`: bytes to and from the dataset service and (checkpoints) the trainer;
 - :mod:`.preparation`: what is loaded before the first step (data, hyperparameters, model);
 - :mod:`.data`, :mod:`.models`, :mod:`.lora`, :mod:`.hyperparameters`: what those are made of;
 - :mod:`.training` (with :mod:`.packing`, :mod:`.scoring`, :mod:`.dpo`): the loop, free of I/O;

@@ -3,9 +3,10 @@
 The RPC sequence (the contract the trainer implements; every call carries the job's
 organization in its metadata), after ``WorkerService.ClaimJob`` gave the plan (:mod:`.run`):
 
-1. The object store is checked; ``DatasetService.DownloadFile`` streams the training (and
-   validation) file to a local file; the resume state and the initial adapter, when the plan
-   names them, are downloaded from the object store (:mod:`.transfers`).
+1. ``DatasetService.DownloadFile`` streams the training (and validation) file to a local file;
+   the resume state and the initial adapter, when the plan names them, are streamed down by
+   ``WorkerService.DownloadCheckpoint`` (:mod:`.transfers`); checkpoints and the final adapter
+   go up by ``WorkerService.UploadCheckpoint``. The worker has no object store access.
 2. Tokenizer, examples, hyperparameters ("auto" resolved), base model and adapter are loaded
    (:mod:`.preparation`).
 3. ``ReportStarted`` (resolved method, total steps, training examples).
@@ -32,7 +33,6 @@ from typing import Any, TypeVar
 
 import structlog
 
-from services.common.object_store import ObjectStore
 from services.trainer.worker.checkpoints import checkpoint_location, final_adapter_prefix, save_state
 from services.trainer.worker.config import WorkerSettings
 from services.trainer.worker.lora import adapted_modules, save_adapter
@@ -41,6 +41,7 @@ from services.trainer.worker.progress import Stop, TrainerLink
 from services.trainer.worker.results import RESULTS_FILENAME, metrics_event, metrics_proto
 from services.trainer.worker.training import StepReport, TrainingCancelled
 from services.trainer.worker.transfers import (
+    CheckpointLink,
     download_dataset_file,
     download_prefix,
     upload_checkpoint,
@@ -67,7 +68,7 @@ class JobAttempt:
         settings: WorkerSettings,
         plan: worker_service_pb2.TrainingPlan,
         link: TrainerLink,
-        store: ObjectStore,
+        checkpoints: CheckpointLink,
         datasets: dataset_service_pb2_grpc.DatasetServiceStub,
         scratch: Path,
     ) -> None:
@@ -75,7 +76,7 @@ class JobAttempt:
         self.plan = plan
         self.job = plan.job
         self.link = link
-        self.store = store
+        self.checkpoints = checkpoints
         self.datasets = datasets
         self.scratch = scratch
         self._loop = asyncio.get_running_loop()
@@ -117,18 +118,18 @@ class JobAttempt:
     # Step 1: inputs.
 
     async def _download_inputs(self) -> Inputs:
-        # Fail before hours of training, not at the first checkpoint.
-        await self.store.check()
         training_path = await self._download_file(self.job.training_file, "training_file")
         validation_path = None
         if self.job.validation_file:
             validation_path = await self._download_file(self.job.validation_file, "validation_file")
         resume_dir = adapter_dir = None
         if self.plan.resume_from_uri:
-            resume_dir = await download_prefix(self.store, self.plan.resume_from_uri, self.scratch / "resume")
+            resume_dir = await download_prefix(
+                self.checkpoints, self.plan.resume_from_uri, self.scratch / "resume"
+            )
         if self.plan.initial_adapter_uri:
             adapter_dir = await download_prefix(
-                self.store, self.plan.initial_adapter_uri, self.scratch / "initial"
+                self.checkpoints, self.plan.initial_adapter_uri, self.scratch / "initial"
             )
         return Inputs(training_path, validation_path, resume_dir, adapter_dir)
 
@@ -173,7 +174,7 @@ class JobAttempt:
                 "results": prepared.results.rows,
             },
         )
-        self._await(upload_checkpoint(self.store, local, location))
+        self._await(upload_checkpoint(self.checkpoints, local, location))
         shutil.rmtree(local, ignore_errors=True)
         self._await(
             self.link.checkpoint(
@@ -204,7 +205,7 @@ class JobAttempt:
     async def _finish(self, prepared: Prepared) -> None:
         final = await asyncio.to_thread(self._save_adapter, prepared, self.scratch / "final-adapter")
         adapter_prefix = final_adapter_prefix(self.plan.output_prefix)
-        await upload_directory(self.store, final, adapter_prefix)
+        await upload_directory(self.checkpoints, final, adapter_prefix)
         self._check_stop()
         results_file = await upload_results_file(self.datasets, RESULTS_FILENAME, prepared.results.to_csv())
         self._check_stop()

@@ -3,8 +3,9 @@
 The trainer's executor starts one worker per job attempt and sets the three identity
 variables (``TAILOR_WORKER_JOB_ID``, ``TAILOR_WORKER_ATTEMPT_ID``,
 ``TAILOR_WORKER_ORGANIZATION``) and the attempt's credential (``TAILOR_WORKER_TOKEN``, a
-token the trainer signed for this job and attempt only); everything else (object store,
-``data_dir``, service addresses, base models) is inherited from the trainer's own environment. The ``worker_*``
+token the trainer signed for this job and attempt only); service addresses, base models and
+the like are inherited from the trainer's own environment, object store settings never (a
+worker moves checkpoints through the trainer's ``WorkerService``). The ``worker_*``
 knobs below tune how training runs on the machine at hand; none changes what a job means.
 """
 

@@ -1,10 +1,11 @@
 """The worker process: one job attempt from claim to final report, its signals and its exit code.
 
-:func:`run_worker` opens the channels to the trainer and the dataset service and the object
-store, claims the job (``WorkerService.ClaimJob`` -> the :class:`TrainingPlan`), and runs the
-attempt (:class:`~.attempt.JobAttempt`: download, prepare, train, upload, report). From the
-claim on, ``ReportEvents`` goes out whenever events are queued and at least every
-``heartbeat_interval_s`` (a heartbeat task, independent of how slow a step is).
+:func:`run_worker` opens the channels to the trainer and the dataset service (it has no object
+store access: checkpoints go through the trainer), claims the job (``WorkerService.ClaimJob``
+-> the :class:`TrainingPlan`), and runs the attempt (:class:`~.attempt.JobAttempt`: download,
+prepare, train, upload, report). From the claim on, ``ReportEvents`` goes out whenever events
+are queued and at least every ``heartbeat_interval_s`` (a heartbeat task, independent of how
+slow a step is).
 
 On failure: ``ReportFailed`` with the :class:`JobError` :func:`~.failures.job_failure` maps the
 exception to. A stop (cancel, SIGTERM, a refused report) is not a failure: the worker ends
@@ -31,12 +32,12 @@ import structlog
 import torch
 
 from services.common.grpc_client import open_channel
-from services.common.object_store import ObjectStore, open_object_store
 from services.common.tenancy import call_context
 from services.trainer.worker.attempt import JobAttempt
 from services.trainer.worker.config import WorkerSettings
 from services.trainer.worker.failures import INTERNAL_ERROR, job_failure
 from services.trainer.worker.progress import ReportRefused, Stop, TrainerLink, TrainerUnreachable
+from services.trainer.worker.transfers import CheckpointLink
 from tailor.dataset.v1 import dataset_service_pb2_grpc
 from tailor.trainer.v1 import job_pb2, worker_service_pb2, worker_service_pb2_grpc
 
@@ -76,12 +77,14 @@ async def run_worker(settings: WorkerSettings, *, handle_signals: bool = True) -
         token = settings.worker_token.get_secret_value() or None
         trainer_channel = open_channel(settings.trainer_addr, settings, audience="trainer", bearer_token=token)
         dataset_channel = open_channel(settings.dataset_addr, settings, audience="dataset", bearer_token=token)
-        store = open_object_store(settings)
         try:
-            link = TrainerLink(worker_service_pb2_grpc.WorkerServiceStub(trainer_channel), identity)
-            return await _run_attempt(settings, link, dataset_channel, store, handle_signals=handle_signals)
+            stub = worker_service_pb2_grpc.WorkerServiceStub(trainer_channel)
+            link = TrainerLink(stub, identity)
+            checkpoints = CheckpointLink(stub, identity)
+            return await _run_attempt(
+                settings, link, dataset_channel, checkpoints, handle_signals=handle_signals
+            )
         finally:
-            await store.close()
             await dataset_channel.close()
             await trainer_channel.close()
 
@@ -90,7 +93,7 @@ async def _run_attempt(
     settings: WorkerSettings,
     link: TrainerLink,
     dataset_channel: grpc.aio.Channel,
-    store: ObjectStore,
+    checkpoints: CheckpointLink,
     *,
     handle_signals: bool,
 ) -> int:
@@ -112,7 +115,7 @@ async def _run_attempt(
                 settings,
                 plan,
                 link,
-                store,
+                checkpoints,
                 dataset_service_pb2_grpc.DatasetServiceStub(dataset_channel),
                 scratch,
             )

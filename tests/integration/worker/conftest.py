@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from services.common import tailor_tiny
+from services.common.settings import CommonSettings
 from services.trainer.worker.config import WorkerSettings
 from tailor.trainer.v1 import job_pb2
 from tailor.trainer.v1 import worker_service_pb2 as worker_pb
@@ -139,6 +140,9 @@ def worker_settings(tailor_tiny_dir: Path) -> WorkerSettingsFactory:
                 ["file-train", "file-valid", *job_files],
             ),
         )
+        if fakes.trainer.store_settings is None:
+            # The worker has no store of its own: the fake trainer keeps its checkpoints here.
+            fakes.trainer.store_settings = CommonSettings(data_dir=values["data_dir"])
         return WorkerSettings(**values)
 
     return make

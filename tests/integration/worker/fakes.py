@@ -1,7 +1,9 @@
 """A fake trainer (WorkerService) and a fake dataset service, served over real gRPC for the worker to talk to.
 
 The fake trainer hands out one training plan, records every call in order with the
-organization it carried, and answers with whatever directive a test asks for; the fake
+organization it carried, and answers with whatever directive a test asks for; like the real
+one, it stores the checkpoints a worker streams to it (the worker has no object store access)
+in the store of ``store_settings`` (the test's data dir, unless a test sets another); the fake
 dataset service serves files from memory and keeps what is uploaded to it.
 """
 
@@ -18,7 +20,8 @@ from typing import Any
 
 import grpc
 
-from services.common.errors import FailedPrecondition, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.object_store import open_object_store
 from services.common.grpc_server import GrpcServer, ServiceRegistration
 from services.common.settings import CommonSettings
 from services.common.tenancy import current_organization
@@ -53,6 +56,8 @@ class FakeTrainer(worker_grpc.WorkerServiceServicer):
         self.directive: Callable[[str, Any], int] = lambda method, request: CONTINUE
         self.refuse: set[str] = set()  # methods answered FAILED_PRECONDITION
         self.started = asyncio.Event()
+        # Where UploadCheckpoint/DownloadCheckpoint store and read (set by the worker_settings fixture).
+        self.store_settings: CommonSettings | None = None
 
     def _record(self, method: str, request: Any) -> int:
         self.calls.append(Call(method, request, current_organization(), time.monotonic()))
@@ -100,6 +105,42 @@ class FakeTrainer(worker_grpc.WorkerServiceServicer):
         return worker_pb.ReportFailedResponse(
             job=job_pb2.Job(id=request.worker.job_id, status=job_pb2.JOB_STATUS_FAILED)
         )
+
+    async def UploadCheckpoint(
+        self,
+        request_iterator: AsyncIterator[worker_pb.UploadCheckpointRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> worker_pb.UploadCheckpointResponse:
+        messages = aiter(request_iterator)
+        first = await anext(messages)
+        key = first.header.key
+        if not key.startswith(self.plan.output_prefix):
+            raise InvalidArgument(f"key {key!r} is not under the job's output prefix", param="key")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in messages:
+                yield message.chunk
+
+        assert self.store_settings is not None
+        store = open_object_store(self.store_settings)
+        try:
+            stored = await store.put(key, chunks())
+        finally:
+            await store.close()
+        return worker_pb.UploadCheckpointResponse(key=key, bytes=stored.size)
+
+    async def DownloadCheckpoint(
+        self, request: worker_pb.DownloadCheckpointRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[worker_pb.DownloadCheckpointResponse]:
+        assert self.store_settings is not None
+        store = open_object_store(self.store_settings)
+        try:
+            async for stored in store.list(request.prefix):
+                yield worker_pb.DownloadCheckpointResponse(path=stored.key.removeprefix(request.prefix))
+                async for chunk in store.get(stored.key):
+                    yield worker_pb.DownloadCheckpointResponse(chunk=chunk)
+        finally:
+            await store.close()
 
     # What the tests read.
 

@@ -426,7 +426,11 @@ async def test_an_object_store_outage_fails_the_job_as_retryable(
 ) -> None:
     fakes.datasets.add_jsonl("file-train", secret_examples(4))
     fakes.trainer.plan = training_plan(tailor_tiny_dir)
-    settings = worker_settings(tmp_path / "data", fakes, object_store_endpoint=f"127.0.0.1:{closed_port()}")
+    # The store is the trainer's: the worker learns of the outage from UploadCheckpoint.
+    fakes.trainer.store_settings = CommonSettings(
+        data_dir=tmp_path / "data", object_store_endpoint=f"127.0.0.1:{closed_port()}"
+    )
+    settings = worker_settings(tmp_path / "data", fakes)
 
     assert await run_worker(settings, handle_signals=False) == 0
 

@@ -31,7 +31,7 @@ def settings(tmp_path: Any) -> TrainerSettings:
         trainer_k8s_gpus=2,
         trainer_k8s_node_selector={"nvidia.com/gpu.present": "true"},
         trainer_k8s_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        trainer_k8s_env_from_secrets=["tailor-object-store", "tailor-extra"],
+        trainer_k8s_env_from_secrets=["huggingface-token", "tailor-extra"],
     )
 
 
@@ -82,12 +82,13 @@ def test_the_worker_gets_its_identity_and_settings_but_secrets_only_from_secrets
     assert env["TAILOR_WORKER_ATTEMPT_ID"] == LAUNCH.attempt_id
     assert env["TAILOR_WORKER_ORGANIZATION"] == "org-a"
     assert env["TAILOR_TRAINER_ADDR"] == "tailor-trainer.tailor.svc:50052"
-    assert env["TAILOR_OBJECT_STORE_ENDPOINT"] == "minio.storage.svc:9000"
+    # no object store setting at all: the worker moves checkpoints through the trainer
+    assert not [name for name in env if name.startswith("TAILOR_OBJECT_STORE_")]
     assert env["TAILOR_DATA_DIR"] == "/data" and env["HOME"] == "/tmp"
     assert "TAILOR_OBJECT_STORE_ACCESS_KEY" not in env and "TAILOR_OBJECT_STORE_SECRET_KEY" not in env
     assert "not-in-the-manifest" not in str(manifest(settings))
     assert [source["secretRef"]["name"] for source in container["envFrom"]] == [
-        "tailor-object-store",
+        "huggingface-token",
         "tailor-extra",
     ]
     assert container["command"] == ["python", "-m", "services.trainer.worker"]

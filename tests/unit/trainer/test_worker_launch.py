@@ -48,7 +48,9 @@ def test_the_environment_carries_the_trainers_settings_to_the_worker(tmp_path: P
         monkeypatch.setenv(name, value)
     seen = CommonSettings()
     assert seen.data_dir == tmp_path
-    assert seen.object_store_secret_key.get_secret_value() == "s3cret"
+    # ... except the object store's: a worker has no object store access at all.
+    assert seen.object_store_secret_key.get_secret_value() == ""
+    assert not [name for name in environment if name.startswith("TAILOR_OBJECT_STORE_")]
     assert seen.grpc_reflection is False
     assert seen.base_models == settings.base_models
 
@@ -81,5 +83,4 @@ def test_a_local_worker_inherits_only_the_allowed_part_of_the_trainers_environme
         "CUDA_VISIBLE_DEVICES": "0",
         "TAILOR_WORKER_DEVICE": "cpu",
         "TAILOR_WORKER_JOB_ID": "ftjob-1",
-        "TAILOR_OBJECT_STORE_SECRET_KEY": "from-the-scheduler",
     }

@@ -168,3 +168,45 @@ class ReportFailedResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: _job_pb2.Job
     def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ...) -> None: ...
+
+class UploadCheckpointHeader(_message.Message):
+    __slots__ = ("worker", "key")
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    worker: WorkerIdentity
+    key: str
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., key: _Optional[str] = ...) -> None: ...
+
+class UploadCheckpointRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UploadCheckpointHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[UploadCheckpointHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadCheckpointResponse(_message.Message):
+    __slots__ = ("key", "bytes", "sha256")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    bytes: int
+    sha256: str
+    def __init__(self, key: _Optional[str] = ..., bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class DownloadCheckpointRequest(_message.Message):
+    __slots__ = ("worker", "prefix")
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    worker: WorkerIdentity
+    prefix: str
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., prefix: _Optional[str] = ...) -> None: ...
+
+class DownloadCheckpointResponse(_message.Message):
+    __slots__ = ("path", "chunk")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    chunk: bytes
+    def __init__(self, path: _Optional[str] = ..., chunk: _Optional[bytes] = ...) -> None: ...

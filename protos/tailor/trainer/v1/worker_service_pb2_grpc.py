@@ -65,6 +65,16 @@ class WorkerServiceStub:
                 request_serializer=tailor_dot_trainer_dot_v1_dot_worker__service__pb2.ReportFailedRequest.SerializeToString,
                 response_deserializer=tailor_dot_trainer_dot_v1_dot_worker__service__pb2.ReportFailedResponse.FromString,
                 _registered_method=True)
+        self.UploadCheckpoint = channel.stream_unary(
+                '/tailor.trainer.v1.WorkerService/UploadCheckpoint',
+                request_serializer=tailor_dot_trainer_dot_v1_dot_worker__service__pb2.UploadCheckpointRequest.SerializeToString,
+                response_deserializer=tailor_dot_trainer_dot_v1_dot_worker__service__pb2.UploadCheckpointResponse.FromString,
+                _registered_method=True)
+        self.DownloadCheckpoint = channel.unary_stream(
+                '/tailor.trainer.v1.WorkerService/DownloadCheckpoint',
+                request_serializer=tailor_dot_trainer_dot_v1_dot_worker__service__pb2.DownloadCheckpointRequest.SerializeToString,
+                response_deserializer=tailor_dot_trainer_dot_v1_dot_worker__service__pb2.DownloadCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -117,6 +127,27 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadCheckpoint(self, request_iterator, context):
+        """Uploads one file of a checkpoint, a training state or the final adapter: a header
+        naming the attempt and the object key (under the plan's output_prefix), then the
+        bytes in chunks. The trainer stores the object itself, once every chunk has arrived;
+        a key outside the job's output prefix is refused (INVALID_ARGUMENT), as is an attempt
+        that is no longer current (FAILED_PRECONDITION). Workers hold no object store access.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadCheckpoint(self, request, context):
+        """Downloads every object under a prefix the plan named (resume_from_uri or
+        initial_adapter_uri): for each object a message with its path relative to the
+        prefix, then its bytes in chunks. Only the job's own outputs and its initial adapter
+        may be read (else INVALID_ARGUMENT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +180,16 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.ReportFailed,
                     request_deserializer=tailor_dot_trainer_dot_v1_dot_worker__service__pb2.ReportFailedRequest.FromString,
                     response_serializer=tailor_dot_trainer_dot_v1_dot_worker__service__pb2.ReportFailedResponse.SerializeToString,
+            ),
+            'UploadCheckpoint': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadCheckpoint,
+                    request_deserializer=tailor_dot_trainer_dot_v1_dot_worker__service__pb2.UploadCheckpointRequest.FromString,
+                    response_serializer=tailor_dot_trainer_dot_v1_dot_worker__service__pb2.UploadCheckpointResponse.SerializeToString,
+            ),
+            'DownloadCheckpoint': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadCheckpoint,
+                    request_deserializer=tailor_dot_trainer_dot_v1_dot_worker__service__pb2.DownloadCheckpointRequest.FromString,
+                    response_serializer=tailor_dot_trainer_dot_v1_dot_worker__service__pb2.DownloadCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +355,60 @@ class WorkerService:
             '/tailor.trainer.v1.WorkerService/ReportFailed',
             tailor_dot_trainer_dot_v1_dot_worker__service__pb2.ReportFailedRequest.SerializeToString,
             tailor_dot_trainer_dot_v1_dot_worker__service__pb2.ReportFailedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadCheckpoint(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tailor.trainer.v1.WorkerService/UploadCheckpoint',
+            tailor_dot_trainer_dot_v1_dot_worker__service__pb2.UploadCheckpointRequest.SerializeToString,
+            tailor_dot_trainer_dot_v1_dot_worker__service__pb2.UploadCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tailor.trainer.v1.WorkerService/DownloadCheckpoint',
+            tailor_dot_trainer_dot_v1_dot_worker__service__pb2.DownloadCheckpointRequest.SerializeToString,
+            tailor_dot_trainer_dot_v1_dot_worker__service__pb2.DownloadCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,
