@@ -45,7 +45,7 @@ from tailor.dataset.v1 import dataset_service_pb2_grpc as pb_grpc  # noqa: E402
 from tests.support import internal_auth  # noqa: E402
 
 # The service verifies, and this process signs, with the test key set (also when run as a script).
-KEYS = internal_auth.install()
+internal_auth.install()
 
 MiB = 1 << 20
 CHUNK_BYTES = MiB
@@ -110,7 +110,10 @@ class DatasetProcess:
     def __init__(self, environment: dict[str, str]) -> None:
         self.address = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
-        env.update(KEYS.environment("dataset"))
+        # The keys this process signs with: install() keeps a key set inherited from a parent
+        # test process, so the service must verify with what is in the environment, not KEYS.
+        env.update({k: v for k, v in os.environ.items() if k.startswith("TAILOR_INTERNAL_AUTH_")})
+        env["TAILOR_INTERNAL_AUTH_IDENTITY"] = "dataset"
         env.update(environment, TAILOR_DATASET_LISTEN=self.address, TAILOR_LOG_LEVEL="warning")
         env["PYTHONPATH"] = str(REPO)
         self.process = subprocess.Popen(
