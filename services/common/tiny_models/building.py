@@ -133,7 +133,7 @@ def _remove_stale(target_dir: Path) -> None:
 
 @contextlib.contextmanager
 def without_progress_bars() -> Iterator[None]:
-    """Silence transformers' progress bars (save_pretrained draws one for its single shard)."""
+    """Silence transformers' progress bars (save_pretrained and from_pretrained draw them): log noise."""
     from transformers.utils import logging as transformers_logging
 
     was_enabled = transformers_logging.is_progress_bar_enabled()

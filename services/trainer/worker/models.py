@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import logging as transformers_logging
 
 from services.common.base_models import (
     CONFIG_FILE,
@@ -28,6 +27,7 @@ from services.common.base_models import (
     resolve_spec,
 )
 from services.common.errors import TailorError
+from services.common.tiny_models.building import without_progress_bars
 from services.trainer.worker.config import WorkerSettings
 from services.trainer.worker.failures import BASE_MODEL_UNAVAILABLE, JobFailure
 from tailor.trainer.v1 import worker_service_pb2
@@ -115,7 +115,8 @@ def load_base_model(
     source: str, placement: Placement, *, revision: str | None = None, attn_implementation: str = "sdpa"
 ) -> PreTrainedModel:
     """The frozen base model on its device."""
-    with _loading(source), _quiet_loading():
+    # from_pretrained draws a progress bar over the weights: noise in a worker's log
+    with _loading(source), without_progress_bars():
         model = AutoModelForCausalLM.from_pretrained(
             source, revision=revision, dtype=placement.dtype, attn_implementation=attn_implementation
         )
@@ -155,15 +156,3 @@ def _loading(source: str) -> Iterator[None]:
         raise JobFailure(
             BASE_MODEL_UNAVAILABLE, f"Base model {source!r} could not be loaded: {error}"
         ) from error
-
-
-@contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    # from_pretrained draws a progress bar over the weights: noise in a worker's log.
-    was_enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            transformers_logging.enable_progress_bar()
