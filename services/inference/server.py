@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +20,10 @@ import grpc
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from services.common.base_models import missing_from_hub_cache, resolve_base_model
+from services.common.base_models import ModelConfig, missing_from_hub_cache, resolve_base_model
 from services.common.errors import FailedPrecondition
 from services.common.grpc_client import open_channel
 from services.common.grpc_server import GrpcServer, ServiceRegistration
-from services.common.model_families import family_of
 from services.common.object_store import ObjectStore, open_object_store
 from services.inference.adapter_validation import BaseModelLayout
 from services.inference.adapters import AdapterCache, AdapterState
@@ -110,8 +110,9 @@ def build_runtime(
     store = store or open_object_store(settings)
     config = AutoConfig.from_pretrained(base.location, revision=base.revision)
     layout = BaseModelLayout.of_config(config)
-    # How the model writes tool calls: the base model entry's word, else its family's.
-    tool_call_format = base.spec.tool_call_format or family_of(config.model_type).tool_call_format
+    # How the model writes tool calls (the entry's word, the built-in's, else its family's), with
+    # the family read from the config just loaded: an id downloaded on first use had none before.
+    tool_call_format = dataclasses.replace(base, config=ModelConfig.of(config.to_dict())).tool_call_format
     log.info("tool calls", base_model=base.name, tool_call_format=tool_call_format)
     adapters = AdapterCache(
         store,
