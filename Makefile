@@ -50,6 +50,12 @@ proto: install
 up: install
 	exec $(PY) -m services.local_stack
 
+# Rebuild the dashboard's committed assets (services/gateway/ui_static/) from ui/: needs
+# Node.js 20 and npm, which `make up` does not (tests/unit/gateway/test_ui_assets.py checks them).
+.PHONY: ui
+ui:
+	cd ui && npm ci --no-audit --no-fund && npm run build
+
 # Against a running `make up`: upload a small dataset, fine-tune tailor-tiny, chat with it.
 demo: install
 	$(PY) -m services.gateway.demo

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The system packages `make test` needs besides Python's: PostgreSQL's server binaries (the
 # suite runs the records layer against a real Postgres) and libnuma (vLLM's CPU build loads
-# it). On Debian or Ubuntu as root they are installed when missing; elsewhere this says
+# it), Chromium (the dashboard's browser tests drive it through Playwright) and Node.js with
+# npm (the dashboard's freshness test rebuilds its committed assets from ui/). On Debian or Ubuntu as root they are installed when missing; elsewhere this says
 # what to install and the tests that need them fail naming it.
 set -euo pipefail
 
@@ -11,6 +12,12 @@ if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bi
 fi
 if ! ldconfig -p 2>/dev/null | grep -q "libnuma\.so\.1"; then
   missing+=(libnuma1)
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  missing+=(chromium)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
 fi
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
