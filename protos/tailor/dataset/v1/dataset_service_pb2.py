@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'tailor/dataset/v1/dataset_service.proto\x12\x11tailor.dataset.v1\"\xff\x02\n\x04\x46ile\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\r\n\x05\x62ytes\x18\x04 \x01(\x03\x12/\n\x07purpose\x18\x05 \x01(\x0e\x32\x1e.tailor.dataset.v1.FilePurpose\x12-\n\x06status\x18\x06 \x01(\x0e\x32\x1d.tailor.dataset.v1.FileStatus\x12\x16\n\x0estatus_details\x18\x07 \x01(\t\x12\x36\n\x08problems\x18\x08 \x03(\x0b\x32$.tailor.dataset.v1.ValidationProblem\x12\x12\n\ncreated_at\x18\t \x01(\x03\x12\x17\n\nexpires_at\x18\n \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06sha256\x18\x0b \x01(\t\x12\x35\n\nstatistics\x18\x0c \x01(\x0b\x32!.tailor.dataset.v1.FileStatisticsB\r\n\x0b_expires_at\"@\n\x11ValidationProblem\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x94\x01\n\x0e\x46ileStatistics\x12\x30\n\x06\x66ormat\x18\x01 \x01(\x0e\x32 .tailor.dataset.v1.ExampleFormat\x12\x10\n\x08\x65xamples\x18\x02 \x01(\x03\x12\x10\n\x08messages\x18\x03 \x01(\x03\x12\x12\n\ncharacters\x18\x04 \x01(\x03\x12\x18\n\x10trained_messages\x18\x05 \x01(\x03\"y\n\x0fTokenStatistics\x12\x12\n\nbase_model\x18\x01 \x01(\t\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x03\x12\x1a\n\x12max_example_tokens\x18\x03 \x01(\x03\x12 \n\x18\x65xamples_over_max_length\x18\x04 \x01(\x03\"\xc5\x01\n\x12UploadFileMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12/\n\x07purpose\x18\x02 \x01(\x0e\x32\x1e.tailor.dataset.v1.FilePurpose\x12\x1b\n\x0e\x65xpected_bytes\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\"\n\x15\x65xpires_after_seconds\x18\x04 \x01(\x03H\x01\x88\x01\x01\x42\x11\n\x0f_expected_bytesB\x18\n\x16_expires_after_seconds\"\x9b\x01\n\x11UploadFileRequest\x12\x39\n\x08metadata\x18\x01 \x01(\x0b\x32%.tailor.dataset.v1.UploadFileMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12/\n\x03\x65nd\x18\x03 \x01(\x0b\x32 .tailor.dataset.v1.UploadFileEndH\x00\x42\t\n\x07payload\"\x1f\n\rUploadFileEnd\x12\x0e\n\x06sha256\x18\x01 \x01(\t\";\n\x12UploadFileResponse\x12%\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x17.tailor.dataset.v1.File\"!\n\x0eGetFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"8\n\x0fGetFileResponse\x12%\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x17.tailor.dataset.v1.File\"\x8e\x01\n\x10ListFilesRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12/\n\x07purpose\x18\x03 \x01(\x0e\x32\x1e.tailor.dataset.v1.FilePurpose\x12+\n\x05order\x18\x04 \x01(\x0e\x32\x1c.tailor.dataset.v1.SortOrder\"M\n\x11ListFilesResponse\x12&\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x17.tailor.dataset.v1.File\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"$\n\x11\x44\x65leteFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"6\n\x12\x44\x65leteFileResponse\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"F\n\x13\x44ownloadFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"[\n\x14\x44ownloadFileResponse\x12\'\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x17.tailor.dataset.v1.FileH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"?\n\x18GetFileStatisticsRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x12\n\nbase_model\x18\x02 \x01(\t\"\x86\x01\n\x19GetFileStatisticsResponse\x12\x35\n\nstatistics\x18\x01 \x01(\x0b\x32!.tailor.dataset.v1.FileStatistics\x12\x32\n\x06tokens\x18\x02 \x01(\x0b\x32\".tailor.dataset.v1.TokenStatistics*\xb0\x02\n\x0b\x46ilePurpose\x12\x1c\n\x18\x46ILE_PURPOSE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46ILE_PURPOSE_FINE_TUNE\x10\x01\x12\"\n\x1e\x46ILE_PURPOSE_FINE_TUNE_RESULTS\x10\x02\x12\x1b\n\x17\x46ILE_PURPOSE_ASSISTANTS\x10\x03\x12\"\n\x1e\x46ILE_PURPOSE_ASSISTANTS_OUTPUT\x10\x04\x12\x16\n\x12\x46ILE_PURPOSE_BATCH\x10\x05\x12\x1d\n\x19\x46ILE_PURPOSE_BATCH_OUTPUT\x10\x06\x12\x17\n\x13\x46ILE_PURPOSE_VISION\x10\x07\x12\x1a\n\x16\x46ILE_PURPOSE_USER_DATA\x10\x08\x12\x16\n\x12\x46ILE_PURPOSE_EVALS\x10\t*u\n\nFileStatus\x12\x1b\n\x17\x46ILE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46ILE_STATUS_UPLOADED\x10\x01\x12\x19\n\x15\x46ILE_STATUS_PROCESSED\x10\x02\x12\x15\n\x11\x46ILE_STATUS_ERROR\x10\x03*\x8d\x01\n\rExampleFormat\x12\x1e\n\x1a\x45XAMPLE_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45XAMPLE_FORMAT_CHAT\x10\x01\x12$\n EXAMPLE_FORMAT_PROMPT_COMPLETION\x10\x02\x12\x1d\n\x19\x45XAMPLE_FORMAT_PREFERENCE\x10\x03*\\\n\tSortOrder\x12\x1a\n\x16SORT_ORDER_UNSPECIFIED\x10\x00\x12\x19\n\x15SORT_ORDER_DESCENDING\x10\x01\x12\x18\n\x14SORT_ORDER_ASCENDING\x10\x02\x32\xc5\x04\n\x0e\x44\x61tasetService\x12[\n\nUploadFile\x12$.tailor.dataset.v1.UploadFileRequest\x1a%.tailor.dataset.v1.UploadFileResponse(\x01\x12P\n\x07GetFile\x12!.tailor.dataset.v1.GetFileRequest\x1a\".tailor.dataset.v1.GetFileResponse\x12V\n\tListFiles\x12#.tailor.dataset.v1.ListFilesRequest\x1a$.tailor.dataset.v1.ListFilesResponse\x12Y\n\nDeleteFile\x12$.tailor.dataset.v1.DeleteFileRequest\x1a%.tailor.dataset.v1.DeleteFileResponse\x12\x61\n\x0c\x44ownloadFile\x12&.tailor.dataset.v1.DownloadFileRequest\x1a\'.tailor.dataset.v1.DownloadFileResponse0\x01\x12n\n\x11GetFileStatistics\x12+.tailor.dataset.v1.GetFileStatisticsRequest\x1a,.tailor.dataset.v1.GetFileStatisticsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'tailor/dataset/v1/dataset_service.proto\x12\x11tailor.dataset.v1\"\xff\x02\n\x04\x46ile\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\r\n\x05\x62ytes\x18\x04 \x01(\x03\x12/\n\x07purpose\x18\x05 \x01(\x0e\x32\x1e.tailor.dataset.v1.FilePurpose\x12-\n\x06status\x18\x06 \x01(\x0e\x32\x1d.tailor.dataset.v1.FileStatus\x12\x16\n\x0estatus_details\x18\x07 \x01(\t\x12\x36\n\x08problems\x18\x08 \x03(\x0b\x32$.tailor.dataset.v1.ValidationProblem\x12\x12\n\ncreated_at\x18\t \x01(\x03\x12\x17\n\nexpires_at\x18\n \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06sha256\x18\x0b \x01(\t\x12\x35\n\nstatistics\x18\x0c \x01(\x0b\x32!.tailor.dataset.v1.FileStatisticsB\r\n\x0b_expires_at\"@\n\x11ValidationProblem\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x94\x01\n\x0e\x46ileStatistics\x12\x30\n\x06\x66ormat\x18\x01 \x01(\x0e\x32 .tailor.dataset.v1.ExampleFormat\x12\x10\n\x08\x65xamples\x18\x02 \x01(\x03\x12\x10\n\x08messages\x18\x03 \x01(\x03\x12\x12\n\ncharacters\x18\x04 \x01(\x03\x12\x18\n\x10trained_messages\x18\x05 \x01(\x03\"y\n\x0fTokenStatistics\x12\x12\n\nbase_model\x18\x01 \x01(\t\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x03\x12\x1a\n\x12max_example_tokens\x18\x03 \x01(\x03\x12 \n\x18\x65xamples_over_max_length\x18\x04 \x01(\x03\"\xc5\x01\n\x12UploadFileMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12/\n\x07purpose\x18\x02 \x01(\x0e\x32\x1e.tailor.dataset.v1.FilePurpose\x12\x1b\n\x0e\x65xpected_bytes\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\"\n\x15\x65xpires_after_seconds\x18\x04 \x01(\x03H\x01\x88\x01\x01\x42\x11\n\x0f_expected_bytesB\x18\n\x16_expires_after_seconds\"\x9b\x01\n\x11UploadFileRequest\x12\x39\n\x08metadata\x18\x01 \x01(\x0b\x32%.tailor.dataset.v1.UploadFileMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12/\n\x03\x65nd\x18\x03 \x01(\x0b\x32 .tailor.dataset.v1.UploadFileEndH\x00\x42\t\n\x07payload\"]\n\rUploadFileEnd\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\"\n\x15\x65xpires_after_seconds\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x18\n\x16_expires_after_seconds\";\n\x12UploadFileResponse\x12%\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x17.tailor.dataset.v1.File\"!\n\x0eGetFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"8\n\x0fGetFileResponse\x12%\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x17.tailor.dataset.v1.File\"\x8e\x01\n\x10ListFilesRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12/\n\x07purpose\x18\x03 \x01(\x0e\x32\x1e.tailor.dataset.v1.FilePurpose\x12+\n\x05order\x18\x04 \x01(\x0e\x32\x1c.tailor.dataset.v1.SortOrder\"M\n\x11ListFilesResponse\x12&\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x17.tailor.dataset.v1.File\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"$\n\x11\x44\x65leteFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"6\n\x12\x44\x65leteFileResponse\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"F\n\x13\x44ownloadFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"[\n\x14\x44ownloadFileResponse\x12\'\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x17.tailor.dataset.v1.FileH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"?\n\x18GetFileStatisticsRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x12\n\nbase_model\x18\x02 \x01(\t\"\x86\x01\n\x19GetFileStatisticsResponse\x12\x35\n\nstatistics\x18\x01 \x01(\x0b\x32!.tailor.dataset.v1.FileStatistics\x12\x32\n\x06tokens\x18\x02 \x01(\x0b\x32\".tailor.dataset.v1.TokenStatistics*\xb0\x02\n\x0b\x46ilePurpose\x12\x1c\n\x18\x46ILE_PURPOSE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46ILE_PURPOSE_FINE_TUNE\x10\x01\x12\"\n\x1e\x46ILE_PURPOSE_FINE_TUNE_RESULTS\x10\x02\x12\x1b\n\x17\x46ILE_PURPOSE_ASSISTANTS\x10\x03\x12\"\n\x1e\x46ILE_PURPOSE_ASSISTANTS_OUTPUT\x10\x04\x12\x16\n\x12\x46ILE_PURPOSE_BATCH\x10\x05\x12\x1d\n\x19\x46ILE_PURPOSE_BATCH_OUTPUT\x10\x06\x12\x17\n\x13\x46ILE_PURPOSE_VISION\x10\x07\x12\x1a\n\x16\x46ILE_PURPOSE_USER_DATA\x10\x08\x12\x16\n\x12\x46ILE_PURPOSE_EVALS\x10\t*u\n\nFileStatus\x12\x1b\n\x17\x46ILE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46ILE_STATUS_UPLOADED\x10\x01\x12\x19\n\x15\x46ILE_STATUS_PROCESSED\x10\x02\x12\x15\n\x11\x46ILE_STATUS_ERROR\x10\x03*\x8d\x01\n\rExampleFormat\x12\x1e\n\x1a\x45XAMPLE_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45XAMPLE_FORMAT_CHAT\x10\x01\x12$\n EXAMPLE_FORMAT_PROMPT_COMPLETION\x10\x02\x12\x1d\n\x19\x45XAMPLE_FORMAT_PREFERENCE\x10\x03*\\\n\tSortOrder\x12\x1a\n\x16SORT_ORDER_UNSPECIFIED\x10\x00\x12\x19\n\x15SORT_ORDER_DESCENDING\x10\x01\x12\x18\n\x14SORT_ORDER_ASCENDING\x10\x02\x32\xc5\x04\n\x0e\x44\x61tasetService\x12[\n\nUploadFile\x12$.tailor.dataset.v1.UploadFileRequest\x1a%.tailor.dataset.v1.UploadFileResponse(\x01\x12P\n\x07GetFile\x12!.tailor.dataset.v1.GetFileRequest\x1a\".tailor.dataset.v1.GetFileResponse\x12V\n\tListFiles\x12#.tailor.dataset.v1.ListFilesRequest\x1a$.tailor.dataset.v1.ListFilesResponse\x12Y\n\nDeleteFile\x12$.tailor.dataset.v1.DeleteFileRequest\x1a%.tailor.dataset.v1.DeleteFileResponse\x12\x61\n\x0c\x44ownloadFile\x12&.tailor.dataset.v1.DownloadFileRequest\x1a\'.tailor.dataset.v1.DownloadFileResponse0\x01\x12n\n\x11GetFileStatistics\x12+.tailor.dataset.v1.GetFileStatisticsRequest\x1a,.tailor.dataset.v1.GetFileStatisticsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailor.dataset.v1.dataset_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FILEPURPOSE']._serialized_start=2019
-  _globals['_FILEPURPOSE']._serialized_end=2323
-  _globals['_FILESTATUS']._serialized_start=2325
-  _globals['_FILESTATUS']._serialized_end=2442
-  _globals['_EXAMPLEFORMAT']._serialized_start=2445
-  _globals['_EXAMPLEFORMAT']._serialized_end=2586
-  _globals['_SORTORDER']._serialized_start=2588
-  _globals['_SORTORDER']._serialized_end=2680
+  _globals['_FILEPURPOSE']._serialized_start=2081
+  _globals['_FILEPURPOSE']._serialized_end=2385
+  _globals['_FILESTATUS']._serialized_start=2387
+  _globals['_FILESTATUS']._serialized_end=2504
+  _globals['_EXAMPLEFORMAT']._serialized_start=2507
+  _globals['_EXAMPLEFORMAT']._serialized_end=2648
+  _globals['_SORTORDER']._serialized_start=2650
+  _globals['_SORTORDER']._serialized_end=2742
   _globals['_FILE']._serialized_start=63
   _globals['_FILE']._serialized_end=446
   _globals['_VALIDATIONPROBLEM']._serialized_start=448
@@ -52,29 +52,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADFILEREQUEST']._serialized_start=989
   _globals['_UPLOADFILEREQUEST']._serialized_end=1144
   _globals['_UPLOADFILEEND']._serialized_start=1146
-  _globals['_UPLOADFILEEND']._serialized_end=1177
-  _globals['_UPLOADFILERESPONSE']._serialized_start=1179
-  _globals['_UPLOADFILERESPONSE']._serialized_end=1238
-  _globals['_GETFILEREQUEST']._serialized_start=1240
-  _globals['_GETFILEREQUEST']._serialized_end=1273
-  _globals['_GETFILERESPONSE']._serialized_start=1275
-  _globals['_GETFILERESPONSE']._serialized_end=1331
-  _globals['_LISTFILESREQUEST']._serialized_start=1334
-  _globals['_LISTFILESREQUEST']._serialized_end=1476
-  _globals['_LISTFILESRESPONSE']._serialized_start=1478
-  _globals['_LISTFILESRESPONSE']._serialized_end=1555
-  _globals['_DELETEFILEREQUEST']._serialized_start=1557
-  _globals['_DELETEFILEREQUEST']._serialized_end=1593
-  _globals['_DELETEFILERESPONSE']._serialized_start=1595
-  _globals['_DELETEFILERESPONSE']._serialized_end=1649
-  _globals['_DOWNLOADFILEREQUEST']._serialized_start=1651
-  _globals['_DOWNLOADFILEREQUEST']._serialized_end=1721
-  _globals['_DOWNLOADFILERESPONSE']._serialized_start=1723
-  _globals['_DOWNLOADFILERESPONSE']._serialized_end=1814
-  _globals['_GETFILESTATISTICSREQUEST']._serialized_start=1816
-  _globals['_GETFILESTATISTICSREQUEST']._serialized_end=1879
-  _globals['_GETFILESTATISTICSRESPONSE']._serialized_start=1882
-  _globals['_GETFILESTATISTICSRESPONSE']._serialized_end=2016
-  _globals['_DATASETSERVICE']._serialized_start=2683
-  _globals['_DATASETSERVICE']._serialized_end=3264
+  _globals['_UPLOADFILEEND']._serialized_end=1239
+  _globals['_UPLOADFILERESPONSE']._serialized_start=1241
+  _globals['_UPLOADFILERESPONSE']._serialized_end=1300
+  _globals['_GETFILEREQUEST']._serialized_start=1302
+  _globals['_GETFILEREQUEST']._serialized_end=1335
+  _globals['_GETFILERESPONSE']._serialized_start=1337
+  _globals['_GETFILERESPONSE']._serialized_end=1393
+  _globals['_LISTFILESREQUEST']._serialized_start=1396
+  _globals['_LISTFILESREQUEST']._serialized_end=1538
+  _globals['_LISTFILESRESPONSE']._serialized_start=1540
+  _globals['_LISTFILESRESPONSE']._serialized_end=1617
+  _globals['_DELETEFILEREQUEST']._serialized_start=1619
+  _globals['_DELETEFILEREQUEST']._serialized_end=1655
+  _globals['_DELETEFILERESPONSE']._serialized_start=1657
+  _globals['_DELETEFILERESPONSE']._serialized_end=1711
+  _globals['_DOWNLOADFILEREQUEST']._serialized_start=1713
+  _globals['_DOWNLOADFILEREQUEST']._serialized_end=1783
+  _globals['_DOWNLOADFILERESPONSE']._serialized_start=1785
+  _globals['_DOWNLOADFILERESPONSE']._serialized_end=1876
+  _globals['_GETFILESTATISTICSREQUEST']._serialized_start=1878
+  _globals['_GETFILESTATISTICSREQUEST']._serialized_end=1941
+  _globals['_GETFILESTATISTICSRESPONSE']._serialized_start=1944
+  _globals['_GETFILESTATISTICSRESPONSE']._serialized_end=2078
+  _globals['_DATASETSERVICE']._serialized_start=2745
+  _globals['_DATASETSERVICE']._serialized_end=3326
 # @@protoc_insertion_point(module_scope)

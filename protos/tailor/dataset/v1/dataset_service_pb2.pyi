@@ -148,10 +148,12 @@ class UploadFileRequest(_message.Message):
     def __init__(self, metadata: _Optional[_Union[UploadFileMetadata, _Mapping]] = ..., chunk: _Optional[bytes] = ..., end: _Optional[_Union[UploadFileEnd, _Mapping]] = ...) -> None: ...
 
 class UploadFileEnd(_message.Message):
-    __slots__ = ("sha256",)
+    __slots__ = ("sha256", "expires_after_seconds")
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     sha256: str
-    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+    expires_after_seconds: int
+    def __init__(self, sha256: _Optional[str] = ..., expires_after_seconds: _Optional[int] = ...) -> None: ...
 
 class UploadFileResponse(_message.Message):
     __slots__ = ("file",)

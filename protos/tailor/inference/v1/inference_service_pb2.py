@@ -24,17 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+tailor/inference/v1/inference_service.proto\x12\x13tailor.inference.v1\"f\n\nAdapterRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x11\n\tlora_rank\x18\x04 \x01(\x05\x12\x16\n\x0etarget_modules\x18\x05 \x03(\t\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"\x83\x01\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x31\n\ntool_calls\x18\x04 \x03(\x0b\x32\x1d.tailor.inference.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\"S\n\tChatInput\x12\x32\n\x08messages\x18\x01 \x03(\x0b\x32 .tailor.inference.v1.ChatMessage\x12\x12\n\ntools_json\x18\x02 \x01(\t\"\xc0\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x0e\n\x01n\x18\x06 \x01(\x05H\x04\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seedB\x04\n\x02_n\"\xe3\x01\n\x19GenerateCompletionRequest\x12\x12\n\nbase_model\x18\x01 \x01(\t\x12\x30\n\x07\x61\x64\x61pter\x18\x02 \x01(\x0b\x32\x1f.tailor.inference.v1.AdapterRef\x12.\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x1e.tailor.inference.v1.ChatInputH\x00\x12\x10\n\x06prompt\x18\x04 \x01(\tH\x00\x12\x35\n\x08sampling\x18\x05 \x01(\x0b\x32#.tailor.inference.v1.SamplingParamsB\x07\n\x05input\"\x97\x01\n\x0b\x43hoiceDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x38\n\rfinish_reason\x18\x03 \x01(\x0e\x32!.tailor.inference.v1.FinishReason\x12\x31\n\ntool_calls\x18\x04 \x03(\x0b\x32\x1d.tailor.inference.v1.ToolCall\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\"y\n\x1aGenerateCompletionResponse\x12\x30\n\x06\x64\x65ltas\x18\x01 \x03(\x0b\x32 .tailor.inference.v1.ChoiceDelta\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x1a.tailor.inference.v1.Usage\"F\n\x12LoadAdapterRequest\x12\x30\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x1f.tailor.inference.v1.AdapterRef\"H\n\x13LoadAdapterResponse\x12\x31\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32 .tailor.inference.v1.AdapterInfo\"$\n\x14UnloadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x15UnloadAdapterResponse\x12\x10\n\x08unloaded\x18\x01 \x01(\x08\"\x15\n\x13ListAdaptersRequest\"J\n\x14ListAdaptersResponse\x12\x32\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32 .tailor.inference.v1.AdapterInfo\"\xbb\x01\n\x0b\x41\x64\x61pterInfo\x12\x30\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x1f.tailor.inference.v1.AdapterRef\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.tailor.inference.v1.AdapterState\x12\x14\n\x0clast_used_at\x18\x03 \x01(\x03\x12\x18\n\x10running_requests\x18\x04 \x01(\x05\x12\x18\n\x10waiting_requests\x18\x05 \x01(\x05\"\x17\n\x15GetReplicaInfoRequest\"<\n\x16GetReplicaInfoResponse\x12\x12\n\nbase_model\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t*}\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03*|\n\x0c\x41\x64\x61pterState\x12\x1d\n\x19\x41\x44\x41PTER_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x44\x41PTER_STATE_LOADING\x10\x01\x12\x18\n\x14\x41\x44\x41PTER_STATE_LOADED\x10\x02\x12\x18\n\x14\x41\x44\x41PTER_STATE_CACHED\x10\x03\x32\xa5\x04\n\x10InferenceService\x12w\n\x12GenerateCompletion\x12..tailor.inference.v1.GenerateCompletionRequest\x1a/.tailor.inference.v1.GenerateCompletionResponse0\x01\x12`\n\x0bLoadAdapter\x12\'.tailor.inference.v1.LoadAdapterRequest\x1a(.tailor.inference.v1.LoadAdapterResponse\x12\x66\n\rUnloadAdapter\x12).tailor.inference.v1.UnloadAdapterRequest\x1a*.tailor.inference.v1.UnloadAdapterResponse\x12\x63\n\x0cListAdapters\x12(.tailor.inference.v1.ListAdaptersRequest\x1a).tailor.inference.v1.ListAdaptersResponse\x12i\n\x0eGetReplicaInfo\x12*.tailor.inference.v1.GetReplicaInfoRequest\x1a+.tailor.inference.v1.GetReplicaInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+tailor/inference/v1/inference_service.proto\x12\x13tailor.inference.v1\"f\n\nAdapterRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x11\n\tlora_rank\x18\x04 \x01(\x05\x12\x16\n\x0etarget_modules\x18\x05 \x03(\t\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"\x83\x01\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x31\n\ntool_calls\x18\x04 \x03(\x0b\x32\x1d.tailor.inference.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\"S\n\tChatInput\x12\x32\n\x08messages\x18\x01 \x03(\x0b\x32 .tailor.inference.v1.ChatMessage\x12\x12\n\ntools_json\x18\x02 \x01(\t\"\xd0\x03\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x0e\n\x01n\x18\x06 \x01(\x05H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x01H\x05\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x08 \x01(\x01H\x06\x88\x01\x01\x12\x46\n\nlogit_bias\x18\t \x03(\x0b\x32\x32.tailor.inference.v1.SamplingParams.LogitBiasEntry\x12\x19\n\x0ctop_logprobs\x18\n \x01(\x05H\x07\x88\x01\x01\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seedB\x04\n\x02_nB\x14\n\x12_frequency_penaltyB\x13\n\x11_presence_penaltyB\x0f\n\r_top_logprobs\"\xe3\x01\n\x19GenerateCompletionRequest\x12\x12\n\nbase_model\x18\x01 \x01(\t\x12\x30\n\x07\x61\x64\x61pter\x18\x02 \x01(\x0b\x32\x1f.tailor.inference.v1.AdapterRef\x12.\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x1e.tailor.inference.v1.ChatInputH\x00\x12\x10\n\x06prompt\x18\x04 \x01(\tH\x00\x12\x35\n\x08sampling\x18\x05 \x01(\x0b\x32#.tailor.inference.v1.SamplingParamsB\x07\n\x05input\"\xcc\x01\n\x0b\x43hoiceDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x38\n\rfinish_reason\x18\x03 \x01(\x0e\x32!.tailor.inference.v1.FinishReason\x12\x31\n\ntool_calls\x18\x04 \x03(\x0b\x32\x1d.tailor.inference.v1.ToolCall\x12\x33\n\x08logprobs\x18\x05 \x03(\x0b\x32!.tailor.inference.v1.TokenLogprob\"e\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\x12\x35\n\x0ctop_logprobs\x18\x03 \x03(\x0b\x32\x1f.tailor.inference.v1.TopLogprob\",\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\"y\n\x1aGenerateCompletionResponse\x12\x30\n\x06\x64\x65ltas\x18\x01 \x03(\x0b\x32 .tailor.inference.v1.ChoiceDelta\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x1a.tailor.inference.v1.Usage\"F\n\x12LoadAdapterRequest\x12\x30\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x1f.tailor.inference.v1.AdapterRef\"H\n\x13LoadAdapterResponse\x12\x31\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32 .tailor.inference.v1.AdapterInfo\"$\n\x14UnloadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x15UnloadAdapterResponse\x12\x10\n\x08unloaded\x18\x01 \x01(\x08\"\x15\n\x13ListAdaptersRequest\"J\n\x14ListAdaptersResponse\x12\x32\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32 .tailor.inference.v1.AdapterInfo\"\xbb\x01\n\x0b\x41\x64\x61pterInfo\x12\x30\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x1f.tailor.inference.v1.AdapterRef\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.tailor.inference.v1.AdapterState\x12\x14\n\x0clast_used_at\x18\x03 \x01(\x03\x12\x18\n\x10running_requests\x18\x04 \x01(\x05\x12\x18\n\x10waiting_requests\x18\x05 \x01(\x05\"\x17\n\x15GetReplicaInfoRequest\"<\n\x16GetReplicaInfoResponse\x12\x12\n\nbase_model\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t*}\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03*|\n\x0c\x41\x64\x61pterState\x12\x1d\n\x19\x41\x44\x41PTER_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x44\x41PTER_STATE_LOADING\x10\x01\x12\x18\n\x14\x41\x44\x41PTER_STATE_LOADED\x10\x02\x12\x18\n\x14\x41\x44\x41PTER_STATE_CACHED\x10\x03\x32\xa5\x04\n\x10InferenceService\x12w\n\x12GenerateCompletion\x12..tailor.inference.v1.GenerateCompletionRequest\x1a/.tailor.inference.v1.GenerateCompletionResponse0\x01\x12`\n\x0bLoadAdapter\x12\'.tailor.inference.v1.LoadAdapterRequest\x1a(.tailor.inference.v1.LoadAdapterResponse\x12\x66\n\rUnloadAdapter\x12).tailor.inference.v1.UnloadAdapterRequest\x1a*.tailor.inference.v1.UnloadAdapterResponse\x12\x63\n\x0cListAdapters\x12(.tailor.inference.v1.ListAdaptersRequest\x1a).tailor.inference.v1.ListAdaptersResponse\x12i\n\x0eGetReplicaInfo\x12*.tailor.inference.v1.GetReplicaInfoRequest\x1a+.tailor.inference.v1.GetReplicaInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailor.inference.v1.inference_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1812
-  _globals['_FINISHREASON']._serialized_end=1937
-  _globals['_ADAPTERSTATE']._serialized_start=1939
-  _globals['_ADAPTERSTATE']._serialized_end=2063
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._loaded_options = None
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_options = b'8\001'
+  _globals['_FINISHREASON']._serialized_start=2286
+  _globals['_FINISHREASON']._serialized_end=2411
+  _globals['_ADAPTERSTATE']._serialized_start=2413
+  _globals['_ADAPTERSTATE']._serialized_end=2537
   _globals['_ADAPTERREF']._serialized_start=68
   _globals['_ADAPTERREF']._serialized_end=170
   _globals['_TOOLCALL']._serialized_start=172
@@ -44,33 +46,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATINPUT']._serialized_start=363
   _globals['_CHATINPUT']._serialized_end=446
   _globals['_SAMPLINGPARAMS']._serialized_start=449
-  _globals['_SAMPLINGPARAMS']._serialized_end=641
-  _globals['_GENERATECOMPLETIONREQUEST']._serialized_start=644
-  _globals['_GENERATECOMPLETIONREQUEST']._serialized_end=871
-  _globals['_CHOICEDELTA']._serialized_start=874
-  _globals['_CHOICEDELTA']._serialized_end=1025
-  _globals['_USAGE']._serialized_start=1027
-  _globals['_USAGE']._serialized_end=1084
-  _globals['_GENERATECOMPLETIONRESPONSE']._serialized_start=1086
-  _globals['_GENERATECOMPLETIONRESPONSE']._serialized_end=1207
-  _globals['_LOADADAPTERREQUEST']._serialized_start=1209
-  _globals['_LOADADAPTERREQUEST']._serialized_end=1279
-  _globals['_LOADADAPTERRESPONSE']._serialized_start=1281
-  _globals['_LOADADAPTERRESPONSE']._serialized_end=1353
-  _globals['_UNLOADADAPTERREQUEST']._serialized_start=1355
-  _globals['_UNLOADADAPTERREQUEST']._serialized_end=1391
-  _globals['_UNLOADADAPTERRESPONSE']._serialized_start=1393
-  _globals['_UNLOADADAPTERRESPONSE']._serialized_end=1434
-  _globals['_LISTADAPTERSREQUEST']._serialized_start=1436
-  _globals['_LISTADAPTERSREQUEST']._serialized_end=1457
-  _globals['_LISTADAPTERSRESPONSE']._serialized_start=1459
-  _globals['_LISTADAPTERSRESPONSE']._serialized_end=1533
-  _globals['_ADAPTERINFO']._serialized_start=1536
-  _globals['_ADAPTERINFO']._serialized_end=1723
-  _globals['_GETREPLICAINFOREQUEST']._serialized_start=1725
-  _globals['_GETREPLICAINFOREQUEST']._serialized_end=1748
-  _globals['_GETREPLICAINFORESPONSE']._serialized_start=1750
-  _globals['_GETREPLICAINFORESPONSE']._serialized_end=1810
-  _globals['_INFERENCESERVICE']._serialized_start=2066
-  _globals['_INFERENCESERVICE']._serialized_end=2615
+  _globals['_SAMPLINGPARAMS']._serialized_end=913
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_start=749
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_end=797
+  _globals['_GENERATECOMPLETIONREQUEST']._serialized_start=916
+  _globals['_GENERATECOMPLETIONREQUEST']._serialized_end=1143
+  _globals['_CHOICEDELTA']._serialized_start=1146
+  _globals['_CHOICEDELTA']._serialized_end=1350
+  _globals['_TOKENLOGPROB']._serialized_start=1352
+  _globals['_TOKENLOGPROB']._serialized_end=1453
+  _globals['_TOPLOGPROB']._serialized_start=1455
+  _globals['_TOPLOGPROB']._serialized_end=1499
+  _globals['_USAGE']._serialized_start=1501
+  _globals['_USAGE']._serialized_end=1558
+  _globals['_GENERATECOMPLETIONRESPONSE']._serialized_start=1560
+  _globals['_GENERATECOMPLETIONRESPONSE']._serialized_end=1681
+  _globals['_LOADADAPTERREQUEST']._serialized_start=1683
+  _globals['_LOADADAPTERREQUEST']._serialized_end=1753
+  _globals['_LOADADAPTERRESPONSE']._serialized_start=1755
+  _globals['_LOADADAPTERRESPONSE']._serialized_end=1827
+  _globals['_UNLOADADAPTERREQUEST']._serialized_start=1829
+  _globals['_UNLOADADAPTERREQUEST']._serialized_end=1865
+  _globals['_UNLOADADAPTERRESPONSE']._serialized_start=1867
+  _globals['_UNLOADADAPTERRESPONSE']._serialized_end=1908
+  _globals['_LISTADAPTERSREQUEST']._serialized_start=1910
+  _globals['_LISTADAPTERSREQUEST']._serialized_end=1931
+  _globals['_LISTADAPTERSRESPONSE']._serialized_start=1933
+  _globals['_LISTADAPTERSRESPONSE']._serialized_end=2007
+  _globals['_ADAPTERINFO']._serialized_start=2010
+  _globals['_ADAPTERINFO']._serialized_end=2197
+  _globals['_GETREPLICAINFOREQUEST']._serialized_start=2199
+  _globals['_GETREPLICAINFOREQUEST']._serialized_end=2222
+  _globals['_GETREPLICAINFORESPONSE']._serialized_start=2224
+  _globals['_GETREPLICAINFORESPONSE']._serialized_end=2284
+  _globals['_INFERENCESERVICE']._serialized_start=2540
+  _globals['_INFERENCESERVICE']._serialized_end=3089
 # @@protoc_insertion_point(module_scope)

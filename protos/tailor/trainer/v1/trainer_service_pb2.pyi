@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateJobRequest(_message.Message):
-    __slots__ = ("model", "training_file", "validation_file", "method", "suffix", "seed", "metadata", "idempotency_key", "priority")
+    __slots__ = ("model", "training_file", "validation_file", "method", "suffix", "seed", "metadata", "idempotency_key", "priority", "idempotency_key_derived", "integrations")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,8 @@ class CreateJobRequest(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_DERIVED_FIELD_NUMBER: _ClassVar[int]
+    INTEGRATIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     training_file: str
     validation_file: str
@@ -34,7 +36,9 @@ class CreateJobRequest(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     idempotency_key: str
     priority: int
-    def __init__(self, model: _Optional[str] = ..., training_file: _Optional[str] = ..., validation_file: _Optional[str] = ..., method: _Optional[_Union[_job_pb2.Method, _Mapping]] = ..., suffix: _Optional[str] = ..., seed: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
+    idempotency_key_derived: bool
+    integrations: _containers.RepeatedCompositeFieldContainer[_job_pb2.Integration]
+    def __init__(self, model: _Optional[str] = ..., training_file: _Optional[str] = ..., validation_file: _Optional[str] = ..., method: _Optional[_Union[_job_pb2.Method, _Mapping]] = ..., suffix: _Optional[str] = ..., seed: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., priority: _Optional[int] = ..., idempotency_key_derived: _Optional[bool] = ..., integrations: _Optional[_Iterable[_Union[_job_pb2.Integration, _Mapping]]] = ...) -> None: ...
 
 class CreateJobResponse(_message.Message):
     __slots__ = ("job",)

@@ -85,7 +85,8 @@ class TrainerServiceServicer:
         """Creates a job after checking its base model, files and hyperparameters;
         each refusal is INVALID_ARGUMENT naming the field, and stores nothing.
         A request repeating an earlier one's idempotency key returns the earlier
-        job instead of starting a second.
+        job instead of starting a second (for a derived key, only while that job
+        has not ended).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,15 +116,17 @@ class TrainerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PauseJob(self, request, context):
-        """Pauses a queued or running job; a running one stops after saving a
-        checkpoint. Other states are FAILED_PRECONDITION.
+        """Pauses a job that has not finished: a running one stops after saving a
+        checkpoint, one validating its files waits. A finished or already paused
+        job is FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResumeJob(self, request, context):
-        """Puts a paused job back in the queue; it continues from its last checkpoint.
+        """Puts a paused job back where it was: in the queue (it continues from its
+        last checkpoint), or validating its files if it was paused before they were.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
