@@ -22,12 +22,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import MetaData, Select, event, text
+from sqlalchemy import Connection, MetaData, Select, event, inspect, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.schema import CreateColumn
 
 from services.common.errors import InvalidArgument, Unavailable, shown
 
@@ -81,10 +82,11 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def create_schema(self) -> None:
-        """Creates missing tables (idempotent)."""
+        """Creates missing tables and the columns added to them since (idempotent)."""
         try:
             async with self.engine.begin() as connection:
                 await connection.run_sync(self.metadata.create_all)
+                await connection.run_sync(add_new_columns, self.metadata)
         except OSError as error:
             raise _unavailable(error) from error
         except DBAPIError as error:
@@ -151,3 +153,21 @@ async def first_or_none(session: AsyncSession, query: Select[tuple[RowT]]) -> Ro
 
 
 __all__ = ["Database", "first_or_none", "paginate", "sqlite_url"]
+
+
+def add_new_columns(connection: Connection, metadata: MetaData) -> None:
+    """Adds the columns that a database made by an earlier release lacks (``create_all`` adds tables only).
+
+    A column added after a table's first release must have a server default, so that the
+    rows already there read as they did. Postgres replicas starting together may race to
+    add one; ``IF NOT EXISTS`` makes the loser's statement a no-op (SQLite has one process).
+    """
+    inspector = inspect(connection)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            definition = CreateColumn(column).compile(dialect=connection.dialect)
+            guard = "IF NOT EXISTS " if connection.dialect.name == "postgresql" else ""
+            connection.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {guard}{definition}"))

@@ -204,8 +204,20 @@ class RpcError:
     param: str | None
 
 
+# What grpc.aio's client reports when a message of a client stream could not be sent because
+# the stream was closed under it (the server ended the call, or its process died, mid-write):
+# it replaces whatever status the call had with INTERNAL and this text
+# (grpc/_cython/_cygrpc/aio/call.pyx.pxi, set_internal_error). The peer went away: UNAVAILABLE.
+_STREAM_CLOSED_UNDER_WRITE = "Internal error from Core"
+
+
 def rpc_error(error: grpc.aio.AioRpcError) -> RpcError:
-    """Decodes the rich status a Tailor server attaches to a failure."""
+    """Decodes the rich status a Tailor server attaches to a failure.
+
+    A client stream cut under a write is UNAVAILABLE, whatever grpc.aio says (see above).
+    """
+    if error.code() == grpc.StatusCode.INTERNAL and error.details() == _STREAM_CLOSED_UNDER_WRITE:
+        return RpcError(grpc.StatusCode.UNAVAILABLE, _STREAM_CLOSED_UNDER_WRITE, code=None, param=None)
     code = param = None
     status = rpc_status.from_call(_TrailingMetadataCall(error))
     if status is not None:

@@ -14,13 +14,15 @@ For each call it
    ``google.rpc.ErrorInfo`` detail (reason = OpenAI-style code, metadata.param =
    the field at fault); anything else becomes INTERNAL with a generic message,
    and its traceback is logged;
-4. writes one access log line and records Prometheus metrics.
+4. writes one access log line (:func:`access_log_level`: an answered call at debug) and
+   records Prometheus metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -54,6 +56,30 @@ ANONYMOUS_SERVICE_PREFIXES = (
     "/grpc.reflection.",
     "/tailor.inference.v1.InferenceService/GetReplicaInfo",
 )
+
+# Which access lines a person sees at the default level. An answered call is routine (each
+# user request fans out into several, and `make up` printed thousands an hour): debug. A
+# refusal is the caller's to fix: info. A failure of the service or of what it depends on:
+# warning (an unhandled error's traceback is logged on its own, at error).
+_ROUTINE_CODES = frozenset({grpc.StatusCode.OK, grpc.StatusCode.CANCELLED})
+_FAULT_CODES = frozenset(
+    {
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+def access_log_level(code: grpc.StatusCode) -> int:
+    """The level of a call's access line, by how it ended (see above)."""
+    if code in _ROUTINE_CODES:
+        return logging.DEBUG
+    return logging.WARNING if code in _FAULT_CODES else logging.INFO
+
 
 RPC_HANDLED = Counter(
     "tailor_grpc_server_handled_total", "RPCs completed, by method and status code.", ["method", "code"]
@@ -239,7 +265,13 @@ class _Call:
         RPC_HANDLED.labels(self.method, code.name).inc()
         RPC_DURATION.labels(self.method).observe(duration)
         if not self.anonymous:
-            log.info("rpc", method=self.method, status=code.name, duration_ms=round(duration * 1000, 2))
+            log.log(
+                access_log_level(code),
+                "rpc",
+                method=self.method,
+                status=code.name,
+                duration_ms=round(duration * 1000, 2),
+            )
 
 
 def _wrap_handler(handler: grpc.RpcMethodHandler, new_call: Callable[[], _Call]) -> grpc.RpcMethodHandler:

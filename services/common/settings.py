@@ -39,8 +39,12 @@ class CommonSettings(BaseSettings):
         description="Local state: SQLite records, the filesystem object store, built models, caches.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    log_format: Literal["json", "console"] = Field(
-        "json", description="`json` (one structlog JSON object per line) or `console` (for humans)."
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description=(
+            "`json` (one structlog JSON object per line), `console` (aligned text for humans), or "
+            "`auto`: `console` when stdout is a terminal, `json` otherwise."
+        ),
     )
 
     # Object store. Empty endpoint = the filesystem backend under data_dir/objects.
@@ -54,6 +58,17 @@ class CommonSettings(BaseSettings):
     object_store_region: str = Field("", description="S3 region; empty lets the SDK discover it.")
     object_store_part_size_mib: int = Field(
         16, ge=5, le=5120, description="Multipart upload part size (S3 requires at least 5 MiB)."
+    )
+    object_store_abandoned_upload_s: float = Field(
+        3600.0,
+        ge=0,
+        description=(
+            "On S3, an incomplete multipart upload started longer ago than this is taken for one a killed "
+            "process left, and aborted when a service that writes there starts. Must exceed the longest "
+            "upload (a file's is bounded by TAILOR_GATEWAY_TRANSFER_TIMEOUT_S), or uploads still running "
+            "in other processes would be aborted. The filesystem store needs no delay: a dead writer's "
+            "temporary file has lost its lock."
+        ),
     )
 
     # gRPC, both sides.

@@ -24,6 +24,7 @@ DATASET = "/tailor.dataset.v1.DatasetService/"
 TRAINER = "/tailor.trainer.v1.TrainerService/"
 MODEL_REGISTRY = "/tailor.trainer.v1.ModelRegistryService/"
 WORKER = "/tailor.trainer.v1.WorkerService/"
+WEBHOOK = "/tailor.trainer.v1.WebhookService/"
 INFERENCE = "/tailor.inference.v1.InferenceService/"
 
 # The identity (token audience) that serves each gRPC service.
@@ -32,6 +33,7 @@ AUDIENCE_OF_SERVICE = {
     "tailor.trainer.v1.TrainerService": "trainer",
     "tailor.trainer.v1.ModelRegistryService": "trainer",
     "tailor.trainer.v1.WorkerService": "trainer",
+    "tailor.trainer.v1.WebhookService": "trainer",
     "tailor.inference.v1.InferenceService": "inference",
 }
 
@@ -40,7 +42,7 @@ ANONYMOUS_PREFIXES = ("/grpc.health.v1.Health/",)
 ANY_SERVICE_PREFIXES = ("/grpc.reflection.", INFERENCE + "GetReplicaInfo")
 
 SERVICE_CALLERS: dict[str, tuple[str, ...]] = {
-    "gateway": (DATASET, TRAINER, MODEL_REGISTRY, INFERENCE),
+    "gateway": (DATASET, TRAINER, MODEL_REGISTRY, WEBHOOK, INFERENCE),
     "trainer": (DATASET,),  # reads a job's files to check them, stores results
     "inference": (MODEL_REGISTRY,),  # resolves a model name to its adapter
     "dataset": (),

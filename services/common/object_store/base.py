@@ -11,8 +11,12 @@ primitives, and this module does everything that must behave the same on both:
   ``exists``) are written once on top of the streaming primitives.
 
 The promises every backend keeps: objects are streamed (memory stays bounded however
-large they are), and an object is visible only once complete; a failed or aborted
-``put`` leaves nothing behind.
+large they are), and an object is visible only once complete; a failed, aborted or
+cancelled ``put`` leaves nothing behind (see :meth:`ObjectStore.put`).
+
+A process killed mid-``put`` cannot clean up after itself: its temporary file or
+incomplete multipart upload stays. :meth:`ObjectStore.remove_abandoned_uploads` removes
+those; services that write call it at start-up.
 """
 
 from __future__ import annotations
@@ -20,16 +24,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import re
-import secrets
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
+
+import structlog
 
 from services.common.errors import InvalidArgument, NotFound, Unavailable
+from services.common.object_store.temp_files import commit_temp_file, discard_temp_file, open_temp_file
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 MAX_KEY_BYTES = 1024
 # Longer segments could not be file names (NAME_MAX) in the filesystem backend; refusing
@@ -38,9 +47,6 @@ MAX_SEGMENT_BYTES = 255
 DEFAULT_CHUNK_SIZE = 1 << 20
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._=-]+")
-# Temporary files carry this character, which no key may contain, so a half-written
-# file can never be mistaken for an object (the filesystem backend's listing skips them).
-_TEMP_MARKER = "~"
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,12 @@ class ObjectStore(ABC):
     def _list(self, prefix: str) -> AsyncIterator[StoredObject]:
         """Yield the objects whose key starts with ``prefix``, sorted by key."""
 
+    @abstractmethod
+    async def _remove_abandoned_uploads(
+        self, prefix: str, older_than_s: float, matching: Callable[[str], bool]
+    ) -> int:
+        """Remove the unfinished uploads of dead writers under ``prefix`` whose key is ``matching``."""
+
     async def _delete_prefix(self, prefix: str) -> int:
         # One by one; a backend with a batch delete overrides this.
         keys = [stored.key async for stored in self._list(prefix)]
@@ -205,8 +217,12 @@ class ObjectStore(ABC):
         """Stream ``chunks`` into the object ``key``, replacing any previous one.
 
         The object becomes visible only once every chunk is stored. If ``chunks`` raises
-        (the client went away) or the store fails, the exception propagates and nothing
-        is left behind. Store failures surface as :class:`ObjectStoreUnavailable`.
+        (the client went away), the store fails or the caller is cancelled, the exception
+        propagates and nothing is left behind: the backend removes its temporary file or
+        aborts its multipart upload, and a cancellation that arrives during the last step
+        (the rename, the multipart completion, which cannot be interrupted halfway) waits
+        for that step and deletes what it stored. Store failures surface as
+        :class:`ObjectStoreUnavailable`.
         """
         validate_key(key)
         meter = ContentMeter()
@@ -301,6 +317,53 @@ class ObjectStore(ABC):
             raise InvalidArgument("refusing to delete with an empty prefix (every object)", param="prefix")
         return await self._delete_prefix(validate_prefix(prefix))
 
+    async def remove_abandoned_uploads(
+        self,
+        prefix: str,
+        *,
+        older_than_s: float,
+        matching: Callable[[str], bool] = lambda key: True,
+    ) -> int:
+        """Remove what killed writers left under ``prefix``: temporary files, incomplete multipart uploads.
+
+        Only uploads whose key is ``matching`` are touched; returns how many were removed.
+        The filesystem backend tells a live upload from a dead one exactly (a writer holds a
+        lock on its temporary file, which the kernel drops when the process dies) and
+        removes every dead one. S3 cannot tell: it aborts only the multipart uploads started
+        more than ``older_than_s`` ago, which must be longer than any upload may last, or it
+        would abort the uploads of other processes writing to the same bucket.
+        """
+        if older_than_s < 0:
+            raise InvalidArgument(f"older_than_s must be >= 0, got {older_than_s}", param="older_than_s")
+        return await self._remove_abandoned_uploads(validate_prefix(prefix), older_than_s, matching)
+
+    async def _complete_or_remove(self, key: str, last_step: Awaitable[T]) -> T:
+        """Run a put's last step (a rename, a multipart completion) to its end, even if cancelled.
+
+        Such a step runs in a worker thread or on the server, where a cancellation cannot
+        reach it: abandoned, it could still finish unobserved and leave an object nobody
+        asked for. So a cancelled caller waits for it (shielded from further cancellation)
+        and deletes what it stored before the cancellation goes on.
+        """
+        step = asyncio.ensure_future(last_step)
+        try:
+            return await asyncio.shield(step)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._remove_once_settled(step, key))
+            raise
+
+    async def _remove_once_settled(self, step: asyncio.Future[object], key: str) -> None:
+        try:
+            await step
+        except BaseException:
+            return  # it failed, so it stored nothing
+        try:
+            await self._delete(key)
+        except Exception as exc:
+            log.error(
+                "object_store.orphaned", key=key, error=str(exc), note="the put was cancelled as it completed"
+            )
+
     def list(self, prefix: str = "") -> AsyncIterator[StoredObject]:
         """The objects whose key starts with ``prefix``, sorted by key.
 
@@ -315,49 +378,3 @@ class ObjectStore(ABC):
 async def _read_chunks(source: IO[bytes], chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
     while chunk := await asyncio.to_thread(source.read, chunk_size):
         yield chunk
-
-
-# Local files written atomically: a temporary file in the target's own directory (so the
-# final os.replace is a rename within one filesystem), synced, then renamed over the target.
-# Used by get_file and by the filesystem backend.
-
-
-def open_temp_file(target: Path) -> IO[bytes]:
-    """Create a new, empty temporary file beside ``target``, creating its directory if needed."""
-    attempts_left = 3
-    while True:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Not derived from the target's name, which may already be as long as a name can be.
-        temp_path = target.parent / f".{_TEMP_MARKER}{secrets.token_hex(8)}"
-        try:
-            return open(temp_path, "xb")
-        except FileNotFoundError:
-            # A concurrent delete pruned the directory between mkdir and open: make it again.
-            attempts_left -= 1
-            if not attempts_left:
-                raise
-
-
-def commit_temp_file(temp_file: IO[bytes], target: Path) -> None:
-    """Make ``temp_file`` durable and atomically put it in place as ``target``."""
-    temp_file.flush()
-    os.fsync(temp_file.fileno())
-    temp_file.close()
-    os.replace(temp_file.name, target)
-    # The rename itself is durable only once the directory entry is synced.
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def discard_temp_file(temp_file: IO[bytes]) -> None:
-    """Close and remove an uncommitted temporary file.
-
-    Synchronous on purpose: it runs on failure and cancellation paths, where awaiting
-    could be interrupted again, and closing plus unlinking one file is quick.
-    """
-    temp_file.close()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temp_file.name)

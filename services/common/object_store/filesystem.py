@@ -3,7 +3,9 @@
 Used when no S3 endpoint is configured (a laptop, ``make up``, most tests). The key
 ``orgs/o1/files/file-1`` is the file ``<root>/orgs/o1/files/file-1``. Writes go to a
 temporary file in the target's directory, are fsynced and then renamed into place, so
-readers see a complete object or none. Blocking file calls run in worker threads.
+readers see a complete object or none. A failed or cancelled write removes its temporary
+file; one whose process was killed is removed by :meth:`remove_abandoned_uploads` (the
+writer's lock on it is gone). Blocking file calls run in worker threads.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import asyncio
 import contextlib
 import os
 import stat
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from typing import IO
 from pathlib import Path
 
 from services.common.errors import InvalidArgument
@@ -21,10 +24,13 @@ from services.common.object_store.base import (
     ObjectStore,
     ObjectStoreUnavailable,
     StoredObject,
+    is_valid_key,
+)
+from services.common.object_store.temp_files import (
     commit_temp_file,
     discard_temp_file,
-    is_valid_key,
     open_temp_file,
+    remove_abandoned_temp_files,
 )
 
 
@@ -57,15 +63,15 @@ class FilesystemObjectStore(ObjectStore):
         # content_type is not kept: files have no metadata, and nothing reads it back.
         target = self._path(key)
         with _writing(key):
-            temp_file = await asyncio.to_thread(open_temp_file, target)
+            temp_file = await _open_temp_file(target)
         try:
             async for chunk in chunks:
                 with _writing(key):
                     await asyncio.to_thread(temp_file.write, chunk)
             with _writing(key):
-                await asyncio.to_thread(commit_temp_file, temp_file, target)
+                await self._complete_or_remove(key, asyncio.to_thread(commit_temp_file, temp_file, target))
         except BaseException:
-            discard_temp_file(temp_file)
+            discard_temp_file(temp_file)  # already renamed away if the commit got that far
             raise
         return target.stat().st_mtime
 
@@ -148,6 +154,21 @@ class FilesystemObjectStore(ObjectStore):
         found.sort(key=lambda stored: stored.key)
         return found
 
+    async def _remove_abandoned_uploads(
+        self, prefix: str, older_than_s: float, matching: Callable[[str], bool]
+    ) -> int:
+        # older_than_s is not needed here: a live writer's lock tells its file apart.
+        start = self._root.joinpath(*prefix.split("/")[:-1])
+
+        def in_scope(directory: Path) -> bool:
+            # A temporary file does not name its key, only its directory: a key in that
+            # directory stands for it. (Sweeping too much would be harmless here anyway.)
+            relative = directory.relative_to(self._root).as_posix()
+            probe = "x" if relative == "." else f"{relative}/x"
+            return (probe.startswith(prefix) or prefix.startswith(probe[:-1])) and matching(probe)
+
+        return await asyncio.to_thread(remove_abandoned_temp_files, start, in_scope)
+
     async def check(self) -> None:
         usable = await asyncio.to_thread(
             lambda: self._root.is_dir() and os.access(self._root, os.W_OK | os.X_OK)
@@ -183,3 +204,18 @@ def _writing(key: str) -> Iterator[None]:
         ) from exc
     except OSError as exc:
         raise ObjectStoreUnavailable(f"object store could not write {key!r}: {exc}") from exc
+
+
+async def _open_temp_file(target: Path) -> IO[bytes]:
+    """``open_temp_file`` in a worker thread; a cancellation meanwhile still removes the file it made."""
+    opening = asyncio.ensure_future(asyncio.to_thread(open_temp_file, target))
+
+    def discard_if_opened(done: asyncio.Future[IO[bytes]]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            discard_temp_file(done.result())
+
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(discard_if_opened)
+        raise

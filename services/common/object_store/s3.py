@@ -8,10 +8,12 @@ object appears only when the multipart upload completes; if the stream or the st
 fails first, ``put_object`` aborts the upload (checked in minio 7.2's ``put_object``:
 it calls ``_abort_multipart_upload`` on any exception, then re-raises).
 
-One limit no client can lift: if the store becomes unreachable mid-upload, the abort
-cannot reach it either, and the incomplete upload stays on the server (invisible, but
-holding space) until the bucket's ``AbortIncompleteMultipartUpload`` lifecycle rule
-removes it.
+A cancellation while the upload completes waits for the completion and deletes the
+object (see ``ObjectStore.put``). Two cases no client can clean up at once: the store
+becoming unreachable mid-upload (the abort cannot reach it either) and the process being
+killed. Their incomplete uploads stay on the server (invisible, but holding space) until
+:meth:`S3ObjectStore.remove_abandoned_uploads`, which services that write run at
+start-up, or the bucket's ``AbortIncompleteMultipartUpload`` lifecycle rule removes them.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import contextlib
 import itertools
 import queue
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 import urllib3
 from minio import Minio
+from minio.datatypes import Upload
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 from urllib3.response import BaseHTTPResponse
@@ -213,7 +216,7 @@ class S3ObjectStore(ObjectStore):
             await self._abandon(key, pipe, upload)
             raise
         with self._store_errors("upload", key):
-            await upload
+            await self._complete_or_remove(key, upload)
         # The completed upload's response carries no reliable modification time.
         return None
 
@@ -326,6 +329,53 @@ class S3ObjectStore(ObjectStore):
                 # as every other operation would refuse them.
                 if info.object_name and is_valid_key(info.object_name):
                     yield StoredObject(info.object_name, info.size or 0, None, _timestamp(info.last_modified))
+
+    async def _remove_abandoned_uploads(
+        self, prefix: str, older_than_s: float, matching: Callable[[str], bool]
+    ) -> int:
+        await self._ensure_bucket()
+        started_before = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        with self._store_errors("list the incomplete uploads under", prefix):
+            uploads = await asyncio.to_thread(self._incomplete_uploads, prefix)
+        removed = 0
+        for upload in uploads:
+            key = upload.object_name
+            if not matching(key) or upload.initiated_time is None or upload.initiated_time > started_before:
+                continue
+            with self._store_errors("abort the incomplete upload of", key):
+                aborted = await asyncio.to_thread(self._abort_upload, key, upload.upload_id or "")
+            if aborted:
+                log.info("object_store.abandoned_upload_aborted", key=key, started=str(upload.initiated_time))
+                removed += 1
+        return removed
+
+    # minio 7.2 has no public call for incomplete uploads (list_incomplete_uploads went in
+    # 7.0): these use the S3 operations it implements for put_object, ListMultipartUploads
+    # and AbortMultipartUpload (minio/api.py: _list_multipart_uploads, _abort_multipart_upload).
+
+    def _incomplete_uploads(self, prefix: str) -> list[Upload]:
+        uploads: list[Upload] = []
+        key_marker = upload_id_marker = None
+        while True:
+            page = self._client._list_multipart_uploads(  # noqa: SLF001
+                self._bucket, prefix=prefix or None, key_marker=key_marker, upload_id_marker=upload_id_marker
+            )
+            uploads.extend(page.uploads)
+            if not page.is_truncated or not page.uploads:
+                return uploads
+            # minio 7.2 drops NextUploadIdMarker (it sets a misspelt attribute): the last
+            # upload listed is where the next page starts.
+            key_marker = page.next_key_marker or page.uploads[-1].object_name
+            upload_id_marker = page.uploads[-1].upload_id
+
+    def _abort_upload(self, key: str, upload_id: str) -> bool:
+        try:
+            self._client._abort_multipart_upload(self._bucket, key, upload_id)  # noqa: SLF001
+        except S3Error as exc:
+            if exc.code == "NoSuchUpload":  # completed or aborted meanwhile
+                return False
+            raise
+        return True
 
     async def check(self) -> None:
         await self._create_bucket_if_missing()

@@ -3,10 +3,12 @@
 Everything that reads a training file reads it through this package, so a file the dataset
 service accepts at upload is one the worker trains on, line for line: the upload validator
 (:mod:`services.dataset.validation`), the token counter (:mod:`services.dataset.statistics`)
-and the worker's loader (:mod:`services.trainer.worker.data`). It imports nothing but the
+and the worker's loader (:mod:`services.trainer.worker.data`). Its reader imports nothing but the
 standard library: the dataset service has no torch.
 
 * :class:`ExampleReader` (:mod:`.lines`) reads a file's lines in order and checks each;
+* :mod:`.batches` (the dataset service's; it needs msgspec) takes whole blocks of lines at once
+  when all are plain valid examples, and otherwise leaves them to the reader;
 * :mod:`.rules` and :mod:`.tools` hold the checks of each format;
 * :mod:`.examples` the typed examples a valid line becomes (:func:`build_example`);
 * :mod:`.problems` the :class:`Problem` a line fails with, and its wording.

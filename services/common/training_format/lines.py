@@ -123,6 +123,30 @@ class ExampleReader:
         self.trained += counts.trained
         return example
 
+    def take_valid_lines(
+        self, example_format: ExampleFormat, lines: int, examples: int, counts: ExampleCounts
+    ) -> bool:
+        """Count the next ``lines`` lines, none blank, which :mod:`.batches` found to be valid examples.
+
+        Returns False, changing nothing, when they cannot be taken whole: they are not in the
+        file's format, or the first of them sets the file's format and ``on_first_example``
+        may refuse it. The caller then reads them one by one (:meth:`read`), which finds the
+        same examples valid and says what is wrong with the others.
+        """
+        anchor = self.anchor
+        if anchor is None:
+            if self._on_first_example is not None:
+                return False
+            self.anchor = self.learnt_anchor = FormatAnchor(example_format, self.line + 1)
+        elif example_format is not anchor.format:
+            return False
+        self.line += lines
+        self.examples += examples
+        self.messages += counts.messages
+        self.characters += counts.characters
+        self.trained += counts.trained
+        return True
+
     def read_example(self, text: str) -> TrainingExample | None:
         """:meth:`read`, and the typed example of a valid line."""
         example = self.read(text)

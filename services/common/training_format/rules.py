@@ -147,8 +147,9 @@ ROLE_KEYS: dict[str, frozenset[str]] = {
 # Preference outputs are what the model should (not) say: no per-message weight there.
 _OUTPUT_MESSAGE_KEYS = ROLE_KEYS["assistant"] - {"weight"}
 _ROLES = ", ".join(ROLE_KEYS)
-# Roles whose message may be just role and text content.
-_PLAIN_ROLES = frozenset({"system", "developer", "user", "assistant"})
+# Roles whose message may be just role and text content (a "plain" message: the common case,
+# which check_messages and the batch reader of .batches recognise before any other check).
+PLAIN_ROLES = frozenset({"system", "developer", "user", "assistant"})
 _ABSENT = object()
 
 
@@ -162,7 +163,7 @@ def check_messages(messages: Any, path: str, counts: ExampleCounts) -> None:
         if type(message) is dict and len(message) == 2:
             content = message.get("content")
             role = message.get("role")
-            if type(content) is str and type(role) is str and role in _PLAIN_ROLES:
+            if type(content) is str and type(role) is str and role in PLAIN_ROLES:
                 plain += 1
                 characters += len(content)
                 if role == "assistant":
