@@ -17,13 +17,14 @@ import grpc
 
 from services.common.errors import InvalidArgument
 from services.common.grpc_server import GrpcServer, ServiceRegistration
+from services.common.object_store.sweep import AbandonedUploadSweep
 from services.common.tenancy import current_organization
 from services.common.training_format import ExampleFormat
 from services.dataset.config import DatasetSettings
 from services.dataset.files import FileService
 from services.dataset.records import FilePurpose, FileRecord, FileStatus
 from services.dataset.statistics import TokenStatistics
-from services.dataset.uploads import UploadMetadata, UploadTrailer
+from services.dataset.uploads import UPLOADS_PREFIX, UploadMetadata, UploadTrailer, is_upload_key
 from services.dataset.validation import FileStatistics
 from tailor.dataset.v1 import dataset_service_pb2 as pb
 from tailor.dataset.v1 import dataset_service_pb2_grpc as pb_grpc
@@ -103,12 +104,16 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
     ) -> pb.UploadFileResponse:
         """Store a client-streamed file (metadata, chunks, end); answer with its record."""
         organization = current_organization()
-        metadata = await _upload_metadata(request_iterator)
         trailer = UploadTrailer()
-        # An announced size delimits the stream itself (a shorter one is refused); without
-        # one, only the end message tells a complete upload from a cancelled one.
-        chunks = _upload_chunks(request_iterator, trailer, end_required=metadata.expected_bytes is None)
-        record = await self.files.upload(organization, metadata, chunks, trailer)
+        try:
+            metadata = await _upload_metadata(request_iterator)
+            # An announced size delimits the stream itself (a shorter one is refused); without
+            # one, only the end message tells a complete upload from a cancelled one.
+            chunks = _upload_chunks(request_iterator, trailer, end_required=metadata.expected_bytes is None)
+            record = await self.files.upload(organization, metadata, chunks, trailer)
+        except Exception:
+            await _drain(request_iterator)
+            raise
         return pb.UploadFileResponse(file=file_to_pb(record))
 
     async def GetFile(
@@ -210,6 +215,8 @@ async def _upload_chunks(
         elif payload == "end":
             ended = True
             trailer.sha256 = request.end.sha256.lower()
+            if request.end.HasField("expires_after_seconds"):
+                trailer.expires_after_seconds = request.end.expires_after_seconds
         else:
             raise InvalidArgument(
                 "after the metadata (sent once, first) come only chunks, then the end", param="metadata"
@@ -221,6 +228,21 @@ async def _upload_chunks(
             "nothing was stored",
             param="end",
         )
+
+
+async def _drain(requests: AsyncIterator[pb.UploadFileRequest]) -> None:
+    """Read and drop what the client still sends, until it half-closes, before the call fails.
+
+    A failure status sent while the client is still writing races with its writes: a write
+    the server's end cuts off makes grpcio's aio client replace the call's status with its
+    own INTERNAL "Internal error from Core" (``_AioCall.set_internal_error``, called from
+    ``StreamUnaryCall._write``), so the client would lose why the upload failed. Once the
+    client has sent everything, no write is left to fail. The client's deadline bounds the
+    wait; a stream that already ended or broke ends the drain at once.
+    """
+    with contextlib.suppress(Exception):
+        async for _ in requests:
+            pass
 
 
 def _file_id(file_id: str) -> str:
@@ -237,8 +259,18 @@ def dataset_registration(files: FileService) -> ServiceRegistration:
 
 
 def build_server(settings: DatasetSettings) -> GrpcServer:
-    """The dataset service: DatasetService, ready when both the object store and the database answer."""
+    """The dataset service: DatasetService, ready when both the object store and the database answer.
+
+    Before it first reports ready, it removes what a killed predecessor's uploads left in
+    the store (see :mod:`services.common.object_store.sweep`).
+    """
     files = FileService.open(settings)
+    sweep = AbandonedUploadSweep(
+        files.store, UPLOADS_PREFIX, settings.object_store_abandoned_upload_s, is_upload_key
+    )
     return GrpcServer(
-        settings, settings.dataset_listen, [dataset_registration(files)], readiness_checks=[files.check]
+        settings,
+        settings.dataset_listen,
+        [dataset_registration(files)],
+        readiness_checks=[files.check, sweep],
     )

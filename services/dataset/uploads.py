@@ -8,14 +8,14 @@ An upload either ends with an object *and* its record, or leaves neither:
    the filesystem), which makes the object visible only once complete. On the way they
    are counted against the size limit and, for purpose ``fine-tune``, handed to the
    validation. Any failure of the stream (a framing error, a stream without its end
-   message, the limit, the store going away) aborts the store's upload: no object appears.
-3. The verdict, the client's checksum and the record follow. If any of them fails, the
-   object (and a record committed just before a cancellation) is deleted again.
+   message, the limit, the store going away) or a cancelled call ends the store's upload
+   with nothing stored: ``ObjectStore.put`` promises that, whatever interrupts it.
+3. The verdict, the client's checksum, an expiry sent in the end message and the record
+   follow. If any of them fails, the object (and a record committed just before a
+   cancellation) is deleted again.
 
-A cancelled call never interrupts the store halfway: its last step (completing a multipart
-upload, renaming a file into place) could otherwise still finish unobserved. The store is
-left to finish or abort on its own (a cut-off stream lacks its end message, so it aborts)
-and whatever it stored is then removed.
+A process killed mid-upload leaves its unfinished upload in the store; the next one to
+start removes it (``build_server`` in :mod:`.server` sweeps :func:`is_upload_key` keys).
 
 Validation is CPU work: it runs in worker processes beside the stream (see
 :mod:`.parallel_validation`), so checking overlaps with receiving and storing the bytes.
@@ -34,7 +34,7 @@ import structlog
 
 from services.common.errors import InvalidArgument, ResourceExhausted, TailorError
 from services.common.ids import new_id
-from services.common.object_store import ObjectStore, StoredObject
+from services.common.object_store import ObjectStore
 from services.dataset.config import DatasetSettings
 from services.dataset.parallel_validation import StreamValidation, ValidationPool
 from services.dataset.records import FileNotFound, FilePurpose, FileRecord, FileRecords, FileStatus, now
@@ -64,6 +64,9 @@ class UploadTrailer:
 
     # Hex SHA-256 of the file as the client sent it; empty when it did not compute one.
     sha256: str = ""
+    # An expiry the client learnt only after the bytes had started (a form field after the
+    # file); checked and applied as the metadata's, which must then have none.
+    expires_after_seconds: int | None = None
 
 
 class ContentMismatch(TailorError):
@@ -71,6 +74,27 @@ class ContentMismatch(TailorError):
 
     status_code = grpc.StatusCode.DATA_LOSS
     default_code = "checksum_mismatch"
+
+
+def _check_expiry(expires_after: int | None) -> None:
+    if expires_after is not None and not MIN_EXPIRES_AFTER_S <= expires_after <= MAX_EXPIRES_AFTER_S:
+        raise InvalidArgument(
+            f"expires_after seconds must be between {MIN_EXPIRES_AFTER_S} and {MAX_EXPIRES_AFTER_S}",
+            param="expires_after",
+        )
+
+
+def _expires_after(metadata: UploadMetadata, trailer: UploadTrailer) -> int | None:
+    """The expiry from the metadata or, given after the bytes, from the end; never both."""
+    if trailer.expires_after_seconds is None:
+        return metadata.expires_after_seconds
+    if metadata.expires_after_seconds is not None:
+        raise InvalidArgument(
+            "expires_after was given in both the metadata and the end message; nothing was stored",
+            param="expires_after",
+        )
+    _check_expiry(trailer.expires_after_seconds)
+    return trailer.expires_after_seconds
 
 
 def check_metadata(metadata: UploadMetadata, max_file_bytes: int) -> FilePurpose:
@@ -91,12 +115,7 @@ def check_metadata(metadata: UploadMetadata, max_file_bytes: int) -> FilePurpose
             raise InvalidArgument("expected_bytes must not be negative", param="expected_bytes")
         if expected > max_file_bytes:
             raise _too_large(max_file_bytes)
-    expires_after = metadata.expires_after_seconds
-    if expires_after is not None and not MIN_EXPIRES_AFTER_S <= expires_after <= MAX_EXPIRES_AFTER_S:
-        raise InvalidArgument(
-            f"expires_after seconds must be between {MIN_EXPIRES_AFTER_S} and {MAX_EXPIRES_AFTER_S}",
-            param="expires_after",
-        )
+    _check_expiry(metadata.expires_after_seconds)
     return metadata.purpose
 
 
@@ -132,7 +151,7 @@ async def receive_upload(
         stream = _validated(stream, validation)
 
     try:
-        stored = await _store_whole(store, record.object_key, stream, _content_type(purpose))
+        stored = await store.put(record.object_key, stream, content_type=_content_type(purpose))
     except BaseException:
         if validation is not None:
             validation.abandon()
@@ -149,8 +168,9 @@ async def receive_upload(
         record.bytes = stored.size
         record.sha256 = stored.sha256 or ""
         _record_verdict(record, verdict)
-        if metadata.expires_after_seconds is not None:
-            record.expires_at = record.created_at + metadata.expires_after_seconds
+        expires_after = _expires_after(metadata, trailer)
+        if expires_after is not None:
+            record.expires_at = record.created_at + expires_after
         await records.add(record)
     except BaseException:
         # Shielded: a cancelled call must still not leave an object behind.
@@ -166,32 +186,6 @@ async def receive_upload(
         seconds=round(time.perf_counter() - started, 3),
     )
     return record
-
-
-async def _store_whole(
-    store: ObjectStore, key: str, stream: AsyncIterator[bytes], content_type: str
-) -> StoredObject:
-    """``store.put``, never interrupted halfway by a cancellation (see the module docstring)."""
-    put = asyncio.ensure_future(store.put(key, stream, content_type=content_type))
-    try:
-        return await asyncio.shield(put)
-    except asyncio.CancelledError:
-        await asyncio.shield(_remove_once_settled(put, store, key))
-        raise
-
-
-async def _remove_once_settled(put: asyncio.Future[StoredObject], store: ObjectStore, key: str) -> None:
-    """Wait for an abandoned put to end; delete the object if it stored one."""
-    try:
-        await put
-    except BaseException:
-        return  # it failed, so it stored nothing
-    try:
-        await store.delete(key)
-    except Exception as exc:
-        log.error(
-            "could not delete the object of a cancelled upload; it is orphaned", key=key, error=str(exc)
-        )
 
 
 def _record_verdict(record: FileRecord, verdict: ValidationResult | None) -> None:
@@ -270,3 +264,13 @@ def _size_mismatch(expected: int, received: str) -> InvalidArgument:
         f"the upload announced {expected} bytes (expected_bytes) but {received} arrived",
         param="expected_bytes",
     )
+
+
+
+# Where the dataset service writes: ``orgs/{org}/files/{file_id}`` (records.object_key).
+UPLOADS_PREFIX = "orgs/"
+
+
+def is_upload_key(key: str) -> bool:
+    """Whether ``key`` is where an uploaded file's bytes would be (under :data:`UPLOADS_PREFIX`)."""
+    return key.split("/")[2:3] == ["files"]

@@ -7,7 +7,9 @@ which the upload path (:mod:`.parallel_validation`) also uses to check blocks in
 
 * :class:`LineSplitter` cuts the stream into blocks of whole, numbered lines. It holds at
   most ``max_line_bytes`` of an unfinished line; a longer line is reported, not buffered.
-* :func:`check_block` checks one block against the file's format (a pure function).
+* :func:`check_block` checks one block against the file's format (a pure function): lines
+  of the plain shapes in batches, decoded by msgspec (:mod:`~services.common.training_format.batches`),
+  any other line with the line-by-line reader, which alone says what is wrong with a line.
 * :class:`VerdictTally` adds the blocks' verdicts up, in order, into a :class:`ValidationResult`.
 
 What a valid example is, and the wording of every problem, is defined once, for the dataset
@@ -30,9 +32,12 @@ from services.common.training_format import (
     Problem,
     may_escape_surrogates,
 )
+from services.common.training_format.batches import read_batch
 
 DEFAULT_MAX_PROBLEMS = 20
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
+# Lines a block is retried in, batch by batch, when it cannot be taken whole.
+_FALLBACK_BATCH_LINES = 64
 
 
 @dataclass(frozen=True)
@@ -303,12 +308,24 @@ class _LineChecker:
         )
 
     def check_block(self, block: bytes) -> None:
-        """Check the block's lines, decoding them in one go when the block is valid UTF-8."""
+        """Check the block's lines: in batches of plain examples where it can, else one by one."""
         if len(block) > self.max_line_bytes:
             # A line in it may be over the limit: only per-line byte lengths can tell.
             for line in block.split(b"\n"):
                 self._check_line_bytes(line)
             return
+        if read_batch(self._reader, block):
+            return
+        lines = block.split(b"\n")
+        # Some line is not a plain example (it may well be valid): the block's other lines still
+        # go in batches, so that one such line does not cost its whole block the fast path.
+        for start in range(0, len(lines), _FALLBACK_BATCH_LINES):
+            batch = b"\n".join(lines[start : start + _FALLBACK_BATCH_LINES])
+            if not read_batch(self._reader, batch):
+                self._check_one_by_one(batch)
+
+    def _check_one_by_one(self, block: bytes) -> None:
+        """Check each line with the reader, decoding them in one go when they are valid UTF-8."""
         try:
             text = block.decode("utf-8")
         except UnicodeDecodeError:

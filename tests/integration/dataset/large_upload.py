@@ -107,8 +107,9 @@ def peak_rss_kib(pid: int) -> int:
 class DatasetProcess:
     """``python -m services.dataset`` in a child process, on a free loopback port."""
 
-    def __init__(self, environment: dict[str, str]) -> None:
-        self.address = f"127.0.0.1:{free_port()}"
+    def __init__(self, environment: dict[str, str], address: str | None = None) -> None:
+        # A given address lets a restarted service take its predecessor's place.
+        self.address = address or f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
         # The keys this process signs with: install() keeps a key set inherited from a parent
         # test process, so the service must verify with what is in the environment, not KEYS.

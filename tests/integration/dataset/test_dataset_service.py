@@ -134,6 +134,10 @@ def meta(**fields: object) -> pb.UploadFileRequest:
     return pb.UploadFileRequest(metadata=pb.UploadFileMetadata(**fields))
 
 
+def end(**fields: object) -> pb.UploadFileRequest:
+    return pb.UploadFileRequest(end=pb.UploadFileEnd(**fields))
+
+
 METADATA = meta()
 CHUNK = pb.UploadFileRequest(chunk=jsonl(CHAT))
 END = pb.UploadFileRequest(end=pb.UploadFileEnd())
@@ -152,6 +156,11 @@ MALFORMED_UPLOADS = {
     "more than announced": ([meta(expected_bytes=5), CHUNK, END], "expected_bytes"),
     "less than announced": ([meta(expected_bytes=10**6), CHUNK, END], "expected_bytes"),
     "expiry out of range": ([meta(expires_after_seconds=60), CHUNK, END], "expires_after"),
+    "expiry out of range in the end": ([METADATA, CHUNK, end(expires_after_seconds=60)], "expires_after"),
+    "expiry in both the metadata and the end": (
+        [meta(expires_after_seconds=3600), CHUNK, end(expires_after_seconds=7200)],
+        "expires_after",
+    ),
 }
 
 
@@ -172,6 +181,16 @@ async def test_an_announced_size_completes_an_upload_without_an_end_message(serv
     with as_organization(ORG):
         response = await service.stub.UploadFile(stream_of([meta(expected_bytes=len(data)), CHUNK]))
     assert response.file.bytes == len(data) and response.file.status == pb.FILE_STATUS_PROCESSED
+
+
+async def test_an_expiry_sent_after_the_bytes_is_applied_to_the_record(service: Served) -> None:
+    # The gateway learns it there when the HTTP form's expires_after fields follow the file.
+    with as_organization(ORG):
+        requests = [METADATA, CHUNK, end(expires_after_seconds=7200)]
+        response = await service.stub.UploadFile(stream_of(requests))
+        assert response.file.expires_at == response.file.created_at + 7200
+        stored = await service.stub.GetFile(pb.GetFileRequest(file_id=response.file.id))
+        assert stored.file.expires_at == response.file.expires_at
 
 
 async def test_the_clients_checksum_must_match_the_bytes(service: Served) -> None:
@@ -383,23 +402,25 @@ async def test_an_object_store_failing_mid_upload_is_unavailable_and_leaves_no_r
             for _ in range(6):
                 yield chunk
             s3.kill()
-            for _ in range(5):  # completes the next 5 MiB part, whose upload must fail
+            # The next 5 MiB part's upload fails; the service finds the store dead while
+            # this client is still writing the 15 MiB after it.
+            for _ in range(20):
                 yield chunk
-            # Pause while the service finds the store dead and ends the call.
-            await asyncio.sleep(3)
-            yield chunk
             yield END
 
         async for service in start(settings):
             with as_organization(ORG):
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await service.stub.UploadFile(store_dies_halfway())
-                error = rpc_error(caught.value)
-                # KNOWN ISSUE, not yet understood: in full-suite runs (never alone) the client
-                # receives gRPC core's own INTERNAL "Internal error from Core" instead of the
-                # service's UNAVAILABLE. Only that exact core status is tolerated; any other
-                # answer (our interceptor's INTERNAL included) still fails. What this test is
-                # for holds either way: the call fails and nothing is left behind.
-                core_race = error.status == grpc.StatusCode.INTERNAL and error.message == "Internal error from Core"
-                assert error.status == grpc.StatusCode.UNAVAILABLE or core_race, error
+                # The status as gRPC gave it, not rpc_error's reading (which calls the case below
+                # UNAVAILABLE for every caller): this is about the service. It must not end the
+                # call while this client is still writing. If it does, the write its end cuts off
+                # fails in gRPC core, and grpcio's aio client then replaces the call's status with
+                # its own INTERNAL "Internal error from Core" (StreamUnaryCall._write ->
+                # _AioCall.set_internal_error), losing the service's UNAVAILABLE. It used to answer
+                # as soon as the store failed: with a pause after the kill (this test's old shape)
+                # the status usually came first, but not on a loaded machine; writing on, as here,
+                # it lost 4 runs out of 4. The service now reads the rest of the stream before it
+                # answers (server._drain), so the status always arrives.
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
                 assert not (await service.stub.ListFiles(pb.ListFilesRequest())).files
