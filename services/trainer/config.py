@@ -8,6 +8,7 @@ job at a time, one local subprocess per job.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -85,6 +86,19 @@ class TrainerSettings(CommonSettings):
             "keep it above the longest training run (Kubernetes: at least trainer_k8s_active_deadline_s)."
         ),
     )
+    # Experiment trackers (OpenAI's `integrations`; docs/integrations.md).
+    trainer_wandb_keys_dir: Path | None = Field(
+        None,
+        description=(
+            "Directory of W&B API keys, one file per organization named by its id (a mounted Secret works). "
+            "A worker of a job with a `wandb` integration gets its organization's key as WANDB_API_KEY "
+            "(local executor only); without one, the run is written offline."
+        ),
+    )
+    trainer_wandb_base_url: str = Field(
+        "",
+        description="A self-hosted W&B server's URL, given to workers as WANDB_BASE_URL; empty for W&B's cloud.",
+    )
     trainer_worker_retries: int = Field(
         1,
         ge=0,
@@ -94,6 +108,37 @@ class TrainerSettings(CommonSettings):
         3,
         ge=1,
         description="Checkpoints kept per job (the newest); older ones are deleted with their objects.",
+    )
+
+    # Webhooks (services/trainer/webhooks, docs/webhooks.md).
+    trainer_webhook_interval_s: float = Field(
+        1.0, gt=0, description="How often the webhook delivery loop looks for events to send."
+    )
+    trainer_webhook_timeout_s: float = Field(
+        10.0, gt=0, le=60, description="How long one webhook request may take before it counts as failed."
+    )
+    trainer_webhook_first_retry_s: float = Field(
+        5.0, gt=0, description="Delay before the first retry of a failed webhook delivery; doubled at each retry."
+    )
+    trainer_webhook_max_retry_s: float = Field(
+        600.0, gt=0, description="The longest delay between two attempts of one webhook delivery."
+    )
+    trainer_webhook_give_up_s: float = Field(
+        86400.0,
+        gt=0,
+        description="A webhook delivery not accepted (2xx) this long after its event is marked failed.",
+    )
+    trainer_webhook_allowed_targets: list[str] = Field(
+        default_factory=list,
+        description=(
+            "JSON list of the hosts and CIDRs webhook URLs may point at (e.g. "
+            '["hooks.example.com", "203.0.113.0/24"]); empty allows any, loopback and private '
+            "networks included. A host name is checked as written; CIDRs also against the addresses it resolves to."
+        ),
+    )
+    trainer_webhook_delivery_paused: bool = Field(
+        False,
+        description="Keep webhook events in the outbox without sending them (maintenance; tests of restarts).",
     )
 
     # The Kubernetes executor: one batch/v1 Job per attempt.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from services.trainer.records import CheckpointRecord, EventRecord, JobRecord, ModelRecord
@@ -30,6 +31,16 @@ def message_from(cls: type[MessageT], fields: dict[str, Any] | None) -> MessageT
     return cls(**{name: value for name, value in (fields or {}).items() if name in known})
 
 
+def message_from_dict(cls: type[MessageT], fields: dict[str, Any]) -> MessageT:
+    """A message from its dict form (:func:`message_to_dict`), nested messages included."""
+    return json_format.ParseDict(fields, cls(), ignore_unknown_fields=True)
+
+
+def message_to_dict(message: Message) -> dict[str, Any]:
+    """A message as a JSON-able dict keeping the proto field names (stored in JSON columns)."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
 def job_to_proto(job: JobRecord) -> job_pb2.Job:
     message = job_pb2.Job(
         id=job.id,
@@ -49,6 +60,7 @@ def job_to_proto(job: JobRecord) -> job_pb2.Job:
         seed=job.seed,
         suffix=job.suffix,
         metadata=job.user_metadata,
+        integrations=[message_from_dict(job_pb2.Integration, item) for item in job.integrations or []],
     )
     if job.finished_at is not None:
         message.finished_at = job.finished_at

@@ -4,12 +4,23 @@ The messages follow the ones OpenAI's jobs emit ("Validating training file: file
 "Fine-tuning job started", "Step 12/90: training loss=0.83", "New fine-tuned model
 created: ft:…", "The job has successfully completed"), so scripts and people reading
 them see what they are used to.
+
+Every event is also a log line of the trainer (:class:`JobLog`), so the terminal of
+``make up`` shows each job's course: created, started, its steps and losses, checkpoints,
+and how it ended, with the error. Metrics events come every few steps; the log takes one
+per job every :data:`PROGRESS_LOG_INTERVAL_S`, and always the last step and an epoch's
+full validation loss.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.ids import new_id
@@ -22,6 +33,49 @@ WARN = job_pb2.EventLevel.Name(job_pb2.EVENT_LEVEL_WARN)
 ERROR = job_pb2.EventLevel.Name(job_pb2.EVENT_LEVEL_ERROR)
 MESSAGE = job_pb2.EventType.Name(job_pb2.EVENT_TYPE_MESSAGE)
 METRICS = job_pb2.EventType.Name(job_pb2.EVENT_TYPE_METRICS)
+
+PROGRESS_LOG_INTERVAL_S = 5.0
+_LOG_LEVELS = {INFO: logging.INFO, WARN: logging.WARNING, ERROR: logging.ERROR}
+
+log = structlog.get_logger("tailor.trainer.jobs")
+
+
+class JobLog:
+    """Writes a job's events to the log: every message, metrics at most one per job per interval."""
+
+    def __init__(
+        self,
+        interval_s: float = PROGRESS_LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+        max_jobs: int = 1024,
+    ) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._max_jobs = max_jobs
+        self._last_logged: OrderedDict[str, float] = OrderedDict()  # job id -> clock
+
+    def write(self, event: EventRecord) -> None:
+        if event.type == METRICS and not self._admits(event.job_id, event.metrics or {}):
+            return
+        level = _LOG_LEVELS.get(event.level, logging.INFO)
+        log.log(level, event.message, job=event.job_id, organization=event.organization_id)
+
+    def _admits(self, job_id: str, metrics: dict[str, Any]) -> bool:
+        """Whether this metrics event is logged: the job's first, one per interval, and milestones."""
+        at = self._clock()
+        last = self._last_logged.get(job_id)
+        step = metrics.get("step")
+        milestone = "full_valid_loss" in metrics or (step is not None and step == metrics.get("total_steps"))
+        if last is not None and at - last < self._interval_s and not milestone:
+            return False
+        self._last_logged[job_id] = at
+        self._last_logged.move_to_end(job_id)
+        if len(self._last_logged) > self._max_jobs:  # jobs long finished: forget the oldest
+            self._last_logged.popitem(last=False)
+        return True
+
+
+job_log = JobLog()
 
 
 def add_event(
@@ -45,6 +99,7 @@ def add_event(
         metrics=metrics,
     )
     session.add(event)
+    job_log.write(event)
     return event
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.errors import shown
 from services.trainer.dataset_client import DatasetFiles
 from tailor.dataset.v1 import dataset_service_pb2 as dataset_pb2
 from tailor.trainer.v1 import job_pb2
@@ -48,7 +49,7 @@ class FileProblem:
 
 
 def missing_file(param: str, file_id: str) -> FileProblem:
-    return FileProblem(param, f"The {_role(param)} {file_id} does not exist.")
+    return FileProblem(param, f"The {_role(param)} {shown(file_id)} does not exist.")
 
 
 def is_processing(file: dataset_pb2.File) -> bool:

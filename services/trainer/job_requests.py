@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 
 from services.common.base_models import VLLM_LORA_RANKS
 from services.common.errors import InvalidArgument
@@ -24,6 +25,7 @@ MAX_METADATA_VALUE_LENGTH = 512
 MAX_N_EPOCHS = 50
 MAX_BATCH_SIZE = 256
 MAX_BETA = 2.0
+MAX_INTEGRATIONS = 5  # OpenAI's spec: integrations has at most 5 items
 # The suffix becomes a segment of `ft:{base}:{org}:{suffix}:{id}`: no ':' and URL-safe.
 _SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SUPPORTED_METHODS = {job_pb2.METHOD_TYPE_SUPERVISED, job_pb2.METHOD_TYPE_DPO}
@@ -61,6 +63,26 @@ def check_request(request: trainer_service_pb2.CreateJobRequest, *, max_lora_ran
     if request.HasField("seed") and not 0 <= request.seed <= MAX_SEED:
         raise InvalidArgument(f"seed must be between 0 and {MAX_SEED}.", param="seed")
     check_metadata(dict(request.metadata))
+    check_integrations(request.integrations)
+
+
+def check_integrations(integrations: Sequence[job_pb2.Integration]) -> None:
+    """OpenAI's rules: at most 5, each of type "wandb" with a project (the gateway checks them too)."""
+    if len(integrations) > MAX_INTEGRATIONS:
+        raise InvalidArgument(
+            f"integrations may have at most {MAX_INTEGRATIONS} items.", param="integrations"
+        )
+    for index, integration in enumerate(integrations):
+        if integration.type != "wandb":
+            raise InvalidArgument(
+                "The only integration type is 'wandb'.", param=f"integrations[{index}].type"
+            )
+        if not integration.wandb.project:
+            raise InvalidArgument(
+                "Missing required parameter: 'project'.",
+                param=f"integrations[{index}].wandb.project",
+                code="missing_required_parameter",
+            )
 
 
 def check_hyperparameters(

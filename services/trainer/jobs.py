@@ -8,10 +8,9 @@ files (:mod:`services.trainer.file_checks`). A file the dataset service has not 
 processing is not refused: the job waits in ``validating_files`` until it is, as on
 OpenAI, and fails if it turns out invalid.
 
-Create is safe against the SDK's automatic retries: a request carrying the
-idempotency key of an earlier one in the same organization returns that job (even
-if it has finished) instead of starting another, provided it asks for the same
-thing; a different request under the same key is refused.
+Create is safe against the SDK's automatic retries: a request repeating an earlier one's
+idempotency key gets that job instead of a second one, as :mod:`services.trainer.idempotency`
+decides.
 
 Every read and write is scoped by the caller's organization; another organization's
 job answers exactly like a missing one.
@@ -28,18 +27,25 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.base_models import check_base_model_available, resolve_base_model
-from services.common.database import first_or_none, paginate
+from services.common.database import paginate
 from services.common.errors import InvalidArgument
 from services.common.ids import new_id, new_model_suffix
 from services.common.not_found import job_not_found, model_not_found_message
 from services.common.tenancy import current_organization
 from services.trainer.config import TrainerSettings
-from services.trainer.conversions import checkpoint_to_proto, event_to_proto, job_to_proto, set_fields
+from services.trainer.conversions import (
+    checkpoint_to_proto,
+    event_to_proto,
+    job_to_proto,
+    message_to_dict,
+    set_fields,
+)
 from services.trainer.dataset_client import DatasetFiles
 from services.trainer.events import add_event
 from services.trainer.file_checks import check_files
+from services.trainer.idempotency import job_answering, job_with_key, release_ended_jobs_key
 from services.trainer.job_requests import MAX_SEED, check_request, method_type, request_fingerprint
-from services.trainer.lifecycle import Action, apply
+from services.trainer.lifecycle import RESUMED_WHILE_PAUSING, Action, apply, state
 from services.trainer.records import (
     CheckpointRecord,
     EventRecord,
@@ -98,9 +104,10 @@ class JobService:
         """Checks and stores a new job in ``validating_files``; the scheduler takes it from there."""
         organization = current_organization()
         fingerprint = request_fingerprint(request)
-        if request.idempotency_key:
+        key = request.idempotency_key
+        if key:
             async with self._records.read() as session:
-                earlier = await _job_with_key(session, organization, request.idempotency_key, fingerprint)
+                earlier = await job_answering(session, organization, request, fingerprint)
             if earlier is not None:
                 return job_to_proto(earlier)
 
@@ -129,6 +136,7 @@ class JobService:
             suffix=request.suffix,
             seed=request.seed if request.HasField("seed") else secrets.randbelow(MAX_SEED + 1),
             user_metadata=dict(request.metadata),
+            integrations=[message_to_dict(integration) for integration in request.integrations],
             priority=request.priority,
             idempotency_key=request.idempotency_key or None,
             request_fingerprint=fingerprint,
@@ -139,15 +147,18 @@ class JobService:
         )
         try:
             async with self._records.write() as session:
+                if key:
+                    await release_ended_jobs_key(session, organization, request)
                 session.add(job)
                 add_event(session, job, f"Created fine-tuning job: {job.id}")
                 add_event(session, job, f"Validating training file: {job.training_file}")
                 if job.validation_file:
                     add_event(session, job, f"Validating validation file: {job.validation_file}")
         except IntegrityError:
-            # The same key was stored by a concurrent retry of this request in the meantime.
+            # The same key was stored by a concurrent retry of this request in the meantime:
+            # that job answers both (it had not ended when this one tried to take its key).
             async with self._records.read() as session:
-                earlier = await _job_with_key(session, organization, request.idempotency_key, fingerprint)
+                earlier = await job_with_key(session, organization, key, fingerprint)
             if earlier is None:
                 raise
             return job_to_proto(earlier)
@@ -223,10 +234,11 @@ class JobService:
         return job_to_proto(job)
 
     async def pause(self, job_id: str) -> job_pb2.Job:
-        """Pauses a queued or running job; a running worker checkpoints and exits."""
+        """Pauses an unfinished job; a running worker checkpoints and exits, file validation waits."""
         async with self._records.write() as session:
             job = await self._job(session, job_id)
-            was_running = job.status == Status.RUNNING
+            # A worker resumed while pausing is still pausing: it gets its pause timeout again.
+            was_running = state(job) in (Status.RUNNING, RESUMED_WHILE_PAUSING)
             launched = job.attempt_id is not None
             apply(session, job, Action.PAUSE, event="Fine-tuning job paused")
         if was_running:
@@ -237,10 +249,12 @@ class JobService:
         return job_to_proto(job)
 
     async def resume(self, job_id: str) -> job_pb2.Job:
-        """Puts a paused job back in the queue; its next worker continues from the last checkpoint."""
+        """Puts a paused job back where it was: in the queue (its next worker continues from the last
+        checkpoint), or in validation when it was paused before its files were validated."""
         async with self._records.write() as session:
             job = await self._job(session, job_id)
-            # A pausing worker still on its way out is superseded: its reports are refused from now on.
+            # A pausing worker still on its way out keeps the job until it is gone, so its pause
+            # checkpoint counts (services/trainer/lifecycle.py); the scheduler then launches the next.
             apply(session, job, Action.RESUME, event="Fine-tuning job resumed")
         self._scheduler.wake()
         return job_to_proto(job)
@@ -280,21 +294,3 @@ class JobService:
         if job is None:
             raise job_not_found(job_id)
         return job
-
-
-async def _job_with_key(
-    session: AsyncSession, organization: str, key: str, fingerprint: str
-) -> JobRecord | None:
-    """The job created earlier under this idempotency key; a different request under it is refused."""
-    query = select(JobRecord).where(
-        JobRecord.organization_id == organization, JobRecord.idempotency_key == key
-    )
-    earlier = await first_or_none(session, query)
-    if earlier is not None and earlier.request_fingerprint != fingerprint:
-        raise InvalidArgument(
-            "This idempotency key was already used for a different fine-tuning job request.",
-            param="idempotency_key",
-            code="idempotency_key_reused",
-        )
-    return earlier
-

@@ -21,7 +21,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, UniqueConstraint, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    false,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -84,6 +95,9 @@ class JobRecord(Base):
     suffix: Mapped[str] = mapped_column(String, default="")
     seed: Mapped[int] = mapped_column(BigInteger)
     user_metadata: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
+    # OpenAI's integrations as requested: [{"type": "wandb", "wandb": {"project": ..., ...}}] (the
+    # contract's Integration as a dict; never an API key). Added after the first release.
+    integrations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
     priority: Mapped[int] = mapped_column(Integer, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String, nullable=True)
     request_fingerprint: Mapped[str] = mapped_column(String)
@@ -95,6 +109,14 @@ class JobRecord(Base):
 
     # Where it is.
     status: Mapped[str] = mapped_column(String)  # a JobStatus name, e.g. JOB_STATUS_QUEUED
+    # Paused before its files were validated: resuming sends it back to validation
+    # (services/trainer/lifecycle.py). Added after the first release: created on older
+    # databases by services.common.database.add_new_columns.
+    paused_while_validating: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Resumed while its paused worker was still on its way out: queued, but that worker's attempt
+    # keeps the job (its pause checkpoint counts) until it is gone (services/trainer/lifecycle.py).
+    # Added after the first release, like the flag above.
+    resumed_while_pausing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     fine_tuned_model: Mapped[str] = mapped_column(String, default="")
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     estimated_finish: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -175,6 +197,95 @@ class ModelRecord(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     # Deleted models keep their row (names are never reused) but no longer resolve.
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class WebhookEndpointRecord(Base):
+    """One of an organization's webhook endpoints (services/trainer/webhooks).
+
+    ``secret`` is the plain ``whsec_`` signing secret: every delivery needs it for its HMAC,
+    so it is kept as the trainer keeps its other records (SQLite 0600 in the owner-only data
+    directory, or the Postgres database's own access control) and never answered after creation.
+    """
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_organization_seq", "organization_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String, unique=True)
+    organization_id: Mapped[str] = mapped_column(String)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String)
+    url: Mapped[str] = mapped_column(String)
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret: Mapped[str] = mapped_column(String)
+
+
+class WebhookEventRecord(Base):
+    """The outbox: one event, written in the transaction of the status change it reports.
+
+    ``fanned_out`` turns true once a delivery row exists for each endpoint of its
+    organization that existed when the event happened and subscribes to its type.
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_fanned_out", "fanned_out", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String, unique=True)
+    organization_id: Mapped[str] = mapped_column(String)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String)
+    object_id: Mapped[str] = mapped_column(String)
+    fanned_out: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class WebhookDeliveryRecord(Base):
+    """One event to one endpoint: pending until a 2xx answer (delivered) or the give-up time (failed)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint_seq", "endpoint_id", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String, unique=True)
+    organization_id: Mapped[str] = mapped_column(String)
+    endpoint_id: Mapped[str] = mapped_column(String)
+    event_id: Mapped[str] = mapped_column(String)
+    event_type: Mapped[str] = mapped_column(String)
+    object_id: Mapped[str] = mapped_column(String)
+    event_created_at: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String)  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    # A replica sending this delivery holds it until then; another may take it up afterwards.
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_attempt_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str] = mapped_column(String, default="")
+
+
+class WebhookAttemptRecord(Base):
+    """One sending of a delivery: what the endpoint answered (or why nothing), and what happens next."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_endpoint_seq", "endpoint_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String, unique=True)
+    organization_id: Mapped[str] = mapped_column(String)
+    endpoint_id: Mapped[str] = mapped_column(String)
+    delivery_id: Mapped[str] = mapped_column(String)
+    event_id: Mapped[str] = mapped_column(String)
+    event_type: Mapped[str] = mapped_column(String)
+    attempted_at: Mapped[int] = mapped_column(BigInteger)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(String, default="")
+    state: Mapped[str] = mapped_column(String)  # the delivery's state after this attempt
+    next_attempt_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 def database_url(settings: TrainerSettings) -> str:

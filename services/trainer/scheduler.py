@@ -7,12 +7,17 @@ One loop, woken by changes (a new job, a resume, a worker gone) or every
    SDK waits for processing) moves to ``queued`` without asking the dataset service
    again (:meth:`Scheduler.files_checked`). Jobs in ``validating_files`` whose files
    were still processing are checked again; processed files move the job to
-   ``queued``, bad ones fail it (``invalid_training_file``).
+   ``queued``, bad ones fail it (``invalid_training_file``). A job paused while its files
+   are checked stays paused (see :mod:`services.trainer.lifecycle`) and, unless its files
+   were found valid as the pause landed, is checked again once resumed.
 2. **Workers.** Each launched worker is asked about through its executor. A worker
    gone while its job still expected results crashed; one silent for longer than the
    heartbeat timeout (or that never claimed its job) is lost and stopped. Either way
    the attempt is retried from the last checkpoint while retries last, or the job
-   fails with a clear error. A worker that was cancelled or paused is released.
+   fails with a clear error. A worker that was cancelled or paused is released; a job
+   resumed while its paused worker was on its way out is queued again only then (that worker
+   keeps the job until it is gone, so no replica launches a second one), to continue from
+   the pause checkpoint (see :mod:`services.trainer.lifecycle`).
 3. **Queue.** While fewer than ``trainer_max_concurrent_jobs`` workers run, the
    queued jobs are launched, highest priority first and FIFO within a priority. Each
    launch gets a fresh attempt id; reports naming any other attempt are refused.
@@ -67,9 +72,20 @@ from services.trainer.dataset_client import DatasetFiles
 from services.trainer.executors import Executor, WorkerLaunch, WorkerStatus, worker_environment
 from services.trainer.executors.base import new_attempt_id
 from services.trainer.file_checks import FilesVerdict, check_files
-from services.trainer.lifecycle import Action, apply, end_attempt_badly, mark_failed, resume_point
+from services.trainer.lifecycle import (
+    PAUSING,
+    RESUMED_WHILE_PAUSING,
+    Action,
+    allowed,
+    apply,
+    end_attempt_badly,
+    mark_failed,
+    resume_point,
+    state,
+)
 from services.trainer.records import CheckpointRecord, JobRecord, Status, TrainerRecords, job_by_id, now
 from services.trainer.storage import discard_unregistered_outputs, output_prefix
+from services.trainer.tracker_secrets import tracker_environment
 from tailor.trainer.v1 import job_pb2
 
 log = structlog.get_logger("tailor.trainer.scheduler")
@@ -218,21 +234,21 @@ class Scheduler:
                 status = WorkerStatus(running=False)
             if status.running:
                 started = time.monotonic()
-                claimed = job.status != Status.QUEUED
+                claimed = state(job) != Status.QUEUED
                 self._active[job.id] = ActiveWorker(launch, started, last_heard=started if claimed else None)
                 log.info(
                     "watching a worker that outlived the trainer", job_id=job.id, attempt_id=launch.attempt_id
                 )
                 if job.status in Status.FINISHED:
                     self.stop_worker(job.id)
-                elif job.status == Status.PAUSED:
+                elif state(job) in (PAUSING, RESUMED_WHILE_PAUSING):
                     self.expect_exit(job.id)
                 continue
             async with self._records.write() as session:
                 current = await job_by_id(session, job.id)
                 if current is None or current.attempt_id != launch.attempt_id:
                     continue
-                if current.status in (Status.RUNNING, Status.QUEUED):
+                if state(current) in (Status.RUNNING, Status.QUEUED):
                     # Not the worker's fault: this attempt does not count against the retries.
                     restarted = None
                     if current.status == Status.RUNNING:
@@ -240,7 +256,7 @@ class Scheduler:
                         restarted = f"The trainer restarted; the job will continue from {where}."
                     apply(session, current, Action.RETRY, event=restarted)
                 else:
-                    current.attempt_id = None
+                    await _release_attempt(session, current)
                 discard = current.status in (Status.CANCELLED, Status.FAILED)
             if discard:
                 self.discard_outputs(job.id, job.organization_id)
@@ -276,7 +292,11 @@ class Scheduler:
                 continue
             async with self._records.write() as session:
                 current = await job_by_id(session, job.id)
-                if current is None or current.status != Status.VALIDATING_FILES:
+                # The job may have been paused or cancelled since it was read: the table decides
+                # what the verdict still changes (a pause is never overwritten).
+                valid = verdict.problem is None and not verdict.processing
+                action = Action.FILES_VALIDATED if valid else Action.FAIL
+                if current is None or not allowed(state(current), action):
                     continue
                 if verdict.problem is not None:
                     problem = verdict.problem
@@ -294,10 +314,10 @@ class Scheduler:
                         ),
                         param="training_file",
                     )
+                elif current.status == Status.PAUSED:
+                    apply(session, current, action, event="Files validated; the job is queued when resumed")
                 else:
-                    apply(
-                        session, current, Action.FILES_VALIDATED, event="Files validated, moving job to queued state"
-                    )
+                    apply(session, current, action, event="Files validated, moving job to queued state")
 
     # 2. Workers.
 
@@ -341,7 +361,7 @@ class Scheduler:
         async with self._records.read() as session:
             job = await job_by_id(session, launch.job_id)
         if job is not None and job.attempt_id == launch.attempt_id:
-            if job.status in (Status.RUNNING, Status.QUEUED):
+            if state(job) in (Status.RUNNING, Status.QUEUED):
                 # It left without reporting success or failure.
                 reason = active.launch_error or status.detail or "it exited without reporting a result"
                 await self._end_attempt(
@@ -353,7 +373,7 @@ class Scheduler:
                 current = await job_by_id(session, launch.job_id)
                 discard = False
                 if current is not None and current.attempt_id == launch.attempt_id:
-                    current.attempt_id = None
+                    await _release_attempt(session, current)
                     discard = current.status in (Status.CANCELLED, Status.FAILED)
             if discard:
                 await self._discard_outputs(launch.job_id, launch.organization_id)
@@ -367,8 +387,8 @@ class Scheduler:
             job = await job_by_id(session, launch.job_id)
             if job is None or job.attempt_id != launch.attempt_id:
                 return
-            if job.status not in (Status.RUNNING, Status.QUEUED):
-                return
+            if state(job) not in (Status.RUNNING, Status.QUEUED):
+                return  # a pausing worker's job is let go of once the worker is gone, not retried
             await end_attempt_badly(
                 session,
                 job,
@@ -401,11 +421,14 @@ class Scheduler:
                 .with_for_update(skip_locked=True)
             )
             job_files: dict[str, list[str]] = {}
+            tracked_jobs: set[str] = set()  # jobs with integrations: their workers get the W&B variables
             for job in (await session.execute(query)).scalars().all():
                 attempt_id = new_attempt_id()
                 if await _claim(session, job.id, attempt_id):
                     launches.append(WorkerLaunch(job.id, attempt_id, job.organization_id))
                     job_files[job.id] = [job.training_file, job.validation_file or ""]
+                    if job.integrations:
+                        tracked_jobs.add(job.id)
         for launch in launches:
             active = ActiveWorker(launch, launched_at=time.monotonic())
             self._active[launch.job_id] = active
@@ -415,6 +438,13 @@ class Scheduler:
                 trainer_addr=self._worker_trainer_addr,
                 include_secrets=self._settings.trainer_executor == "local",
                 worker_token=self._worker_token(launch, job_files[launch.job_id]),
+                overrides=tracker_environment(
+                    self._settings,
+                    launch.organization_id,
+                    include_secrets=self._settings.trainer_executor == "local",
+                )
+                if launch.job_id in tracked_jobs
+                else None,
             )
             try:
                 await self._executor.launch(launch, environment)
@@ -471,6 +501,18 @@ async def _claim(session: AsyncSession, job_id: str, attempt_id: str) -> bool:
         .execution_options(synchronize_session=False)
     )
     return claimed.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def _release_attempt(session: AsyncSession, job: JobRecord) -> None:
+    """The job's worker is gone: a pausing job lets go of it (not a failed attempt), any other ends it."""
+    if not allowed(state(job), Action.WORKER_LEFT):
+        job.attempt_id = None
+        return
+    event = None
+    if state(job) == RESUMED_WHILE_PAUSING:
+        where = await resume_point(session, job)
+        event = f"The paused worker has stopped; the job continues from {where}."
+    apply(session, job, Action.WORKER_LEFT, event=event)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

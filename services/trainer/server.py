@@ -1,4 +1,4 @@
-"""The trainer's gRPC server: TrainerService, ModelRegistryService and WorkerService.
+"""The trainer's gRPC server: TrainerService, ModelRegistryService, WorkerService and WebhookService.
 
 The servicers are thin: they read the request, call the logic of
 :mod:`services.trainer.jobs`, :mod:`services.trainer.registry` and
@@ -18,14 +18,19 @@ import tailor.trainer.v1.model_registry_service_pb2 as registry_pb2
 import tailor.trainer.v1.model_registry_service_pb2_grpc as registry_grpc
 import tailor.trainer.v1.trainer_service_pb2 as trainer_pb2
 import tailor.trainer.v1.trainer_service_pb2_grpc as trainer_grpc
+import tailor.trainer.v1.webhook_service_pb2 as webhook_pb2
+import tailor.trainer.v1.webhook_service_pb2_grpc as webhook_grpc
 import tailor.trainer.v1.worker_service_pb2 as worker_pb2
 import tailor.trainer.v1.worker_service_pb2_grpc as worker_grpc
 from services.common.grpc_server import GrpcServer, ServiceRegistration
+from services.common.object_store.sweep import AbandonedUploadSweep
 from services.common.tenancy import current_organization
 from services.trainer.config import TrainerSettings
 from services.trainer.jobs import JobService
 from services.trainer.registry import ModelRegistry
 from services.trainer.runtime import TrainerRuntime
+from services.trainer.webhooks.delivery import WebhookDelivery
+from services.trainer.webhooks.endpoints import WebhookEndpoints, WebhookServicer
 from services.trainer.worker_api import WorkerApi
 
 Context = grpc.aio.ServicerContext
@@ -65,13 +70,13 @@ class TrainerServicer(trainer_grpc.TrainerServiceServicer):
     async def PauseJob(
         self, request: trainer_pb2.PauseJobRequest, context: Context
     ) -> trainer_pb2.PauseJobResponse:
-        """Pauses a queued or running job."""
+        """Pauses a job that has not finished."""
         return trainer_pb2.PauseJobResponse(job=await self._jobs.pause(request.job_id))
 
     async def ResumeJob(
         self, request: trainer_pb2.ResumeJobRequest, context: Context
     ) -> trainer_pb2.ResumeJobResponse:
-        """Puts a paused job back in the queue."""
+        """Puts a paused job back where it was (the queue, or file validation)."""
         return trainer_pb2.ResumeJobResponse(job=await self._jobs.resume(request.job_id))
 
     async def ListJobEvents(
@@ -180,7 +185,7 @@ def _full_name(module: object, service: str) -> str:
 
 
 def registrations(runtime: TrainerRuntime) -> list[ServiceRegistration]:
-    """The trainer's three services, for the common server."""
+    """The trainer's four services, for the common server."""
     return [
         ServiceRegistration(
             _full_name(trainer_pb2, "TrainerService"),
@@ -197,7 +202,22 @@ def registrations(runtime: TrainerRuntime) -> list[ServiceRegistration]:
             worker_grpc.add_WorkerServiceServicer_to_server,
             WorkerServicer(runtime.workers),
         ),
+        ServiceRegistration(
+            _full_name(webhook_pb2, "WebhookService"),
+            webhook_grpc.add_WebhookServiceServicer_to_server,
+            WebhookServicer(WebhookEndpoints(runtime.settings, runtime.records)),
+        ),
     ]
+
+
+def _abandoned_outputs_sweep(runtime: TrainerRuntime) -> AbandonedUploadSweep:
+    """Removes, at start-up, the checkpoint uploads a killed trainer left (under ``orgs/{org}/jobs/``)."""
+    return AbandonedUploadSweep(
+        runtime.store,
+        "orgs/",
+        runtime.settings.object_store_abandoned_upload_s,
+        lambda key: key.split("/")[2:3] == ["jobs"],
+    )
 
 
 class TrainerServer(GrpcServer):
@@ -208,19 +228,26 @@ class TrainerServer(GrpcServer):
             settings,
             settings.trainer_listen,
             registrations(runtime),
-            readiness_checks=[runtime.records.check, runtime.store.check],
+            readiness_checks=[
+                runtime.records.check,
+                runtime.store.check,
+                _abandoned_outputs_sweep(runtime),
+            ],
         )
         self.runtime = runtime
+        self.webhooks = WebhookDelivery(settings, runtime.records)
 
     async def start(self) -> int:
-        """Creates the tables, serves, then recovers the previous run's jobs and starts scheduling."""
+        """Creates the tables, serves, then recovers the previous run's jobs and starts scheduling and webhooks."""
         await self.runtime.open()
         port = await super().start()
         await self.runtime.start(worker_trainer_address(self.runtime.settings, port))
+        await self.webhooks.start()
         return port
 
     async def stop(self) -> None:
-        """Stops scheduling (and local workers), lets in-flight calls finish, then closes the records."""
+        """Stops webhooks and scheduling (and local workers), lets in-flight calls finish, then closes the records."""
+        await self.webhooks.stop()
         await self.runtime.stop_scheduling()
         await super().stop()
         await self.runtime.close()

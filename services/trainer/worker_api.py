@@ -7,8 +7,9 @@ FAILED_PRECONDITION ``stale_attempt``: the worker was superseded and must stop).
 Then the job's status decides:
 
 * running: the report is taken, and the answer says CONTINUE;
-* paused: the worker is finishing its pause checkpoint; reports are taken, and the
-  answer says PAUSE (save a checkpoint, report it, exit);
+* paused, or resumed while its paused worker is still on its way out (see
+  :mod:`services.trainer.lifecycle`): the worker is finishing its pause checkpoint; reports
+  are taken, and the answer says PAUSE (save a checkpoint, report it, exit);
 * cancelled: heartbeats and events are answered with CANCEL and stored nowhere;
   checkpoints and success are refused (FAILED_PRECONDITION), so nothing of a
   cancelled job is registered;
@@ -43,14 +44,18 @@ from services.trainer.config import TrainerSettings
 from services.trainer.conversions import checkpoint_to_proto, job_to_proto, set_fields
 from services.trainer.events import WARN, add_event, add_worker_event
 from services.trainer.lifecycle import (
+    PAUSING,
+    RESUMED_WHILE_PAUSING,
     Action,
     allowed,
     apply,
     clear_progress,
     end_attempt_badly,
     mark_failed,
+    note_progress,
     refusal,
     resume_point,
+    state,
 )
 from services.trainer.records import (
     CheckpointRecord,
@@ -94,7 +99,7 @@ class WorkerApi:
         """Marks the job RUNNING for this attempt and returns its plan (again, if the claim is repeated)."""
         async with self._records.write() as session:
             job = await self._job_of_attempt(session, worker)
-            if not allowed(job.status, Action.CLAIM):
+            if not allowed(state(job), Action.CLAIM):
                 raise refusal(job, Action.CLAIM)
             try:
                 # Not built here (that needs torch): the worker builds a built-in model itself.
@@ -150,7 +155,7 @@ class WorkerApi:
             for event in request.events:
                 add_worker_event(session, job, event)
             if request.current_step:
-                _note_progress(job, request.current_step)
+                note_progress(job, request.current_step, time.time())
         return directive
 
     async def report_checkpoint(
@@ -159,7 +164,7 @@ class WorkerApi:
         """Registers the checkpoint as ``…:ckpt-step-N`` and keeps only the newest few."""
         async with self._records.write() as session:
             job = await self._job_of_attempt(session, request.worker)
-            if job.status not in (Status.RUNNING, Status.PAUSED):  # checkpoints of a pausing worker count
+            if state(job) not in _TRAINING:  # checkpoints of a pausing worker count
                 raise refusal(job, Action.SUCCEED)
             prefix = output_prefix(job.organization_id, job.id)
             adapter_uri = job_output(request.adapter_uri, prefix, "adapter_uri")
@@ -174,7 +179,7 @@ class WorkerApi:
         """Registers the fine-tuned model and ends the job as succeeded."""
         async with self._records.write() as session:
             job = await self._job_of_attempt(session, request.worker)
-            if not allowed(job.status, Action.SUCCEED):
+            if not allowed(state(job), Action.SUCCEED):
                 raise refusal(job, Action.SUCCEED)
             adapter_uri = job_output(
                 request.adapter_uri, output_prefix(job.organization_id, job.id), "adapter_uri"
@@ -204,10 +209,11 @@ class WorkerApi:
             job = await self._job_of_attempt(session, request.worker)
             if job.status in (Status.SUCCEEDED, Status.FAILED):
                 raise refusal(job, Action.FAIL)
-            if job.status == Status.PAUSED and request.retryable:
-                # A paused job stays paused; resuming it starts a fresh attempt anyway.
+            if state(job) in (PAUSING, RESUMED_WHILE_PAUSING) and request.retryable:
+                # The worker was leaving anyway: the pause (or the resume) stands, and the next
+                # attempt starts afresh from the last checkpoint.
                 where = await resume_point(session, job)
-                message = f"{error.message} The job stays paused; resuming continues from {where}."
+                message = f"{error.message} {_AFTER_PAUSE[state(job)]} from {where}."
                 add_event(session, job, message, level=WARN)
             elif job.status != Status.CANCELLED:
                 await end_attempt_badly(
@@ -232,7 +238,7 @@ class WorkerApi:
         header = first.header
         async with self._records.write() as session:
             job = await self._job_of_attempt(session, header.worker)
-            if job.status not in (Status.RUNNING, Status.PAUSED):
+            if state(job) not in _TRAINING:
                 raise refusal(job, Action.SUCCEED)
             prefix = output_prefix(job.organization_id, job.id)
         key = header.key
@@ -254,7 +260,7 @@ class WorkerApi:
         """Streams every object under a prefix of the job's own outputs or of its initial adapter."""
         async with self._records.write() as session:
             job = await self._job_of_attempt(session, request.worker)
-            if job.status not in (Status.RUNNING, Status.PAUSED):
+            if state(job) not in _TRAINING:
                 raise refusal(job, Action.CLAIM)
             own = output_prefix(job.organization_id, job.id)
             initial = job.initial_adapter_uri
@@ -362,27 +368,24 @@ class WorkerApi:
         return to_delete
 
 
+# The states in which the job's attempt may be training, or saving its pause checkpoint.
+_TRAINING = (Status.RUNNING, PAUSING, RESUMED_WHILE_PAUSING)
+_AFTER_PAUSE = {
+    PAUSING: "The job stays paused; resuming continues",
+    RESUMED_WHILE_PAUSING: "The job continues",
+}
+
+
 def _directive(job: JobRecord) -> int:
     """What the worker should do next, given the job's status; refuses reports for finished jobs."""
     if job.status == Status.CANCELLED:
         return CANCEL
-    if job.status == Status.PAUSED:
+    if state(job) in (PAUSING, RESUMED_WHILE_PAUSING):
+        # Resumed or not, a pausing worker finishes its pause: the next attempt continues from it.
         return PAUSE
     if job.status == Status.RUNNING:
         return CONTINUE
     raise refusal(job, Action.CLAIM)
-
-
-def _note_progress(job: JobRecord, step: int) -> None:
-    """Records the step reached and, from the pace since this attempt's first report, the estimated finish."""
-    job.current_step = step
-    wall = time.time()
-    if job.pace_start_step is None or job.pace_start_time is None or step < job.pace_start_step:
-        job.pace_start_step, job.pace_start_time = step, wall
-        return
-    if job.status == Status.RUNNING and job.total_steps and step > job.pace_start_step:
-        seconds_per_step = (wall - job.pace_start_time) / (step - job.pace_start_step)
-        job.estimated_finish = int(wall + seconds_per_step * max(0, job.total_steps - step))
 
 
 async def _upsert_model(

@@ -39,6 +39,7 @@ from services.trainer.worker.lora import adapted_modules, save_adapter
 from services.trainer.worker.preparation import Inputs, Prepared, prepare
 from services.trainer.worker.progress import Stop, TrainerLink
 from services.trainer.worker.results import RESULTS_FILENAME, metrics_event, metrics_proto
+from services.trainer.worker.tracking import Trackers, wandb_directory
 from services.trainer.worker.training import StepReport, TrainingCancelled
 from services.trainer.worker.transfers import (
     CheckpointLink,
@@ -103,9 +104,34 @@ class JobAttempt:
             total_steps=prepared.loop.total_steps,
             training_examples=len(prepared.training),
         )
-        finished = await asyncio.to_thread(self._train, prepared)
-        if finished:
-            await self._finish(prepared)
+        trackers = Trackers(
+            self.job,
+            wandb_directory(self.settings, self.job),
+            self.link.post,
+            init_timeout_s=self.settings.worker_wandb_init_timeout_s,
+        )
+        await asyncio.to_thread(trackers.start, self._tracked_config(prepared))
+        failed = True
+        try:
+            if await asyncio.to_thread(self._train, prepared, trackers):
+                await self._finish(prepared)
+            failed = False  # finished, or stopped by a pause or cancel
+        finally:
+            await asyncio.to_thread(trackers.finish, failed=failed)
+
+    def _tracked_config(self, prepared: Prepared) -> dict[str, Any]:
+        """What a tracker's run records as its config: the job, its resolved hyperparameters."""
+        return {
+            "job_id": self.job.id,
+            "base_model": self.plan.base_model,
+            "model": self.job.model,
+            "training_file": self.job.training_file,
+            "validation_file": self.job.validation_file or None,
+            "suffix": self.job.suffix or None,
+            "seed": self.job.seed,
+            "total_steps": prepared.loop.total_steps,
+            "hyperparameters": dataclasses.asdict(prepared.hyperparameters),
+        }
 
     def _cancelled(self) -> bool:
         return self.link.stop is not None and self.link.stop.is_immediate
@@ -139,12 +165,13 @@ class JobAttempt:
 
     # Step 4: training (in a worker thread).
 
-    def _train(self, prepared: Prepared) -> bool:
+    def _train(self, prepared: Prepared, trackers: Trackers) -> bool:
         """Run the loop; True when training finished, False when it stopped early."""
         try:
             for report in prepared.loop.run():
                 self.link.current_step = report.step
                 prepared.results.record(report)
+                trackers.log(report)
                 if report.reports_metrics:
                     self.link.post(metrics_event(report))
                 if report.end_of_epoch:

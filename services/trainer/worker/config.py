@@ -95,6 +95,21 @@ class WorkerSettings(CommonSettings):
         gt=0,
         description="After SIGTERM, how long the worker may take to stop before it exits regardless.",
     )
+    worker_wandb_dir: Path | None = Field(
+        None,
+        description=(
+            "Where the runs of jobs with a `wandb` integration are written, under "
+            "`{organization}/{job id}/`; offline runs (no W&B key) stay there for `wandb sync`. Empty uses `{data_dir}/wandb`."
+        ),
+    )
+    worker_wandb_init_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "How long a W&B run may take to start online before the worker writes it offline instead "
+            "(wandb's own default is 90 s); training waits for it once per attempt."
+        ),
+    )
     worker_scratch_dir: Path | None = Field(
         None, description="Where downloaded files and checkpoints are staged; empty uses the system temp dir."
     )

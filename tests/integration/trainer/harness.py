@@ -54,6 +54,16 @@ class FakeDataset(dataset_grpc.DatasetServiceServicer):
         self.contents: dict[str, bytes] = {}
         # Every GetFile asked, by file id: what the trainer looked up and how often.
         self.lookups: list[str] = []
+        # While set (hold_answers), GetFile answers only once it is released.
+        self._answers_held: asyncio.Event | None = None
+
+    def hold_answers(self) -> asyncio.Event:
+        """From now on GetFile waits before answering, until the returned event is set.
+
+        This holds a file check of the trainer in flight, so that a test can act in between.
+        """
+        self._answers_held = asyncio.Event()
+        return self._answers_held
 
     def add_file(
         self,
@@ -91,6 +101,8 @@ class FakeDataset(dataset_grpc.DatasetServiceServicer):
 
     async def GetFile(self, request: dataset_pb2.GetFileRequest, context: Any) -> dataset_pb2.GetFileResponse:
         self.lookups.append(request.file_id)
+        if self._answers_held is not None:
+            await self._answers_held.wait()
         file = self.files.get((current_organization(), request.file_id))
         if file is None:
             raise NotFound(f"No such file: {request.file_id}", param="file_id", code="file_not_found")
@@ -180,7 +192,8 @@ def trainer_settings(
 class TrainerClient:
     """The trainer's three services, called as one organization or another."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, address: str = "") -> None:
+        self.address = address  # host:port, for other clients (a gateway) to reach the same trainer
         self.jobs = trainer_grpc.TrainerServiceStub(channel)
         self.models = registry_grpc.ModelRegistryServiceStub(channel)
         self.workers = worker_grpc.WorkerServiceStub(channel)
@@ -332,6 +345,12 @@ class PlayedWorker:
         with call_context(self.organization, None):
             return (await self.stub.ReportEvents(request)).directive
 
+    async def heartbeat(self) -> int:
+        """A report with nothing in it: only the directive comes back (or a refusal)."""
+        request = worker_pb2.ReportEventsRequest(worker=self.identity)
+        with call_context(self.organization, None):
+            return (await self.stub.ReportEvents(request)).directive
+
     async def checkpoint(
         self, plan: worker_pb2.TrainingPlan, step: int
     ) -> worker_pb2.ReportCheckpointResponse:
@@ -385,9 +404,10 @@ async def running_trainer(
     """The real trainer server on loopback (in this process), and a client to it."""
     server = TrainerServer(settings, TrainerRuntime(settings, executor=executor))
     port = await server.start()
-    channel = open_channel(f"127.0.0.1:{port}", settings)
+    address = f"127.0.0.1:{port}"
+    channel = open_channel(address, settings)
     try:
-        yield TrainerClient(channel)
+        yield TrainerClient(channel, address)
     finally:
         await channel.close()
         await server.stop()

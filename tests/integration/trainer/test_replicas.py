@@ -113,3 +113,43 @@ async def test_two_replicas_ticking_together_launch_every_queued_job_exactly_onc
     async with a.runtime.records.read() as session:
         rows = (await session.execute(select(JobRecord.status, JobRecord.attempts))).all()
     assert sorted(rows) == [(Status.SUCCEEDED, 1)] * JOBS
+
+
+async def test_a_resume_on_another_replica_waits_for_the_pausing_worker_and_continues_from_its_checkpoint(
+    replicas: tuple[Replica, Replica], files: FakeDataset
+) -> None:
+    a, b = replicas
+    request = trainer_pb2.CreateJobRequest(model="tailor-tiny", training_file=files.add_file(ORG))
+    with call_context(ORG, None):
+        job_id = (await a.runtime.jobs.create(request)).id
+    await a.tick()
+    (launch,) = a.executor.launches
+    worker = worker_pb2.WorkerIdentity(job_id=job_id, attempt_id=launch.attempt_id)
+    with call_context(ORG, None):
+        plan = await a.runtime.workers.claim(worker)
+        await b.runtime.jobs.pause(job_id)
+        await b.runtime.jobs.resume(job_id)
+    # Replica b does not watch the pausing worker, yet must not launch a second one for the job.
+    await asyncio.gather(a.tick(), b.tick())
+    assert (len(a.executor.launches), b.executor.launches) == (1, [])
+
+    step = f"{plan.output_prefix}checkpoints/step-2/"
+    with call_context(ORG, None):
+        _, directive = await b.runtime.workers.report_checkpoint(
+            worker_pb2.ReportCheckpointRequest(
+                worker=worker, step_number=2, adapter_uri=step + "adapter", state_uri=step + "state"
+            )
+        )
+    assert directive == worker_pb2.WORKER_DIRECTIVE_PAUSE, "a pausing worker finishes its pause"
+    a.executor.exit(launch.attempt_id)
+    await a.tick()  # a sees its worker gone, lets go of the job, and launches the next attempt
+    await b.tick()
+    (next_launch,) = [x for replica in (a, b) for x in replica.executor.launches if x is not launch]
+    with call_context(ORG, None):
+        next_plan = await a.runtime.workers.claim(
+            worker_pb2.WorkerIdentity(job_id=job_id, attempt_id=next_launch.attempt_id)
+        )
+    assert next_plan.resume_from_uri == step + "state/"
+    async with a.runtime.records.read() as session:
+        job = (await session.execute(select(JobRecord).where(JobRecord.id == job_id))).scalar_one()
+    assert (job.status, job.attempts, job.worker_failures) == (Status.RUNNING, 2, 0), "a pause is no failure"

@@ -14,6 +14,7 @@ import tailor.trainer.v1.model_registry_service_pb2 as registry_pb2
 import tailor.trainer.v1.trainer_service_pb2 as trainer_pb2
 import tailor.trainer.v1.worker_service_pb2 as worker_pb2
 from services.common.base_models import resolve_base_model
+from services.common.grpc_client import rpc_error
 from services.common.tenancy import call_context
 from services.trainer.config import TrainerSettings
 from tailor.trainer.v1 import job_pb2
@@ -23,6 +24,7 @@ from tests.integration.trainer.harness import (
     PlayedWorker,
     RecordingExecutor,
     TrainerClient,
+    eventually,
     refusal,
 )
 
@@ -171,6 +173,7 @@ async def test_pause_checkpoints_and_resume_continues_from_it(
     assert await worker.step(2) == PAUSE
     assert (await worker.checkpoint(plan, 2)).directive == PAUSE  # the pause checkpoint is taken
     executor.exit(worker.identity.attempt_id)
+    await eventually(lambda: _stale(worker), timeout=10, what="the trainer to let go of the exited worker")
 
     with call_context(ORG, None):
         error = await refusal(scripted_trainer.jobs.PauseJob(trainer_pb2.PauseJobRequest(job_id=job.id)))
@@ -194,6 +197,51 @@ async def test_pause_checkpoints_and_resume_continues_from_it(
     ]
     positions = [messages.index(message) for message in expected_in_order]
     assert positions == sorted(positions), messages
+
+
+async def test_a_job_resumed_before_its_pause_checkpoint_continues_from_that_checkpoint(
+    scripted_trainer: TrainerClient, files: FakeDataset, executor: RecordingExecutor
+) -> None:
+    job, worker = await launched_job(scripted_trainer, files, executor)
+    plan = await worker.claim()
+    await worker.started()
+    await worker.step(1)
+    with call_context(ORG, None):
+        await scripted_trainer.jobs.PauseJob(trainer_pb2.PauseJobRequest(job_id=job.id))
+        resumed = (await scripted_trainer.jobs.ResumeJob(trainer_pb2.ResumeJobRequest(job_id=job.id))).job
+    assert resumed.status == job_pb2.JOB_STATUS_QUEUED
+    # The pausing worker is still the job's: it finishes its pause, and its checkpoint counts.
+    assert await worker.step(2) == PAUSE
+    assert (await worker.checkpoint(plan, 2)).directive == PAUSE
+    assert [launch.job_id for launch in executor.launches].count(job.id) == 1, "one worker at a time"
+    executor.exit(worker.identity.attempt_id)
+
+    next_worker = PlayedWorker(scripted_trainer, await executor.launched(job.id, count=2), ORG)
+    next_plan = await next_worker.claim()
+    assert next_plan.resume_from_uri == plan.output_prefix + "checkpoints/step-2/state/"
+    assert (await refusal(worker.step(3))).code == "stale_attempt"
+    messages = await scripted_trainer.messages(ORG, job.id)
+    expected_in_order = [
+        "Fine-tuning job paused",
+        "Fine-tuning job resumed",
+        "Checkpoint created at step 2",
+        "The paused worker has stopped; the job continues from the checkpoint at step 2.",
+        "Fine-tuning job started from the checkpoint at step 2",
+    ]
+    positions = [messages.index(message) for message in expected_in_order]
+    assert positions == sorted(positions), messages
+    # The pause was no failed attempt: the one retry is still there.
+    assert (await next_worker.failed("out_of_memory", retryable=True)).status == job_pb2.JOB_STATUS_QUEUED
+
+
+async def _stale(worker: PlayedWorker) -> bool | None:
+    """True once the trainer refuses the worker's reports as those of a superseded attempt."""
+    try:
+        await worker.heartbeat()
+    except grpc.aio.AioRpcError as error:
+        assert rpc_error(error).code == "stale_attempt", error
+        return True
+    return None
 
 
 async def test_pausing_a_job_not_yet_claimed_stops_its_worker(

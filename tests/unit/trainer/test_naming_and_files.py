@@ -6,7 +6,7 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.trainer.events import metrics_message
-from services.trainer.file_checks import file_problem
+from services.trainer.file_checks import file_problem, missing_file
 from services.trainer.registry import checkpoint_model_name, fine_tuned_model_name
 from services.trainer.storage import job_output
 from tailor.dataset.v1 import dataset_service_pb2 as dataset_pb2
@@ -78,3 +78,10 @@ def test_worker_outputs_must_stay_inside_the_jobs_prefix() -> None:
     ):
         with pytest.raises(InvalidArgument):
             job_output(outside, prefix, "adapter_uri")
+
+
+def test_a_missing_files_id_is_quoted_cut_so_the_status_stays_small() -> None:
+    # a 10 KB id quoted whole made the status details too large for gRPC: the gateway answered 500
+    problem = missing_file("training_file", "file-" + "x" * 10_000)
+    assert problem.code == "invalid_training_file"
+    assert problem.message.startswith("The training file file-xxx") and len(problem.message) < 200
