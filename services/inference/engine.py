@@ -57,6 +57,21 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log probability and the most likely tokens at its position.
+
+    Both engines give the model's raw log probabilities (log-softmax of its logits in
+    float32), before logit_bias, penalties, temperature and top_p: vLLM's default
+    ``logprobs_mode`` ``raw_logprobs``, which is also what a plain transformers forward pass gives.
+    """
+
+    token_id: int
+    logprob: float
+    # (token id, log probability) of the most likely tokens, most likely first.
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class ChoiceDelta:
     """What one choice produced since its previous delta."""
 
@@ -68,6 +83,8 @@ class ChoiceDelta:
     finish_reason: FinishReason | None = None
     # Tool calls completed in this delta; engines never set them, the service's parser does.
     tool_calls: tuple[ToolCall, ...] = ()
+    # One per token of this delta when the request asked for log probabilities, else empty.
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,8 @@ class Engine(abc.ABC):
     max_model_len: int
     # Adapters the engine can hold at once; the adapter cache evicts to stay within it.
     adapter_capacity: int
+    # The model's vocabulary size (the width of its logits): token ids run from 0 to this - 1.
+    vocab_size: int
 
     @abc.abstractmethod
     async def add_adapter(self, name: str, directory: Path) -> None:

@@ -37,11 +37,18 @@ import structlog
 import torch
 
 from services.common.errors import FailedPrecondition, Unavailable
-from services.inference.engine import ChoiceDelta, Engine, EngineLoad, FinishReason, GenerationRequest
+from services.inference.engine import (
+    ChoiceDelta,
+    Engine,
+    EngineLoad,
+    FinishReason,
+    GenerationRequest,
+    TokenLogprob,
+)
 from services.inference.kv_batch import PaddedKVBatch, new_cache
 from services.inference.lora_slots import LoraSlots
 from services.inference.text_stream import SkippedTokens, TextStream
-from services.inference.token_sampling import RowSampler, sample_next_tokens
+from services.inference.token_sampling import RowSampler, sample_next_tokens, token_logprobs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -144,6 +151,7 @@ class HFEngine(Engine):
         new_cache(model.config)  # refuses models the padded cache layout cannot hold
         self.max_model_len = max_model_len
         self.adapter_capacity = max_loras
+        self.vocab_size = model.config.get_text_config(decoder=True).vocab_size
         self._model = model
         self._lora = LoraSlots(model, slots=max_loras, max_rank=max_lora_rank)
         self._tokenizer = tokenizer
@@ -404,13 +412,21 @@ class HFEngine(Engine):
                     _Row(
                         owner=request,
                         index=index,
-                        sampler=RowSampler.create(sampling.temperature, sampling.top_p, seed, self._device),
+                        sampler=RowSampler.create(
+                            sampling.temperature,
+                            sampling.top_p,
+                            seed,
+                            self._device,
+                            frequency_penalty=sampling.frequency_penalty,
+                            presence_penalty=sampling.presence_penalty,
+                            logit_bias=sampling.logit_bias,
+                            top_logprobs=sampling.top_logprobs,
+                        ),
                         text=TextStream(self._tokenizer, sampling.stop, skipped_ids=skipped_ids),
                         position=len(request.request.prompt_token_ids),
                     )
                 )
-        tokens = sample_next_tokens(logits[row_sources], [row.sampler for row in new_rows])
-        self._accept(new_rows, tokens)
+        self._choose_and_accept(new_rows, logits[row_sources])
         keep = [i for i, row in enumerate(new_rows) if not row.finished]
         group.select(keep)
         self._batch.extend(group)
@@ -426,7 +442,7 @@ class HFEngine(Engine):
         self._batch.stepped(step_mask)
         for row in self._rows:
             row.position += 1
-        self._accept(self._rows, sample_next_tokens(logits, [row.sampler for row in self._rows]))
+        self._choose_and_accept(self._rows, logits)
         keep = [i for i, row in enumerate(self._rows) if not row.finished]
         if len(keep) != len(self._rows):
             self._batch.select(keep)
@@ -452,10 +468,18 @@ class HFEngine(Engine):
             )
             return output.logits[:, -1, :]
 
-    def _accept(self, rows: Sequence[_Row], tokens: Sequence[int]) -> None:
+    def _choose_and_accept(self, rows: Sequence[_Row], logits: torch.Tensor) -> None:
+        """Sample each row's next token from its row of ``logits`` (with log probabilities if asked) and accept it."""
+        samplers = [row.sampler for row in rows]
+        tokens = sample_next_tokens(logits, samplers)
+        self._accept(rows, tokens, token_logprobs(logits, tokens, samplers))
+
+    def _accept(
+        self, rows: Sequence[_Row], tokens: Sequence[int], logprobs: Sequence[TokenLogprob | None]
+    ) -> None:
         """Record each row's new token, stream the text it completes, and finish rows that are done."""
         deltas: dict[int, tuple[_Request, list[ChoiceDelta]]] = {}
-        for row, token in zip(rows, tokens, strict=True):
+        for row, token, logprob in zip(rows, tokens, logprobs, strict=True):
             row.generated += 1
             request = row.owner.request
             finish: FinishReason | None = None
@@ -470,7 +494,13 @@ class HFEngine(Engine):
             row.next_token = token
             row.finished = finish is not None
             deltas.setdefault(id(row.owner), (row.owner, []))[1].append(
-                ChoiceDelta(index=row.index, text=text, token_count=1, finish_reason=finish)
+                ChoiceDelta(
+                    index=row.index,
+                    text=text,
+                    token_count=1,
+                    finish_reason=finish,
+                    logprobs=() if logprob is None else (logprob,),
+                )
             )
             if finish is not None:
                 row.owner.unfinished_choices -= 1

@@ -28,7 +28,7 @@ from services.common.object_store import ObjectStore, open_object_store
 from services.inference.adapter_validation import BaseModelLayout
 from services.inference.adapters import AdapterCache, AdapterState
 from services.inference.config import InferenceSettings
-from services.inference.engine import Engine, detect_engine_kind
+from services.inference.engine import Engine, TokenLogprob, detect_engine_kind
 from services.inference.metrics import VLLMCompatibleCollector
 from services.inference.registry import RESOLVE_MODEL, RegistryResolver
 from services.inference.rendering import PromptRenderer
@@ -228,6 +228,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                                 pb.ToolCall(id=call.id, name=call.name, arguments=call.arguments)
                                 for call in d.tool_calls
                             ],
+                            logprobs=[self._token_logprob(logprob) for logprob in d.logprobs],
                         )
                         for d in chunk.deltas
                     ]
@@ -236,6 +237,14 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                     response.usage.prompt_tokens = chunk.usage.prompt_tokens
                     response.usage.completion_tokens = chunk.usage.completion_tokens
                 yield response
+
+    def _token_logprob(self, logprob: TokenLogprob) -> pb.TokenLogprob:
+        text = self.service.token_text
+        return pb.TokenLogprob(
+            token=text(logprob.token_id),
+            logprob=logprob.logprob,
+            top_logprobs=[pb.TopLogprob(token=text(token_id), logprob=value) for token_id, value in logprob.top],
+        )
 
     async def LoadAdapter(
         self, request: pb.LoadAdapterRequest, context: grpc.aio.ServicerContext
@@ -332,6 +341,10 @@ def _sampling(params: pb.SamplingParams) -> SamplingRequest:
         stop=tuple(params.stop),
         seed=given("seed"),
         n=given("n"),
+        frequency_penalty=given("frequency_penalty"),
+        presence_penalty=given("presence_penalty"),
+        logit_bias=dict(params.logit_bias),
+        top_logprobs=given("top_logprobs"),
     )
 
 

@@ -39,6 +39,10 @@ from services.inference.sampling import validate_sampling
 from services.inference.tool_calls import ToolCallStream, special_markers
 
 
+# How SentencePiece vocabularies write a word's leading space.
+SENTENCEPIECE_SPACE = "\u2581"
+
+
 @dataclass(frozen=True)
 class Conversation:
     """Chat messages (OpenAI's dict shape) and tool definitions as a JSON array string."""
@@ -57,6 +61,10 @@ class SamplingRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     n: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+    top_logprobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,11 @@ class InferenceService:
                     prompt_tokens=len(prompt_ids),
                     max_model_len=self.engine.max_model_len,
                     prompt_param=prompt_param,
+                    frequency_penalty=sampling.frequency_penalty,
+                    presence_penalty=sampling.presence_penalty,
+                    logit_bias=sampling.logit_bias,
+                    top_logprobs=sampling.top_logprobs,
+                    vocab_size=self.engine.vocab_size,
                 )
                 metrics.PROMPT_TOKENS.inc(len(prompt_ids))
                 tool_calls = self._tool_call_parser(conversation)
@@ -170,8 +183,10 @@ class InferenceService:
                             if tool_calls is not None:
                                 deltas = [tool_calls.parse(delta) for delta in deltas]
                             # Deltas whose text is held back (stop strings, partial characters, a
-                            # tool call still open) say nothing yet.
-                            visible = [d for d in deltas if d.text or d.finish_reason or d.tool_calls]
+                            # tool call still open) say nothing yet, unless they carry logprobs.
+                            visible = [
+                                d for d in deltas if d.text or d.finish_reason or d.tool_calls or d.logprobs
+                            ]
                             if visible:
                                 yield CompletionChunk(deltas=visible)
                 yield CompletionChunk(usage=TokenCounts(len(prompt_ids), completion_tokens))
@@ -199,6 +214,10 @@ class InferenceService:
     def list_adapters(self) -> list[AdapterReport]:
         """The organization's adapters in this replica, most recently used first."""
         return [self._report(status) for status in self.adapters.list(current_organization())]
+
+    def token_text(self, token_id: int) -> str:
+        """A generated token as its log probabilities name it (see :func:`token_text`)."""
+        return token_text(self.renderer.tokenizer, token_id)
 
     def _report(self, status: AdapterStatus) -> AdapterReport:
         running, waiting = self.tracker.counts(status.engine_id)
@@ -273,6 +292,20 @@ class _ToolCallParser:
             if stream.called:
                 finish_reason = "tool_calls"
         return dataclasses.replace(delta, text=content, tool_calls=calls, finish_reason=finish_reason)
+
+
+def token_text(tokenizer: Any, token_id: int) -> str:
+    """A token as log probabilities show it: the tokenizer decoding its id alone.
+
+    SentencePiece tokenizers drop a word's leading space when a token is decoded alone;
+    it is put back (as vLLM's ``convert_ids_list_to_tokens`` does), so that a choice's
+    tokens spell its text.
+    """
+    text = tokenizer.decode([token_id])
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    if isinstance(piece, str) and piece.startswith(SENTENCEPIECE_SPACE) and not text.startswith(" "):
+        text = " " + text
+    return text
 
 
 def _observe_latency(

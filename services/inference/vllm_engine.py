@@ -45,7 +45,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.common.errors import FailedPrecondition, TailorError, Unavailable
-from services.inference.engine import ChoiceDelta, Engine, EngineLoad, FinishReason, GenerationRequest
+from services.inference.engine import (
+    ChoiceDelta,
+    Engine,
+    EngineLoad,
+    FinishReason,
+    GenerationRequest,
+    TokenLogprob,
+)
 from services.inference.sampling import SamplingSettings
 from services.inference.text_stream import SkippedTokens, TextStream
 
@@ -125,6 +132,9 @@ def sampling_params_kwargs(
     Stop strings are cut from the output and never half-streamed, as OpenAI's are.
     ``keeps_special_tokens``: the request's text comes from a :class:`TextStream` that keeps
     some special tokens; vLLM's own text (where it matches stop strings) keeps them too.
+    Penalties, ``logit_bias`` and log probabilities are vLLM's own (the hf engine follows
+    them: :mod:`services.inference.token_sampling`); its log probabilities are the raw ones
+    (``logprobs_mode`` ``raw_logprobs``, its default).
     """
     return {
         "n": sampling.n,
@@ -136,7 +146,37 @@ def sampling_params_kwargs(
         "ignore_eos": ignore_eos,
         "skip_special_tokens": not keeps_special_tokens,
         "include_stop_str_in_output": False,
+        "frequency_penalty": sampling.frequency_penalty,
+        "presence_penalty": sampling.presence_penalty,
+        "logit_bias": dict(sampling.logit_bias) or None,
+        "logprobs": sampling.top_logprobs,
     }
+
+
+def logprobs_from_vllm(positions: Any, token_ids: Any, top: int) -> tuple[TokenLogprob, ...]:
+    """A ``CompletionOutput`` delta's log probabilities: per position, the sampled token's and the ``top`` best.
+
+    vLLM gives each position a dict of token id to ``Logprob``: the sampled token (with its
+    rank) and the top ``logprobs`` (ranks 1 to ``top``); the sampled token is one of those
+    when it ranks among them.
+    """
+    if not positions:
+        return ()
+    result = []
+    for position, token_id in zip(positions, token_ids, strict=True):
+        ranked = sorted(
+            (entry.rank, candidate, entry.logprob)
+            for candidate, entry in position.items()
+            if entry.rank is not None and entry.rank <= top
+        )
+        result.append(
+            TokenLogprob(
+                token_id=token_id,
+                logprob=position[token_id].logprob,
+                top=tuple((candidate, logprob) for _, candidate, logprob in ranked[:top]),
+            )
+        )
+    return tuple(result)
 
 
 @dataclasses.dataclass
@@ -252,6 +292,7 @@ class VLLMEngine(Engine):
         self._llm: AsyncLLM = AsyncLLM.from_engine_args(engine_args)
         self.max_model_len = self._llm.model_config.max_model_len
         self.adapter_capacity = resident
+        self.vocab_size = self._llm.model_config.get_vocab_size()
         # vLLM's batch slots, as its vllm:lora_requests_info reports them (max_lora).
         self.lora_slots = slots
         self._tokenizer = tokenizer if tokenizer is not None else self._llm.get_tokenizer()
@@ -328,12 +369,18 @@ class VLLMEngine(Engine):
                             if decoded is None:
                                 continue  # the choice ended at a stop string vLLM has not matched
                             text, finish_reason = decoded
+                        logprobs = (
+                            ()
+                            if sampling.top_logprobs is None
+                            else logprobs_from_vllm(choice.logprobs, choice.token_ids, sampling.top_logprobs)
+                        )
                         deltas.extend(
                             ChoiceDelta(
                                 index=choice.index * copies + copy,
                                 text=text,
                                 token_count=len(choice.token_ids),
                                 finish_reason=finish_reason,
+                                logprobs=logprobs,
                             )
                             for copy in range(copies)
                         )

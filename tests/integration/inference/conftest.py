@@ -25,7 +25,7 @@ import importlib.util
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -415,6 +415,8 @@ class Completion:
     finish_reasons: dict[int, int]
     usage: pb.Usage
     messages: int
+    # Each choice's token log probabilities, in order (when the request set top_logprobs).
+    logprobs: dict[int, list[pb.TokenLogprob]] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -429,17 +431,19 @@ async def complete(
     finish_reasons: dict[int, int] = {}
     usage = pb.Usage()
     messages = 0
+    logprobs: dict[int, list[pb.TokenLogprob]] = {}
     with as_organization(organization):
         async for response in stub.GenerateCompletion(request):
             messages += 1
             for delta in response.deltas:
                 texts[delta.index] = texts.get(delta.index, "") + delta.text
+                logprobs.setdefault(delta.index, []).extend(delta.logprobs)
                 if delta.finish_reason:
                     assert delta.index not in finish_reasons, "finish_reason sent twice"
                     finish_reasons[delta.index] = delta.finish_reason
             if response.HasField("usage"):
                 usage = response.usage
-    return Completion(texts, finish_reasons, usage, messages)
+    return Completion(texts, finish_reasons, usage, messages, logprobs)
 
 
 async def expect_error(awaitable: Any) -> grpc.aio.AioRpcError:

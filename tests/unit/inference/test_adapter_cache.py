@@ -27,6 +27,7 @@ class StandInEngine(Engine):
 
     kind = "hf"
     max_model_len = 128
+    vocab_size = 1024
 
     def __init__(self, capacity: int) -> None:
         self.adapter_capacity = capacity

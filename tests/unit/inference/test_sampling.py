@@ -20,6 +20,7 @@ def validate(**overrides: Any) -> SamplingSettings:
         "n": None,
         "prompt_tokens": 10,
         "max_model_len": 100,
+        "vocab_size": 50,
     }
     return validate_sampling(**{**values, **overrides})
 
@@ -36,6 +37,16 @@ def test_valid_values_are_kept() -> None:
     assert settings.greedy
 
 
+def test_penalties_bias_and_logprobs_are_kept() -> None:
+    settings = validate(
+        frequency_penalty=-2.0, presence_penalty=2.0, logit_bias={0: -100.0, 49: 100.0, 7: 0.0}, top_logprobs=20
+    )
+    assert (settings.frequency_penalty, settings.presence_penalty) == (-2.0, 2.0)
+    assert settings.logit_bias == {0: -100.0, 49: 100.0}, "a zero bias changes nothing and is dropped"
+    assert settings.top_logprobs == 20
+    assert validate().top_logprobs is None, "no logprobs unless asked for"
+
+
 @pytest.mark.parametrize(
     ("overrides", "param"),
     [
@@ -50,6 +61,14 @@ def test_valid_values_are_kept() -> None:
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"stop": ["ok", ""]}, "stop"),
         ({"seed": 2**63}, "seed"),
+        ({"frequency_penalty": 2.5}, "frequency_penalty"),
+        ({"presence_penalty": -2.01}, "presence_penalty"),
+        ({"presence_penalty": float("nan")}, "presence_penalty"),
+        ({"logit_bias": {50: 1.0}}, "logit_bias"),
+        ({"logit_bias": {-1: 1.0}}, "logit_bias"),
+        ({"logit_bias": {3: 100.5}}, "logit_bias"),
+        ({"top_logprobs": 21}, "top_logprobs"),
+        ({"top_logprobs": -1}, "top_logprobs"),
         ({"prompt_tokens": 100}, "messages"),
         ({"prompt_tokens": 100, "prompt_param": "prompt"}, "prompt"),
     ],
@@ -65,3 +84,4 @@ def test_a_prompt_that_fills_the_context_says_so() -> None:
         validate(max_tokens=95)
     assert "maximum context length is 100 tokens" in raised.value.message
     assert raised.value.code == "context_length_exceeded"
+

@@ -26,6 +26,7 @@ class ScriptedEngine(Engine):
 
     kind = "hf"
     max_model_len = 2048
+    vocab_size = 32768
     adapter_capacity = 1
 
     def __init__(self, replies: list[str], step: int = 5) -> None:

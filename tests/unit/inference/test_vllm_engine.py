@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from services.common.errors import TailorError, Unavailable
+from services.inference.engine import TokenLogprob
 from services.inference.sampling import SamplingSettings
 from services.inference.vllm_engine import (
     LoRAIds,
     cpu_backend_environment,
     finish_reason_from_vllm,
+    logprobs_from_vllm,
     lora_slots_for,
     sampling_params_kwargs,
 )
+
+
+@dataclasses.dataclass
+class Logprob:
+    """vLLM's ``vllm.logprobs.Logprob`` (the fields read), without importing vLLM."""
+
+    logprob: float
+    rank: int | None = None
 
 
 def test_lora_ids_are_stable_per_name_and_never_shared() -> None:
@@ -23,7 +35,18 @@ def test_lora_ids_are_stable_per_name_and_never_shared() -> None:
 
 
 def test_sampling_settings_become_vllm_sampling_params() -> None:
-    settings = SamplingSettings(max_tokens=50, temperature=0.0, top_p=0.9, stop=("\n\n",), seed=7, n=3)
+    settings = SamplingSettings(
+        max_tokens=50,
+        temperature=0.0,
+        top_p=0.9,
+        stop=("\n\n",),
+        seed=7,
+        n=3,
+        frequency_penalty=0.5,
+        presence_penalty=-1.0,
+        logit_bias={11: 100.0},
+        top_logprobs=2,
+    )
     assert sampling_params_kwargs(settings) == {
         "n": 3,
         "temperature": 0.0,
@@ -34,8 +57,24 @@ def test_sampling_settings_become_vllm_sampling_params() -> None:
         "ignore_eos": False,
         "skip_special_tokens": True,
         "include_stop_str_in_output": False,
+        "frequency_penalty": 0.5,
+        "presence_penalty": -1.0,
+        "logit_bias": {11: 100.0},
+        "logprobs": 2,
     }
-    assert sampling_params_kwargs(SamplingSettings(max_tokens=1), ignore_eos=True)["stop"] is None
+    plain = sampling_params_kwargs(SamplingSettings(max_tokens=1), ignore_eos=True)
+    assert (plain["stop"], plain["logit_bias"], plain["logprobs"]) == (None, None, None)
+
+
+def test_vllm_logprobs_become_the_chosen_token_and_its_best_alternatives() -> None:
+    # vLLM's per-position dict: the sampled token with its rank, then ranks 1..top.
+    outside_top = {7: Logprob(-3.0, rank=5), 1: Logprob(-0.5, rank=1), 2: Logprob(-1.0, rank=2)}
+    inside_top = {2: Logprob(-1.0, rank=2), 1: Logprob(-0.5, rank=1)}
+    assert logprobs_from_vllm([outside_top, inside_top], [7, 2], top=2) == (
+        TokenLogprob(7, -3.0, ((1, -0.5), (2, -1.0))),
+        TokenLogprob(2, -1.0, ((1, -0.5), (2, -1.0))),
+    )
+    assert logprobs_from_vllm([{7: Logprob(-3.0, rank=5)}], [7], top=0) == (TokenLogprob(7, -3.0, ()),)
 
 
 @pytest.mark.parametrize(
