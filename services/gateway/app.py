@@ -2,8 +2,9 @@
 
 Layout, as vLLM's OpenAI layer: per resource a ``router`` (routes), a ``protocol``
 (pydantic models of OpenAI's shapes) and a ``serving`` module (the logic calling gRPC).
-Around them: :mod:`.auth` (API keys, organizations, rate limit), :mod:`.errors` (the one
-mapping of failures to OpenAI's envelope), :mod:`.middleware` (request id, access log,
+Around them: :mod:`.auth` (API keys, organizations, rate limit) checked by
+:mod:`.request_guard` before a body is read (with the JSON body limit), :mod:`.errors` (the
+one mapping of failures to OpenAI's envelope), :mod:`.middleware` (request id, access log,
 metrics), :mod:`.sse` (streaming) and :mod:`.upstream` (the gRPC clients). Health,
 readiness and Prometheus metrics are served beside the API.
 """
@@ -34,7 +35,10 @@ from services.gateway.middleware import RequestContextMiddleware
 from services.gateway.models.router import router as models_router
 from services.gateway.models.serving import OpenAIServingModels
 from services.gateway.protocol import ErrorResponse
+from services.gateway.request_guard import RequestGuard
+from services.gateway.ui import install_dashboard
 from services.gateway.upstream import Upstreams
+from services.gateway.webhooks.router import router as webhooks_router
 
 VERSION = "0.1.0"
 # Documented on every API route: what each failure looks like (the body is always the envelope).
@@ -44,6 +48,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "The request is invalid; `param` names the field.",
         401: "Missing or wrong API key.",
         404: "No such object in the caller's organization.",
+        413: "The request body is over the gateway's limit (`TAILOR_GATEWAY_MAX_JSON_BODY_BYTES`).",
         429: "Over the API key's rate limit; see `Retry-After`.",
         503: "An internal service is unavailable; retry.",
     }.items()
@@ -68,20 +73,63 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     app = FastAPI(title="Tailor", version=VERSION, lifespan=lifespan)
     app.state.settings = settings
-    app.state.api_keys = ApiKeys(settings.api_key_organizations(), settings.gateway_api_keys_file)
-    app.state.rate_limiter = RateLimiter(settings.gateway_rate_limit_per_minute)
     install_error_handlers(app)
+    # The last added is the outermost: every answer of the guard has a request id and an access line.
+    app.add_middleware(
+        RequestGuard,
+        keys=ApiKeys(settings.api_key_organizations(), settings.gateway_api_keys_file),
+        limiter=RateLimiter(settings.gateway_rate_limit_per_minute),
+        max_json_body_bytes=settings.gateway_max_json_body_bytes,
+        # the multipart upload streams its body itself, under gateway_max_upload_bytes
+        own_body_limit={("POST", files_router.prefix)},
+    )
     app.add_middleware(RequestContextMiddleware)
-    for router in (files_router, fine_tuning_router, models_router, chat_router, completions_router):
+    for router in (
+        files_router, fine_tuning_router, models_router, chat_router, completions_router, webhooks_router
+    ):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(health.router)
     app.mount("/metrics", make_asgi_app())
+    install_dashboard(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
+# OpenAPI links: which value of an operation's 200 answer names the object another operation
+# takes, so that a client (and schemathesis's stateful phase) can walk from an upload, a job or
+# a model to every operation on it. Each row: source, the value in its answer, where that value
+# goes (a path parameter, or ``body.<field>`` of a JSON body), and the target operations.
+_ON_A_FILE = ("GET /v1/files/{file_id}", "GET /v1/files/{file_id}/content", "DELETE /v1/files/{file_id}")
+_ON_A_JOB = (
+    "GET /v1/fine_tuning/jobs/{job_id}",
+    "GET /v1/fine_tuning/jobs/{job_id}/events",
+    "GET /v1/fine_tuning/jobs/{job_id}/checkpoints",
+    "POST /v1/fine_tuning/jobs/{job_id}/pause",
+    "POST /v1/fine_tuning/jobs/{job_id}/resume",
+    "POST /v1/fine_tuning/jobs/{job_id}/cancel",
+)
+_ON_A_MODEL = ("GET /v1/models/{model}", "DELETE /v1/models/{model}")
+_ON_A_WEBHOOK_ENDPOINT = tuple(
+    f"{method} /v1/webhook_endpoints/{{webhook_endpoint_id}}{tail}"
+    for method, tail in (
+        ("GET", ""), ("POST", ""), ("DELETE", ""), ("POST", "/rotate_secret"), ("GET", "/deliveries")
+    )
+)
+LINKS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("POST /v1/files", "$response.body#/id", "file_id", _ON_A_FILE),
+    ("POST /v1/files", "$response.body#/id", "body.training_file", ("POST /v1/fine_tuning/jobs",)),
+    ("GET /v1/files", "$response.body#/data/0/id", "file_id", _ON_A_FILE),
+    ("POST /v1/fine_tuning/jobs", "$response.body#/id", "job_id", _ON_A_JOB),
+    ("GET /v1/fine_tuning/jobs", "$response.body#/data/0/id", "job_id", _ON_A_JOB),
+    ("GET /v1/models", "$response.body#/data/0/id", "model", _ON_A_MODEL),
+    ("POST /v1/webhook_endpoints", "$response.body#/id", "webhook_endpoint_id", _ON_A_WEBHOOK_ENDPOINT),
+    ("GET /v1/webhook_endpoints", "$response.body#/data/0/id", "webhook_endpoint_id", _ON_A_WEBHOOK_ENDPOINT),
+)
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document without its default 422 answers, which this API never gives (it answers 400)."""
+    """FastAPI's document, with :data:`LINKS` on the 200 answers and without FastAPI's default 422
+    answers, which this API never gives (it answers 400)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
         for path_item in schema["paths"].values():
@@ -89,5 +137,20 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 operation.get("responses", {}).pop("422", None)
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
+        for source, value, into, targets in LINKS:
+            links = _operation(schema, source)["responses"]["200"].setdefault("links", {})
+            for target in targets:
+                operation_id = _operation(schema, target)["operationId"]
+                if into.startswith("body."):
+                    link = {"requestBody": {into.removeprefix("body."): value}}
+                else:
+                    link = {"parameters": {into: value}}
+                links[operation_id] = {"operationId": operation_id, **link}
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _operation(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """The operation ``"METHOD /path"`` of an OpenAPI document."""
+    method, path = name.split(" ", 1)
+    return schema["paths"][path][method.lower()]

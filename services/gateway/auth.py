@@ -20,7 +20,14 @@ line on stdout.
 
 The rate limit is a token bucket per key: ``gateway_rate_limit_per_minute`` tokens of
 burst, refilled continuously at that rate. An empty bucket is 429 ``rate_limit_exceeded``
-with ``Retry-After``, which the SDK honours before retrying.
+with ``Retry-After``, which the SDK honours before retrying. Every authenticated answer
+carries the bucket as OpenAI's ``x-ratelimit-{limit,remaining,reset}-requests`` headers.
+
+Both checks run in :mod:`.request_guard`, an ASGI layer in front of the app, so that a
+request with a wrong key, or over its rate, is answered before a byte of its body is read
+(FastAPI reads and parses a body before it runs a route's dependencies). The route
+dependency :func:`authenticate` only takes the :class:`Caller` that layer left in the
+request's state, and declares the Bearer scheme in /openapi.json.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from typing import Annotated
 import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from services.common.errors import InvalidArgument
 from services.common.tenancy import call_context, validate_organization_id
@@ -115,6 +123,42 @@ class ApiKeys:
         return (found, presented) if found is not None else None
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as OpenAI writes ``x-ratelimit-reset-*``, Go's style to the ms: ``120ms``, ``6m0s``."""
+    milliseconds = round(seconds * 1000)
+    if milliseconds == 0:
+        return "0s"
+    if milliseconds < 1000:
+        return f"{milliseconds}ms"
+    hours, rest = divmod(milliseconds, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, fraction = divmod(rest, 1000)
+    text = f"{whole}.{fraction:03d}".rstrip("0").rstrip(".") + "s"
+    if hours or minutes:
+        text = f"{minutes}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return text
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A key's bucket right after a request took (or failed to take) its token."""
+
+    limit: int
+    remaining: int
+    reset_s: float  # until the bucket is full again
+    retry_after_s: float  # 0 when the request was granted, else the wait for one token
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """OpenAI's ``x-ratelimit-*-requests`` headers, as ASGI header pairs."""
+        return [
+            (b"x-ratelimit-limit-requests", str(self.limit).encode()),
+            (b"x-ratelimit-remaining-requests", str(self.remaining).encode()),
+            (b"x-ratelimit-reset-requests", format_duration(self.reset_s).encode()),
+        ]
+
+
 class RateLimiter:
     """A token bucket per key digest: ``per_minute`` burst, refilled at ``per_minute`` per minute."""
 
@@ -124,51 +168,62 @@ class RateLimiter:
         # digest -> (tokens, time of last update); one entry per configured key at most
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def acquire(self, digest: str) -> float:
-        """Takes one token; returns 0 when granted, else the seconds until one is available."""
+    def acquire(self, digest: str) -> Quota | None:
+        """Takes one token and says what is left; None when the limit is disabled (0)."""
         if self.per_minute == 0:
-            return 0.0
+            return None
+        capacity = float(self.per_minute)
         now = self._clock()
-        rate = self.per_minute / 60.0
-        tokens, last = self._buckets.get(digest, (float(self.per_minute), now))
-        tokens = min(float(self.per_minute), tokens + (now - last) * rate)
+        rate = capacity / 60.0
+        tokens, last = self._buckets.get(digest, (capacity, now))
+        tokens = min(capacity, tokens + (now - last) * rate)
+        retry_after_s = 0.0
         if tokens >= 1.0:
-            self._buckets[digest] = (tokens - 1.0, now)
-            return 0.0
+            tokens -= 1.0
+        else:
+            retry_after_s = (1.0 - tokens) / rate
         self._buckets[digest] = (tokens, now)
-        return (1.0 - tokens) / rate
+        return Quota(self.per_minute, math.floor(tokens), (capacity - tokens) / rate, retry_after_s)
 
 
-# Declares the scheme in /openapi.json; auto_error=False so that a missing key is our 401, not a 403.
+def identify(keys: ApiKeys, authorization: str | None) -> tuple[str, str]:
+    """(organization, key digest) of an ``Authorization: Bearer`` header; 401 without a valid key."""
+    scheme, key = get_authorization_scheme_param(authorization)
+    if not key or scheme.lower() != "bearer":
+        raise OpenAIError(401, _NO_KEY_MESSAGE, code="invalid_api_key", headers=_CHALLENGE)
+    match = keys.organization_of(key)
+    if match is None:
+        raise OpenAIError(401, "Incorrect API key provided.", code="invalid_api_key", headers=_CHALLENGE)
+    return match
+
+
+def rate_limited(quota: Quota) -> OpenAIError:
+    """429 for a request over its key's rate, with the wait the SDK honours before retrying."""
+    retry_after = max(1, math.ceil(quota.retry_after_s))
+    return OpenAIError(
+        429,
+        f"Rate limit reached for requests: {quota.limit} per minute per API key. "
+        f"Please try again in {retry_after}s.",
+        type="requests",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# Declares the scheme in /openapi.json; auto_error=False: the key was checked before (see above).
 _bearer = HTTPBearer(auto_error=False, description="An API key mapped to an organization.")
 
 
 async def authenticate(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Caller:
-    """FastAPI dependency of every /v1 route: 401 without a valid key, 429 over the key's rate."""
-    keys: ApiKeys = request.app.state.api_keys
-    limiter: RateLimiter = request.app.state.rate_limiter
-    key = credentials.credentials if credentials is not None else None
-    match = keys.organization_of(key) if key is not None else None
-    if match is None:
-        message = _NO_KEY_MESSAGE if key is None else "Incorrect API key provided."
-        raise OpenAIError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-    organization, digest = match
-    request.state.organization = organization  # for the access log line
-    structlog.contextvars.bind_contextvars(organization=organization)
-    wait_s = limiter.acquire(digest)
-    if wait_s > 0:
-        retry_after = max(1, math.ceil(wait_s))
-        raise OpenAIError(
-            429,
-            f"Rate limit reached for requests: {limiter.per_minute} per minute per API key. "
-            f"Please try again in {retry_after}s.",
-            type="requests",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": str(retry_after)},
-        )
-    return Caller(organization=organization, request_id=request.state.request_id)
+    """FastAPI dependency of every /v1 route: the caller :mod:`.request_guard` authenticated."""
+    caller = getattr(request.state, "caller", None)
+    if not isinstance(caller, Caller):
+        # a route outside the guarded prefix asked for a caller: refuse rather than serve anonymously
+        raise RuntimeError(f"{request.url.path} is not behind the request guard")
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]

@@ -6,12 +6,16 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.common.settings import CommonSettings, MiB
 from services.common.tenancy import validate_organization_id
 
 _KEY = re.compile(r"^[A-Za-z0-9_\-.]{8,256}$")
+# The most a JSON body grows on its way into one gRPC message: chat `tools` are re-serialized
+# by json.dumps with its ASCII escapes, where one 4-byte UTF-8 character becomes a 12-byte
+# surrogate pair. A body under the JSON limit therefore always fits the gRPC message limit.
+WORST_JSON_TO_GRPC_GROWTH = 3
 
 
 def parse_api_keys(spec: str) -> dict[str, str]:
@@ -58,6 +62,15 @@ class GatewaySettings(CommonSettings):
         ge=0,
         description="Requests per minute per API key (a token bucket with a burst of the same size); 0 disables.",
     )
+    gateway_max_json_body_bytes: int = Field(
+        2 * MiB,
+        ge=64 * 1024,
+        description=(
+            "Largest JSON request body of any /v1 route but the file upload, counted while it is read "
+            "(413 beyond). At most a third of TAILOR_GRPC_MAX_MESSAGE_BYTES, so that every accepted "
+            "body fits one internal message; 2 MiB is far more text than any served context window."
+        ),
+    )
     gateway_max_upload_bytes: int = Field(
         512 * MiB, ge=1, description="Largest file `POST /v1/files` accepts (OpenAI's limit is 512 MB)."
     )
@@ -91,12 +104,22 @@ class GatewaySettings(CommonSettings):
             "before its channel is closed under them; the inference pods' termination grace period."
         ),
     )
+    gateway_model_cache_ttl_s: float = Field(
+        2.0,
+        ge=0,
+        description=(
+            "How long chat and text completions reuse the registry's answer for a model name; the "
+            "longest another gateway replica's delete of a model can go unnoticed here (this "
+            "replica's own deletes take effect at once). 0 asks the registry on every request."
+        ),
+    )
     gateway_idempotency_window_s: int = Field(
         600,
         ge=0,
         description=(
             "A job creation repeated with the same body within this window (and no Idempotency-Key "
-            "header) returns the first job, so the SDK's retries never start a second; 0 disables."
+            "header) returns the first job while it has not ended, so the SDK's retries never start a "
+            "second; 0 disables."
         ),
     )
 
@@ -105,6 +128,16 @@ class GatewaySettings(CommonSettings):
     def _keys_parse(cls, value: SecretStr) -> SecretStr:
         parse_api_keys(value.get_secret_value())
         return value
+
+    @model_validator(mode="after")
+    def _json_bodies_fit_grpc_messages(self) -> GatewaySettings:
+        if self.gateway_max_json_body_bytes * WORST_JSON_TO_GRPC_GROWTH > self.grpc_max_message_bytes:
+            raise ValueError(
+                f"TAILOR_GATEWAY_MAX_JSON_BODY_BYTES ({self.gateway_max_json_body_bytes}) must be at most "
+                f"a third of TAILOR_GRPC_MAX_MESSAGE_BYTES ({self.grpc_max_message_bytes}): an accepted "
+                "body must fit one internal message"
+            )
+        return self
 
     def api_key_organizations(self) -> dict[str, str]:
         """{API key: organization id}."""

@@ -6,9 +6,10 @@ until it finishes, list its checkpoints, then chat with the fine-tuned model, st
 
     python -m services.gateway.demo [--base-url URL] [--api-key KEY] [--epochs N]
 
-The endpoint and key come from the options, else ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``
-(the SDK's own variables), else the local stack: the gateway's configured address and the
-key ``make up`` generated into the data directory.
+The endpoint and key are chosen as the ``tailor`` command chooses them
+(:mod:`services.cli.endpoint`: the options, else ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``,
+else the local stack as ``make up`` runs it). A key that cannot be found, or that the
+gateway refuses, ends the demo with a message saying which variable to set.
 
 tailor-tiny is a tiny model with random weights, so what it says after a few seconds of
 training is more noise than pirate; the demo shows the mechanics, which are the same for a
@@ -18,15 +19,13 @@ real base model.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import openai
 
-from services.common.settings import load_settings
-from services.gateway.config import GatewaySettings
+from services.cli.endpoint import choose_endpoint, no_key_message
 
 DATASET = Path(__file__).with_name("demo_train.jsonl")
 BASE_MODEL = "tailor-tiny"
@@ -38,23 +37,27 @@ def step(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
-def local_defaults() -> tuple[str, str | None]:
-    """The local stack's base URL and the key ``make up`` wrote (None when there is none)."""
-    settings = load_settings(GatewaySettings)
-    key_file = settings.data_dir / "local_api_key"
-    key = key_file.read_text().split(",")[0].partition("=")[0].strip() if key_file.exists() else None
-    return settings.base_url, key
-
-
 def client_from(args: argparse.Namespace) -> openai.OpenAI:
-    local_url, local_key = local_defaults()
-    # OPENAI_* are the SDK's own variables: the demo honours them as any SDK script would
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or local_url
-    api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or local_key
-    if not api_key:
-        sys.exit("no API key: start the platform with `make up` first, or set OPENAI_API_KEY")
-    print(f"Tailor at {base_url}")
-    return openai.OpenAI(base_url=base_url, api_key=api_key)
+    """The SDK's client for the chosen gateway, after one call that shows the key is accepted."""
+    endpoint = choose_endpoint(args.base_url, args.api_key)
+    if not endpoint.api_key:
+        sys.exit(no_key_message(endpoint))
+    base_url, api_key, source = endpoint.base_url, endpoint.api_key, endpoint.key_source
+    print(f"Tailor at {base_url} (API key from {source})")
+    client = openai.OpenAI(base_url=base_url, api_key=api_key)
+    try:
+        client.models.list()
+    except openai.AuthenticationError:
+        sys.exit(
+            f"the gateway at {base_url} refused the API key from {source}. Set the key it was "
+            "started with: export OPENAI_API_KEY=<key> (with TAILOR_API_KEYS=key=org,...: its first key)"
+        )
+    except openai.APIConnectionError:
+        sys.exit(
+            f"no Tailor gateway answers at {base_url}: start the platform with `make up`, "
+            "or set OPENAI_BASE_URL to the gateway's /v1 URL"
+        )
+    return client
 
 
 def follow(client: openai.OpenAI, job_id: str, poll_s: float) -> openai.types.fine_tuning.FineTuningJob:

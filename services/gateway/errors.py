@@ -14,6 +14,7 @@ Where failures come from, and what they become:
 * A failed internal gRPC call (:class:`grpc.aio.AioRpcError`): its status through
   :data:`HTTP_STATUS_OF_GRPC`, with the ``code`` and ``param`` the service attached; a
   domain error raised in the gateway process itself (``TailorError``) the same way.
+  A dependency that is down (UNAVAILABLE, a call cut off) is 503 with ``Retry-After``.
 * FastAPI's request validation: 400 ``invalid_request_error`` naming the field.
 * Starlette's HTTP exceptions (unknown route, wrong method): the envelope with their status.
 * Anything else: 500 ``server_error`` with a generic message, the traceback logged
@@ -36,8 +37,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from services.common.errors import TailorError, Unavailable
+from services.common.errors import TailorError, Unavailable, shown
 from services.common.grpc_client import rpc_error
 
 log = structlog.get_logger("tailor.gateway.errors")
@@ -65,6 +67,12 @@ HTTP_STATUS_OF_GRPC: Mapping[grpc.StatusCode, int] = {
     grpc.StatusCode.CANCELLED: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+
+# How long a caller is told to wait before retrying a 503 (a dependency down or restarting:
+# `make up` restarts a crashed service within seconds). The SDK honours Retry-After up to
+# 60 s. A 504 carries none: its deadline was already spent waiting, and the SDK's own
+# backoff fits a dependency that is slow better than a fixed pause would.
+RETRY_AFTER_S = 2
 
 # What the caller is told for a 5xx: upstream details (addresses, internals) stay in the log.
 _SERVER_MESSAGES: Mapping[int, str] = {
@@ -142,7 +150,11 @@ def from_status(status: grpc.StatusCode, message: str, code: str | None, param: 
     http_status = HTTP_STATUS_OF_GRPC.get(status, 500)
     if http_status >= 500:
         log.warning("upstream failure", grpc_status=status.name, details=message, http_status=http_status)
-        headers = {"x-should-retry": "false"} if http_status == 501 else None
+        headers = None
+        if http_status == 501:
+            headers = {"x-should-retry": "false"}
+        elif http_status == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
         return OpenAIError(
             http_status, _SERVER_MESSAGES[http_status], type=SERVER_ERROR, code=code, headers=headers
         )
@@ -162,13 +174,16 @@ def internal_error() -> OpenAIError:
 
 
 def _param_of(location: Sequence[Any]) -> str | None:
-    """``("body", "messages", 0, "role")`` -> ``messages[0].role``; ``("query", "limit")`` -> ``limit``."""
+    """``("body", "messages", 0, "role")`` -> ``messages[0].role``; ``("query", "limit")`` -> ``limit``.
+
+    A name the client made up (an unknown field, a ``metadata`` key) is cut as errors quote values.
+    """
     param = ""
     for part in location[1:]:
         if isinstance(part, int):
             param += f"[{part}]"
         else:
-            param += f".{part}" if param else str(part)
+            param += f".{shown(str(part))}" if param else shown(str(part))
     return param or None
 
 
@@ -196,6 +211,21 @@ def from_validation_error(error: RequestValidationError) -> OpenAIError:
     )
 
 
+_HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at the request's path, for a 405's ``Allow``."""
+    return [
+        method
+        for method in _HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.routes
+        )
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Makes every failure path of ``app`` answer with the envelope."""
 
@@ -220,14 +250,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
+        headers = dict(error.headers or {})
         if error.status_code == 404:
-            message = f"Invalid URL ({request.method} {request.url.path})"
+            message = f"Invalid URL ({request.method} {shown(request.url.path)})"
         elif error.status_code == 405:
-            message = f"Method not allowed ({request.method} {request.url.path})"
+            message = f"Method not allowed ({request.method} {shown(request.url.path)})"
+            # Starlette names the methods of the first route it matched; a path's are spread over several
+            headers["Allow"] = ", ".join(allowed_methods(request))
         else:
             message = str(error.detail)
         kind = SERVER_ERROR if error.status_code >= 500 else INVALID_REQUEST
-        return OpenAIError(error.status_code, message, type=kind, headers=error.headers).response()
+        return OpenAIError(error.status_code, message, type=kind, headers=headers).response()
 
     app.add_exception_handler(OpenAIError, openai_error)
     app.add_exception_handler(grpc.aio.AioRpcError, upstream_error)

@@ -46,10 +46,14 @@ FINISH_REASONS = {
 
 @dataclass(frozen=True)
 class TextDelta:
-    """New text of one choice."""
+    """New text of one choice, and the log probabilities of its new tokens when they were asked for.
+
+    Text can lag behind tokens (see ``ChoiceDelta.logprobs``), so either may come without the other.
+    """
 
     index: int
     text: str
+    logprobs: tuple[pb.TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,8 @@ class Generation:
                             "inference sent a delta for a finished or unknown choice", index=delta.index
                         )
                         continue
-                    if delta.text:
-                        yield TextDelta(delta.index, delta.text)
+                    if delta.text or delta.logprobs:
+                        yield TextDelta(delta.index, delta.text, tuple(delta.logprobs))
                     for call in delta.tool_calls:
                         position = self._calls.get(delta.index, 0)
                         self._calls[delta.index] = position + 1
@@ -180,17 +184,21 @@ class Collected:
     finish_reasons: list[str]
     usage: TokenCounts
     tool_calls: list[list[ToolCallMade]] = field(default_factory=list)
+    # Each choice's token log probabilities, when the request asked for them.
+    logprobs: list[list[pb.TokenLogprob]] = field(default_factory=list)
 
 
 async def collect(generation: Generation) -> Collected:
     """Reads a generation to its end (the non-streamed answer)."""
     parts: list[list[str]] = [[] for _ in range(generation.choices)]
     calls: list[list[ToolCallMade]] = [[] for _ in range(generation.choices)]
+    logprobs: list[list[pb.TokenLogprob]] = [[] for _ in range(generation.choices)]
     finish_reasons = ["stop"] * generation.choices
     usage = TokenCounts(0, 0)
     async for event in generation.events():
         if isinstance(event, TextDelta):
             parts[event.index].append(event.text)
+            logprobs[event.index].extend(event.logprobs)
         elif isinstance(event, ToolCallMade):
             calls[event.index].append(event)
         elif isinstance(event, ChoiceFinished):
@@ -198,7 +206,11 @@ async def collect(generation: Generation) -> Collected:
         else:
             usage = event
     return Collected(
-        texts=["".join(p) for p in parts], finish_reasons=finish_reasons, usage=usage, tool_calls=calls
+        texts=["".join(p) for p in parts],
+        finish_reasons=finish_reasons,
+        usage=usage,
+        tool_calls=calls,
+        logprobs=logprobs,
     )
 
 

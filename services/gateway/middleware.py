@@ -11,10 +11,14 @@ For each request it
 2. turns an exception no handler caught into a 500 envelope (see :mod:`.errors`);
 3. writes one structlog access line when the response ends, with method, path, route,
    status, duration and organization (never the API key), and records Prometheus metrics.
+   Its level (:func:`access_log_level`) keeps routine reads out of a terminal at the
+   default level: a successful GET (a dashboard or ``make demo`` polling a job) and the
+   probes are debug, a request that changes something or is refused is info, a 5xx warning.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -31,6 +35,7 @@ REQUEST_ID_HEADER = "x-request-id"
 _ACCEPTED_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Probes and scrapes arrive every few seconds; their access lines go to debug.
 _QUIET_PATHS = ("/healthz", "/readyz", "/metrics")
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 HTTP_REQUESTS = Counter(
     "tailor_gateway_http_requests_total",
@@ -54,6 +59,15 @@ def request_id_from(scope: Scope) -> str:
                 return candidate
             break
     return f"req_{uuid.uuid4().hex}"
+
+
+def access_log_level(method: str, path: str, status: int | None) -> int:
+    """The level of a request's access line (see the module docstring)."""
+    if path.startswith(_QUIET_PATHS):
+        return logging.DEBUG
+    if status is not None and status >= 500:
+        return logging.WARNING
+    return logging.DEBUG if method in _READS and status is not None and status < 400 else logging.INFO
 
 
 class RequestContextMiddleware:
@@ -103,13 +117,13 @@ class RequestContextMiddleware:
         status_label = str(status) if status is not None else "disconnected"
         HTTP_REQUESTS.labels(method, template, status_label).inc()
         HTTP_DURATION.labels(method, template).observe(duration_s)
-        emit = log.debug if scope["path"].startswith(_QUIET_PATHS) else log.info
-        emit(
+        log.log(
+            access_log_level(method, scope["path"], status),
             "request",
             method=method,
             path=scope["path"],
             route=template,
             status=status_label,
             duration_ms=round(duration_s * 1000, 2),
-            organization=scope.get("state", {}).get("organization"),
+            organization=getattr(scope.get("state", {}).get("caller"), "organization", None),
         )

@@ -26,12 +26,14 @@ class CursorPage(BaseModel, Generic[ItemT]):
 
     The SDK's auto-pagination asks again with ``after=<last id>`` while ``has_more`` is
     true, so ``has_more`` is always a boolean and ``after`` is honoured by every listing.
+    ``first_id`` and ``last_id`` are strings in OpenAI's schemas (required ones for files),
+    so an empty page has ``""`` for both, never null.
     """
 
     object: Literal["list"] = "list"
     data: list[ItemT]
-    first_id: str | None
-    last_id: str | None
+    first_id: str
+    last_id: str
     has_more: bool
 
     @classmethod
@@ -39,8 +41,8 @@ class CursorPage(BaseModel, Generic[ItemT]):
         """The page holding ``items``, in the order given."""
         return cls(
             data=items,
-            first_id=items[0].id if items else None,  # type: ignore[attr-defined]
-            last_id=items[-1].id if items else None,  # type: ignore[attr-defined]
+            first_id=items[0].id if items else "",  # type: ignore[attr-defined]
+            last_id=items[-1].id if items else "",  # type: ignore[attr-defined]
             has_more=has_more,
         )
 

@@ -8,19 +8,21 @@ as ``openai.APIError``.
 
 Events are written as they come, but never one write per event when several are ready:
 a reader task turns the generation into encoded events while the response writes
-whatever has accumulated since its last write in one piece. A client or gateway that
-keeps up gets every token at once; one that falls behind gets fewer, larger writes
-instead of a growing queue of small ones (a socket write costs more than encoding a chunk).
+whatever has accumulated since its last write in one piece (after one turn of the event
+loop, so that messages that reached the gateway together leave it together). A client or
+gateway that keeps up gets every token at once; one that falls behind gets fewer, larger
+writes instead of a growing queue of small ones (a socket write costs more than encoding a
+chunk).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+import msgspec
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -35,8 +37,9 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 Choice = dict[str, Any]
 
 
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+# Compact UTF-8 JSON, several times faster than json.dumps for the small dicts of a chunk
+# (the gateway encodes one per token). Floats come out in their shortest exact form.
+_json = msgspec.json.Encoder().encode
 
 
 def event(payload: dict[str, Any]) -> bytes:
@@ -66,7 +69,7 @@ async def completion_events(
     envelope: dict[str, Any],
     include_usage: bool,
     opening: list[Choice],
-    text_choice: Callable[[int, str], Choice],
+    text_choice: Callable[[TextDelta], Choice],
     finish_choice: Callable[[int, str], Choice],
     tool_call_choice: Callable[[ToolCallMade], Choice] | None = None,
 ) -> AsyncIterator[bytes]:
@@ -89,7 +92,7 @@ async def completion_events(
         try:
             async for generated in generation.events():
                 if isinstance(generated, TextDelta):
-                    pending.append(encoder.encode([text_choice(generated.index, generated.text)]))
+                    pending.append(encoder.encode([text_choice(generated)]))
                 elif isinstance(generated, ToolCallMade):
                     if tool_call_choice is not None:
                         pending.append(encoder.encode([tool_call_choice(generated)]))
@@ -112,6 +115,8 @@ async def completion_events(
     try:
         while True:
             await ready.wait()
+            # one turn of the loop lets the reader take the messages that arrived together
+            await asyncio.sleep(0)
             ready.clear()
             if pending:
                 batch = b"".join(pending)

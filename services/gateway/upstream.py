@@ -21,6 +21,7 @@ import asyncio
 from services.common.grpc_client import idempotent, open_channel
 from services.gateway.config import GatewaySettings
 from services.gateway.health import upstream_status
+from services.gateway.models.resolved import ResolvedModels
 from services.gateway.routing import AdapterAffinityRouter
 from tailor.dataset.v1 import dataset_service_pb2, dataset_service_pb2_grpc
 from tailor.trainer.v1 import (
@@ -28,6 +29,7 @@ from tailor.trainer.v1 import (
     model_registry_service_pb2_grpc,
     trainer_service_pb2,
     trainer_service_pb2_grpc,
+    webhook_service_pb2_grpc,
 )
 
 
@@ -67,6 +69,9 @@ class Upstreams:
         self.files = dataset_service_pb2_grpc.DatasetServiceStub(self._dataset_channel)
         self.jobs = trainer_service_pb2_grpc.TrainerServiceStub(self._trainer_channel)
         self.models = model_registry_service_pb2_grpc.ModelRegistryServiceStub(self._trainer_channel)
+        # the generation routes' model lookups, kept briefly (services.gateway.models.resolved)
+        self.resolved_models = ResolvedModels(self.models, settings.gateway_model_cache_ttl_s)
+        self.webhooks = webhook_service_pb2_grpc.WebhookServiceStub(self._trainer_channel)
         self.inference = AdapterAffinityRouter(settings)
 
     async def start(self) -> None:

@@ -36,7 +36,7 @@ from services.common.errors import InvalidArgument
 from services.common.grpc_server import GrpcServer, ServiceRegistration
 from services.common.settings import CommonSettings
 from services.common.tenancy import current_organization
-from services.gateway import routing
+from services.gateway import inference_pools
 from services.gateway.routing import rank_endpoints
 from tailor.inference.v1 import inference_service_pb2 as pb
 from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
@@ -510,7 +510,7 @@ async def test_a_replica_leaving_discovery_finishes_its_stream_then_is_closed(
 ) -> None:
     async with replicas(3) as fleet:
         dns = HeadlessService(fleet)
-        monkeypatch.setattr(routing, "resolve_all", dns.resolve)
+        monkeypatch.setattr(inference_pools, "resolve_all", dns.resolve)
         async with (
             gateway_over(
                 tmp_path, fleet, inference_addr=DNS_NAME, gateway_inference_refresh_interval_s=0.05
@@ -544,7 +544,7 @@ async def test_a_drain_past_its_timeout_ends_the_stream_with_an_error(
 ) -> None:
     async with replicas(2) as fleet:
         dns = HeadlessService(fleet)
-        monkeypatch.setattr(routing, "resolve_all", dns.resolve)
+        monkeypatch.setattr(inference_pools, "resolve_all", dns.resolve)
         async with (
             gateway_over(
                 tmp_path,
@@ -575,7 +575,7 @@ async def test_a_replica_found_by_dns_takes_its_share_and_only_that_moves(
 ) -> None:
     async with replicas(3) as fleet:
         dns = HeadlessService(fleet[:2])
-        monkeypatch.setattr(routing, "resolve_all", dns.resolve)
+        monkeypatch.setattr(inference_pools, "resolve_all", dns.resolve)
         async with (
             gateway_over(
                 tmp_path, fleet, inference_addr=DNS_NAME, gateway_inference_refresh_interval_s=0.05

@@ -4,15 +4,18 @@ contract.
 Every parameter of the SDK's ``chat.completions.create`` is declared. Those Tailor does
 not implement fall in two groups:
 
+* served by the engines as OpenAI and vLLM define them: ``frequency_penalty`` and
+  ``presence_penalty`` (over the choice's output tokens), ``logit_bias`` (token ids of the
+  base model's vocabulary), ``logprobs`` with ``top_logprobs`` (the model's raw log
+  probabilities; shapes in :mod:`services.gateway.logprobs`);
 * ignored, where OpenAI would answer anyway and the answer is still what the user
-  asked for (``user``, ``metadata``, ``store``, penalties, ``parallel_tool_calls``, ...);
+  asked for (``user``, ``metadata``, ``store``, ``parallel_tool_calls``, ...);
   ``tools`` are handed to the chat template, and the reply is parsed back into
   ``tool_calls`` in the format the base model writes them (a model trained without tools
   simply answers in text); ``tool_choice: "none"`` leaves the tools out of the prompt, so
   nothing is parsed;
 * refused with a 400 naming the parameter, where ignoring it would mislead:
-  ``logprobs``, ``logit_bias``, a JSON ``response_format``, a forced ``tool_choice``,
-  audio, and non-text content parts.
+  a JSON ``response_format``, a forced ``tool_choice``, audio, and non-text content parts.
 
 A parameter no SDK sends (a typo such as ``max_token``) is a 400, as on OpenAI.
 """
@@ -20,10 +23,12 @@ A parameter no SDK sends (a typo such as ``max_token``) is a 400, as on OpenAI.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.common.errors import shown
 from services.gateway.errors import invalid_request, unsupported_parameter
 from services.gateway.generation import GenerationInput
 from services.gateway.protocol import Int32, Int64
@@ -80,7 +85,8 @@ class ChatMessage(BaseModel):
                 texts.append(part.refusal)
             else:
                 raise invalid_request(
-                    f"Tailor's models read text only; content part type '{part.type}' is not supported.",
+                    f"Tailor's models read text only; content part type '{shown(part.type)}' "
+                    "is not supported.",
                     param=f"messages[{position}].content[{part_index}]",
                     code="unsupported_content_type",
                 )
@@ -107,6 +113,39 @@ class StreamOptions(BaseModel):
 
 
 Stop = str | list[str] | None
+# OpenAI's logit_bias keys are token ids written as decimal strings.
+_TOKEN_ID = re.compile(r"[0-9]{1,18}")
+MAX_LOGIT_BIAS_ENTRIES = 1024
+
+
+def logit_bias_by_token(logit_bias: dict[str, int] | None) -> dict[int, float]:
+    """``logit_bias`` keyed by token id; 400 for a key that is no token id or a bias out of [-100, 100].
+
+    Whether an id is in the base model's vocabulary is the inference service's to say (400 too).
+    """
+    entries = logit_bias or {}
+    if len(entries) > MAX_LOGIT_BIAS_ENTRIES:
+        raise invalid_request(
+            f"'logit_bias' takes at most {MAX_LOGIT_BIAS_ENTRIES} tokens, got {len(entries)}.",
+            param="logit_bias",
+            code="invalid_value",
+        )
+    biases: dict[int, float] = {}
+    for key, bias in entries.items():
+        if not _TOKEN_ID.fullmatch(key):
+            raise invalid_request(
+                f"Invalid key in 'logit_bias': {key[:24]!r} is not a token id (a non-negative integer).",
+                param="logit_bias",
+                code="invalid_value",
+            )
+        if not -100 <= bias <= 100:
+            raise invalid_request(
+                f"Invalid value in 'logit_bias' for token {key}: biases go from -100 to 100.",
+                param="logit_bias",
+                code="invalid_value",
+            )
+        biases[int(key)] = float(bias)
+    return biases
 
 
 def sampling_params(
@@ -117,9 +156,24 @@ def sampling_params(
     stop: Stop,
     seed: int | None,
     n: int | None,
+    frequency_penalty: float | None = None,
+    presence_penalty: float | None = None,
+    logit_bias: dict[int, float] | None = None,
+    top_logprobs: int | None = None,
 ) -> pb.SamplingParams:
-    """The contract's SamplingParams; absent values keep the inference service's defaults."""
-    sampling = pb.SamplingParams(stop=[stop] if isinstance(stop, str) else list(stop or ()))
+    """The contract's SamplingParams; absent values keep the inference service's defaults.
+
+    ``top_logprobs`` None asks for no log probabilities; 0 for the chosen tokens' only.
+    """
+    sampling = pb.SamplingParams(
+        stop=[stop] if isinstance(stop, str) else list(stop or ()), logit_bias=logit_bias or {}
+    )
+    if frequency_penalty is not None:
+        sampling.frequency_penalty = frequency_penalty
+    if presence_penalty is not None:
+        sampling.presence_penalty = presence_penalty
+    if top_logprobs is not None:
+        sampling.top_logprobs = top_logprobs
     if temperature is not None:
         sampling.temperature = temperature
     if top_p is not None:
@@ -158,16 +212,17 @@ class ChatCompletionRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     functions: list[dict[str, Any]] | None = None
-    # refused when set to something Tailor cannot honour (see the module docstring)
+    # served (see the module docstring)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     logit_bias: dict[str, int] | None = None
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    # refused when set to something Tailor cannot honour (see the module docstring)
     response_format: dict[str, Any] | None = None
     audio: dict[str, Any] | None = None
     modalities: list[str] | None = None
     # accepted and ignored
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
     function_call: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     metadata: dict[str, str] | None = None
@@ -194,10 +249,12 @@ class ChatCompletionRequest(BaseModel):
 
     def refuse_unsupported(self) -> None:
         """400 for the parameters whose silent omission would mislead; see the module docstring."""
-        if self.logprobs or self.top_logprobs:
-            raise unsupported_parameter("logprobs", "Tailor does not return log probabilities.")
-        if self.logit_bias:
-            raise unsupported_parameter("logit_bias", "Tailor cannot bias token probabilities.")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise invalid_request(
+                "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.",
+                param="top_logprobs",
+                code="invalid_value",
+            )
         if self.response_format and self.response_format.get("type", "text") != "text":
             raise unsupported_parameter(
                 "response_format", "Tailor cannot constrain output to JSON; only {'type': 'text'} is served."
@@ -269,6 +326,10 @@ class ChatCompletionRequest(BaseModel):
                 stop=self.stop,
                 seed=self.seed,
                 n=self.n,
+                frequency_penalty=self.frequency_penalty,
+                presence_penalty=self.presence_penalty,
+                logit_bias=logit_bias_by_token(self.logit_bias),
+                top_logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             ),
         )
 
@@ -290,18 +351,35 @@ class Usage(BaseModel):
 
 
 class AssistantMessage(BaseModel):
-    """The reply: its text, or null when it is only tool calls."""
+    """The reply: its text, or null when it is only tool calls (without calls, ``tool_calls`` is absent)."""
 
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[ToolCall] | None = Field(None, exclude_if=lambda calls: calls is None)
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    """A choice's log probabilities (``logprobs: true``): one entry per generated token."""
+
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: Literal["stop", "length", "tool_calls"]
 
 
@@ -314,4 +392,4 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
-    system_fingerprint: str | None = None
+    system_fingerprint: str

@@ -1,7 +1,8 @@
 """Chat completions: resolve the model in the caller's organization, generate, answer as OpenAI.
 
-The model name goes through the registry on every request (no cache), so a model deleted
-a moment ago is a 404 here at once, on every gateway replica.
+The model name is resolved through the registry, its answer kept for a moment
+(:mod:`services.gateway.models.resolved`): a model deleted through this gateway is a 404 here
+at once, one deleted through another replica within ``TAILOR_GATEWAY_MODEL_CACHE_TTL_S``.
 
 Streaming follows docs/research/openai_api.md §1.5 to the letter: a first chunk per choice carrying
 ``role``, content deltas by choice ``index``, exactly one ``finish_reason`` per choice on
@@ -10,13 +11,16 @@ an empty delta, the usage chunk with ``choices: []`` only when
 :func:`services.gateway.sse.completion_events`). A tool call is one ``delta.tool_calls``
 entry, whole: its ``index`` (the call's position in the choice), ``id``, ``type``,
 ``function.name`` and all of ``function.arguments`` in one piece, as the SDK's accumulator
-takes it; a choice that made calls finishes with ``tool_calls``. A client that disconnects cancels the
+takes it; a choice that made calls finishes with ``tool_calls``. With ``logprobs``, a content
+chunk carries its tokens' log probabilities in ``choices[].logprobs.content`` (text can lag
+behind tokens, so such a chunk may have empty content). A client that disconnects cancels the
 stream, and with it the gRPC call, which stops generation upstream.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
@@ -38,18 +42,26 @@ from services.gateway.generation import (
     Collected,
     Generation,
     GenerationInput,
+    TextDelta,
     ToolCallMade,
     collect,
     start_generation,
     unless_disconnected,
 )
-from services.gateway.models.serving import resolve_model
+from services.gateway.logprobs import chat_logprobs
+from services.gateway.models.protocol import system_fingerprint
 from services.gateway.upstream import Upstreams
 from tailor.inference.v1 import inference_service_pb2 as pb
 
 
-def _chunk_choice(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+def _chunk_choice(
+    index: int,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    logprobs: Sequence[pb.TokenLogprob] = (),
+) -> dict[str, Any]:
+    shaped = chat_logprobs(logprobs) if logprobs else None
+    return {"index": index, "delta": delta, "logprobs": shaped, "finish_reason": finish_reason}
 
 
 def _tool_call_choice(call: ToolCallMade) -> dict[str, Any]:
@@ -70,8 +82,8 @@ class _OpenAtOnce:
         role = {"role": "assistant", "content": "", "refusal": None}
         return [_chunk_choice(index, role) for index in range(choices)]
 
-    def text(self, index: int, text: str) -> dict[str, Any]:
-        return _chunk_choice(index, {"content": text})
+    def text(self, delta: TextDelta) -> dict[str, Any]:
+        return _chunk_choice(delta.index, {"content": delta.text}, logprobs=delta.logprobs)
 
     def tool_call(self, call: ToolCallMade) -> dict[str, Any]:
         return _tool_call_choice(call)
@@ -104,9 +116,9 @@ class _OpenWithFirstEvent(_OpenAtOnce):
     def opening(self, choices: int) -> list[dict[str, Any]]:
         return []
 
-    def text(self, index: int, text: str) -> dict[str, Any]:
-        opening = self._ROLE if self._opens(index) else {}
-        return _chunk_choice(index, {**opening, "content": text})
+    def text(self, delta: TextDelta) -> dict[str, Any]:
+        opening = self._ROLE if self._opens(delta.index) else {}
+        return _chunk_choice(delta.index, {**opening, "content": delta.text}, logprobs=delta.logprobs)
 
     def tool_call(self, call: ToolCallMade) -> dict[str, Any]:
         choice = _tool_call_choice(call)
@@ -149,7 +161,7 @@ class OpenAIServingChat:
         self, caller: Caller, body: ChatCompletionRequest, request: Request
     ) -> ChatCompletion | sse.GenerationStreamResponse:
         wanted = body.generation_input()  # 400s come before any upstream call
-        model = await resolve_model(self._upstreams, caller, body.model)
+        model = await self._upstreams.resolved_models.resolve(caller, body.model)
 
         async def start() -> Generation:
             return await start_generation(
@@ -163,7 +175,9 @@ class OpenAIServingChat:
         if not body.stream:
 
             async def complete() -> ChatCompletion:
-                return self._completion(body, await collect(await start()))
+                generation = await start()
+                fingerprint = system_fingerprint(model, generation.responses.engine)
+                return self._completion(body, await collect(generation), fingerprint)
 
             return await unless_disconnected(request, complete())
 
@@ -176,7 +190,7 @@ class OpenAIServingChat:
                 "object": "chat.completion.chunk",
                 "created": int(time.time()),
                 "model": body.model,
-                "system_fingerprint": None,
+                "system_fingerprint": system_fingerprint(model, generation.responses.engine),
             },
             include_usage=body.include_usage,
             opening=chunks.opening(body.choices),
@@ -187,16 +201,28 @@ class OpenAIServingChat:
         return sse.GenerationStreamResponse(generation, events)
 
     @staticmethod
-    def _completion(body: ChatCompletionRequest, collected: Collected) -> ChatCompletion:
+    def _completion(body: ChatCompletionRequest, collected: Collected, fingerprint: str) -> ChatCompletion:
         return ChatCompletion(
             id=new_id("chatcmpl"),
             created=int(time.time()),
             model=body.model,
             choices=[
-                ChatChoice(index=index, message=_message(text, calls), finish_reason=reason)
-                for index, (text, calls, reason) in enumerate(
-                    zip(collected.texts, collected.tool_calls, collected.finish_reasons, strict=True)
+                ChatChoice(
+                    index=index,
+                    message=_message(text, calls),
+                    logprobs=chat_logprobs(logprobs) if body.logprobs else None,
+                    finish_reason=reason,
+                )
+                for index, (text, calls, reason, logprobs) in enumerate(
+                    zip(
+                        collected.texts,
+                        collected.tool_calls,
+                        collected.finish_reasons,
+                        collected.logprobs,
+                        strict=True,
+                    )
                 )
             ],
             usage=Usage(**collected.usage.as_dict()),
+            system_fingerprint=fingerprint,
         )

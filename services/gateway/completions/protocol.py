@@ -2,9 +2,11 @@
 
 Tailor serves one text prompt per request. Token-id prompts need the base model's
 tokenizer, which the gateway does not load, and a batch of prompts is left to the
-caller; both are refused with a 400 rather than answered partially. As in chat,
-``logprobs``, ``logit_bias``, ``suffix`` and a ``best_of`` other than ``n`` would be
-misleading if ignored and are refused; the penalties and ``user`` are ignored.
+caller; both are refused with a 400 rather than answered partially. As in chat, the
+penalties, ``logit_bias`` and ``logprobs`` (0-5 alternatives per token) are served; ``suffix``,
+a ``best_of`` other than ``n`` and ``logprobs`` with ``echo`` (OpenAI would score the prompt's
+tokens too, which Tailor does not) would be misleading if ignored and are refused; ``user``
+is ignored.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.gateway.chat.protocol import Stop, StreamOptions, Usage, check_stop, sampling_params
+from services.gateway.chat.protocol import (
+    Stop,
+    StreamOptions,
+    Usage,
+    check_stop,
+    logit_bias_by_token,
+    sampling_params,
+)
 from services.gateway.errors import invalid_request, unsupported_parameter
 from services.gateway.generation import GenerationInput
 from services.gateway.protocol import Int32, Int64
@@ -38,14 +47,15 @@ class CompletionRequest(BaseModel):
     echo: bool | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    # refused when set to something Tailor cannot honour
-    best_of: int | None = Field(None, ge=1, le=20)
+    # served (see the module docstring)
     logprobs: int | None = Field(None, ge=0, le=5)
     logit_bias: dict[str, int] | None = None
-    suffix: str | None = None
-    # accepted and ignored
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
+    # refused when set to something Tailor cannot honour
+    best_of: int | None = Field(None, ge=1, le=20)
+    suffix: str | None = None
+    # accepted and ignored
     user: str | None = None
 
     @property
@@ -75,10 +85,10 @@ class CompletionRequest(BaseModel):
 
     def generation_input(self) -> GenerationInput:
         """What to generate (400 for what cannot be honoured); the model is resolved separately."""
-        if self.logprobs is not None:
-            raise unsupported_parameter("logprobs", "Tailor does not return log probabilities.")
-        if self.logit_bias:
-            raise unsupported_parameter("logit_bias", "Tailor cannot bias token probabilities.")
+        if self.logprobs is not None and self.echo:
+            raise unsupported_parameter(
+                "logprobs", "Tailor scores generated tokens only, not an echoed prompt's; drop echo."
+            )
         if self.suffix:
             raise unsupported_parameter(
                 "suffix", "Tailor does not insert text between a prompt and a suffix."
@@ -101,14 +111,27 @@ class CompletionRequest(BaseModel):
                 stop=self.stop,
                 seed=self.seed,
                 n=self.n,
+                frequency_penalty=self.frequency_penalty,
+                presence_penalty=self.presence_penalty,
+                logit_bias=logit_bias_by_token(self.logit_bias),
+                top_logprobs=self.logprobs,
             ),
         )
+
+
+class CompletionLogprobs(BaseModel):
+    """A choice's log probabilities (``logprobs``): per generated token, in order."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
 
 
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: Literal["stop", "length"]
 
 
@@ -121,4 +144,4 @@ class Completion(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage
-    system_fingerprint: str | None = None
+    system_fingerprint: str

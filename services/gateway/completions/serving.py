@@ -18,13 +18,35 @@ from services.gateway.auth import Caller
 from services.gateway.chat.protocol import Usage
 from services.gateway.completions.protocol import Completion, CompletionChoice, CompletionRequest
 from services.gateway.config import GatewaySettings
-from services.gateway.generation import Collected, Generation, collect, start_generation, unless_disconnected
-from services.gateway.models.serving import resolve_model
+from services.gateway.generation import (
+    Collected,
+    Generation,
+    TextDelta,
+    collect,
+    start_generation,
+    unless_disconnected,
+)
+from services.gateway.logprobs import CompletionLogprobsBuilder
+from services.gateway.models.protocol import system_fingerprint
 from services.gateway.upstream import Upstreams
 
 
-def _choice(index: int, text: str, finish_reason: str | None = None) -> dict[str, Any]:
-    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+def _choice(
+    index: int, text: str, finish_reason: str | None = None, logprobs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+class _TextChunks:
+    """Streamed text choices, with each choice's log probabilities (text offsets counted on) when asked."""
+
+    def __init__(self, choices: int, logprobs: bool) -> None:
+        self._logprobs = [CompletionLogprobsBuilder() for _ in range(choices)] if logprobs else None
+
+    def text(self, delta: TextDelta) -> dict[str, Any]:
+        if self._logprobs is None:
+            return _choice(delta.index, delta.text)
+        return _choice(delta.index, delta.text, logprobs=self._logprobs[delta.index].shape(delta.logprobs))
 
 
 class OpenAIServingCompletions:
@@ -38,7 +60,7 @@ class OpenAIServingCompletions:
         self, caller: Caller, body: CompletionRequest, request: Request
     ) -> Completion | sse.GenerationStreamResponse:
         wanted = body.generation_input()  # 400s come before any upstream call
-        model = await resolve_model(self._upstreams, caller, body.model)
+        model = await self._upstreams.resolved_models.resolve(caller, body.model)
         echoed = body.prompt_text() if body.echo else ""
 
         async def start() -> Generation:
@@ -53,7 +75,9 @@ class OpenAIServingCompletions:
         if not body.stream:
 
             async def complete() -> Completion:
-                return self._completion(body, echoed, await collect(await start()))
+                generation = await start()
+                fingerprint = system_fingerprint(model, generation.responses.engine)
+                return self._completion(body, echoed, await collect(generation), fingerprint)
 
             return await unless_disconnected(request, complete())
 
@@ -65,26 +89,34 @@ class OpenAIServingCompletions:
                 "object": "text_completion",
                 "created": int(time.time()),
                 "model": body.model,
-                "system_fingerprint": None,
+                "system_fingerprint": system_fingerprint(model, generation.responses.engine),
             },
             include_usage=body.include_usage,
             opening=[_choice(index, echoed) for index in range(body.choices)] if echoed else [],
-            text_choice=_choice,
+            text_choice=_TextChunks(body.choices, body.logprobs is not None).text,
             finish_choice=lambda index, reason: _choice(index, "", reason),
         )
         return sse.GenerationStreamResponse(generation, events)
 
     @staticmethod
-    def _completion(body: CompletionRequest, echoed: str, collected: Collected) -> Completion:
+    def _completion(
+        body: CompletionRequest, echoed: str, collected: Collected, fingerprint: str
+    ) -> Completion:
         return Completion(
             id=new_id("cmpl"),
             created=int(time.time()),
             model=body.model,
             choices=[
-                CompletionChoice(index=index, text=echoed + text, finish_reason=reason)
-                for index, (text, reason) in enumerate(
-                    zip(collected.texts, collected.finish_reasons, strict=True)
+                CompletionChoice(
+                    index=index,
+                    text=echoed + text,
+                    logprobs=None if body.logprobs is None else CompletionLogprobsBuilder().shape(logprobs),
+                    finish_reason=reason,
+                )
+                for index, (text, reason, logprobs) in enumerate(
+                    zip(collected.texts, collected.finish_reasons, collected.logprobs, strict=True)
                 )
             ],
             usage=Usage(**collected.usage.as_dict()),
+            system_fingerprint=fingerprint,
         )

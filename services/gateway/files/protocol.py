@@ -1,10 +1,15 @@
-"""OpenAI's file objects, and the mapping from the dataset service's records."""
+"""OpenAI's file objects, and the mapping from the dataset service's records.
+
+``expires_at`` and ``status_details`` are optional strings and integers in OpenAI's
+schema, never null: a file that never expires has no ``expires_at``, and a file without
+problems no ``status_details`` (the SDK reads an absent field as ``None`` all the same).
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.gateway.protocol import CursorPage
 from tailor.dataset.v1 import dataset_service_pb2 as pb
@@ -43,8 +48,8 @@ class FileObject(BaseModel):
     filename: str
     purpose: str
     status: Literal["uploaded", "processed", "error"]
-    status_details: str | None
-    expires_at: int | None
+    status_details: str | None = Field(None, exclude_if=lambda value: value is None)
+    expires_at: int | None = Field(None, exclude_if=lambda value: value is None)
 
     @classmethod
     def from_record(cls, record: pb.File) -> FileObject:

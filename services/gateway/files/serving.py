@@ -4,8 +4,12 @@ Uploads stream: multipart events from :mod:`.multipart` become the client stream
 ``DatasetService.UploadFile`` (the metadata message, the bytes re-cut into chunks of
 :data:`UPLOAD_CHUNK_BYTES`, then an end message with the file's SHA-256), so neither the
 gateway nor the dataset service holds a file.
-The SDK sends ``purpose`` before ``file``; a client that sends the file first has it held
-until ``purpose`` arrives, up to :data:`MAX_BYTES_BEFORE_PURPOSE`, then gets a 400. A body
+Form fields may come in any order. The SDK sends ``purpose`` before ``file``; a client
+that sends the file first has it held until ``purpose`` arrives, up to
+:data:`MAX_BYTES_BEFORE_PURPOSE`, then gets a 400. ``expires_after[...]`` fields that
+follow the file (as in OpenAI's own curl example) travel in the stream's end message
+instead of its metadata, and the dataset service applies them when it commits the record,
+so nothing waits for them. A field given twice keeps its first value. A body
 that breaks off, or grows past ``gateway_max_upload_bytes``, cancels the upstream call,
 and the dataset service then stores nothing.
 
@@ -16,6 +20,7 @@ Creating a job with it is then a 400 that names the lines (see :mod:`..fine_tuni
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from urllib.parse import quote
@@ -24,6 +29,7 @@ import grpc
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
+from services.common.errors import shown
 from services.gateway.auth import Caller
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import OpenAIError, from_rpc_error, invalid_request
@@ -39,9 +45,6 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 _EXPIRES_AFTER_SECONDS = range(3600, 2592000 + 1)
 
 
-_METADATA_FIELDS = ("purpose", "expires_after[anchor]", "expires_after[seconds]")
-
-
 def _too_large(limit: int) -> OpenAIError:
     return invalid_request(
         f"The file is larger than the maximum upload size of {limit} bytes.",
@@ -51,12 +54,13 @@ def _too_large(limit: int) -> OpenAIError:
 
 
 class UploadForm:
-    """The upload's form fields, checked as OpenAI checks them, turned into the stream's metadata."""
+    """The upload's form fields, checked as OpenAI checks them, turned into the stream's metadata and end."""
 
     def __init__(self) -> None:
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
         self.file_ended = False
+        self._expiry_sent = False  # in the metadata: both expires_after fields came before it
 
     def start_file(self, part_name: str, filename: str) -> None:
         if part_name != "file" or self.filename is not None:
@@ -79,22 +83,26 @@ class UploadForm:
         purpose = self.fields["purpose"]
         if purpose not in UPLOAD_PURPOSES:
             raise invalid_request(
-                f"'{purpose}' is not one of {list(UPLOAD_PURPOSES)} - 'purpose'",
+                f"'{shown(purpose)}' is not one of {list(UPLOAD_PURPOSES)} - 'purpose'",
                 param="purpose",
                 code="invalid_value",
             )
         assert self.filename is not None
         if purpose == "fine-tune" and not self.filename.lower().endswith(".jsonl"):
             raise invalid_request(
-                f"Invalid file format for Fine-Tuning API. Must be .jsonl (got '{self.filename}').",
+                f"Invalid file format for Fine-Tuning API. Must be .jsonl (got '{shown(self.filename)}').",
                 param="file",
                 code="invalid_file_format",
             )
         metadata = pb.UploadFileMetadata(filename=self.filename, purpose=PURPOSES[purpose])
-        expires_after = self._expires_after_seconds()
-        if expires_after is not None:
-            metadata.expires_after_seconds = expires_after
+        if "expires_after[anchor]" in self.fields and "expires_after[seconds]" in self.fields:
+            metadata.expires_after_seconds = self._expires_after_seconds()  # type: ignore[assignment]
+            self._expiry_sent = True
         return metadata
+
+    def late_expires_after_seconds(self) -> int | None:
+        """The expiry that was not complete when the metadata went out, for the end message."""
+        return None if self._expiry_sent else self._expires_after_seconds()
 
     def _expires_after_seconds(self) -> int | None:
         anchor = self.fields.get("expires_after[anchor]")
@@ -134,7 +142,7 @@ class Upload:
     async def start(self, metadata: pb.UploadFileMetadata) -> None:
         """Opens the stream and sends what was held while waiting for ``purpose``."""
         self._call = self._upstreams.files.UploadFile(timeout=self._settings.gateway_transfer_timeout_s)
-        await self._call.write(pb.UploadFileRequest(metadata=metadata))
+        await self._write(pb.UploadFileRequest(metadata=metadata))
         await self._flush(final=False)
 
     async def add(self, data: bytes) -> None:
@@ -149,13 +157,14 @@ class Upload:
         elif len(self._pending) > MAX_BYTES_BEFORE_PURPOSE:
             raise invalid_request("The 'purpose' field must come before the file part.", param="purpose")
 
-    async def finish(self) -> pb.File:
-        """Sends the rest and the end, and returns the stored record."""
+    async def finish(self, expires_after_seconds: int | None) -> pb.File:
+        """Sends the rest and the end (with an expiry learnt after the metadata); returns the record."""
         assert self._call is not None
         await self._flush(final=True)
         # Only an explicit end makes the upload complete: gRPC shows the dataset service a
         # cancelled stream as an ordinary end, and the digest catches bytes lost on the way.
-        await self._call.write(pb.UploadFileRequest(end=pb.UploadFileEnd(sha256=self._sha256.hexdigest())))
+        end = pb.UploadFileEnd(sha256=self._sha256.hexdigest(), expires_after_seconds=expires_after_seconds)
+        await self._write(pb.UploadFileRequest(end=end))
         await self._call.done_writing()
         response: pb.UploadFileResponse = await self._call
         return response.file
@@ -170,7 +179,18 @@ class Upload:
         while len(self._pending) >= UPLOAD_CHUNK_BYTES or (final and self._pending):
             chunk = bytes(self._pending[:UPLOAD_CHUNK_BYTES])
             del self._pending[:UPLOAD_CHUNK_BYTES]
-            await self._call.write(pb.UploadFileRequest(chunk=chunk))
+            await self._write(pb.UploadFileRequest(chunk=chunk))
+
+    async def _write(self, message: pb.UploadFileRequest) -> None:
+        """Sends one message; if the call has ended meanwhile, raises the error it ended with."""
+        assert self._call is not None
+        try:
+            await self._call.write(message)
+        except asyncio.InvalidStateError:
+            # The call ended before this write: the dataset service answered early (it refused
+            # the file) or went away. Its status says which.
+            await self._call
+            raise  # ended with OK although the upload is incomplete: a bug, left to be a 500
 
 
 class OpenAIServingFiles:
@@ -194,7 +214,7 @@ class OpenAIServingFiles:
                 async for event in reader.events():
                     await self._take(event, form, upload)
                 form.check_complete()
-                record = await upload.finish()
+                record = await upload.finish(form.late_expires_after_seconds())
             except grpc.aio.AioRpcError as error:
                 raise from_rpc_error(error) from None
             finally:
@@ -206,10 +226,6 @@ class OpenAIServingFiles:
         """Applies one multipart event; opens the upstream stream as soon as the metadata is known."""
         match event:
             case FormField(name=name, value=value):
-                if upload.started and name in _METADATA_FIELDS:
-                    raise invalid_request(
-                        f"The form field '{name}' must come before the file part.", param=name
-                    )
                 form.fields.setdefault(name, value)
             case FileStart(name=name, filename=filename):
                 form.start_file(name, filename)
@@ -229,7 +245,7 @@ class OpenAIServingFiles:
         if purpose is not None:
             if purpose not in PURPOSES:
                 raise invalid_request(
-                    f"'{purpose}' is not one of {list(PURPOSES)} - 'purpose'",
+                    f"'{shown(purpose)}' is not one of {list(PURPOSES)} - 'purpose'",
                     param="purpose",
                     code="invalid_value",
                 )

@@ -4,7 +4,9 @@ Requests: ``hyperparameters`` (deprecated but common) and ``method`` both map to
 contract's ``Method``; ``"auto"`` is an absent field, which the trainer resolves.
 Responses: the job exactly as OpenAI sends it: ``hyperparameters`` always present
 (numbers or ``"auto"``), ``method`` echoed, ``error`` null unless failed, the suffix as
-``user_provided_suffix``, ``result_files`` a list, ``seed`` an int.
+``user_provided_suffix``, ``result_files`` a list, ``seed`` an int, ``integrations`` as
+requested. ``usage_metrics`` is sent as null: live OpenAI responses carry the key, but
+neither the SDK's ``FineTuningJob`` nor OpenAI's spec types it, so no client parses a value.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from services.gateway.errors import invalid_request, unsupported_parameter
+from services.gateway.errors import invalid_request
 from services.gateway.protocol import INT32_MAX, CursorPage
 from tailor.trainer.v1 import job_pb2
 
@@ -103,6 +105,53 @@ class Method(BaseModel):
     reinforcement: dict[str, Any] | None = None
 
 
+class WandbSettings(BaseModel):
+    """OpenAI's ``integrations[].wandb``: the W&B project (required), entity, run name and tags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str = Field(min_length=1, max_length=128)
+    entity: str | None = Field(None, max_length=128)
+    name: str | None = Field(None, max_length=128)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(None, max_length=32)
+
+
+class Integration(BaseModel):
+    """One ``integrations[]`` item; ``wandb`` is the only type, as OpenAI's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["wandb"]
+    wandb: WandbSettings
+
+    def to_proto(self) -> job_pb2.Integration:
+        settings = self.wandb
+        return job_pb2.Integration(
+            type=self.type,
+            wandb=job_pb2.WandbIntegration(
+                project=settings.project,
+                entity=settings.entity or "",
+                name=settings.name or "",
+                tags=settings.tags or [],
+            ),
+        )
+
+
+def integration_from_proto(integration: job_pb2.Integration) -> dict[str, Any]:
+    """OpenAI's ``integrations[]`` item: unset ``entity`` and ``name`` are null, ``tags`` a list
+    (OpenAI's spec types it a non-null array; the SDK takes either)."""
+    wandb = integration.wandb
+    return {
+        "type": integration.type,
+        "wandb": {
+            "project": wandb.project,
+            "entity": wandb.entity or None,
+            "name": wandb.name or None,
+            "tags": list(wandb.tags),
+        },
+    }
+
+
 class CreateFineTuningJobRequest(BaseModel):
     """The body of ``POST /v1/fine_tuning/jobs``; unknown fields are refused, as OpenAI does."""
 
@@ -116,14 +165,11 @@ class CreateFineTuningJobRequest(BaseModel):
     suffix: str | None = Field(None, min_length=1, max_length=64)
     seed: int | None = Field(None, ge=0, le=2147483647)
     metadata: dict[str, str] | None = None
-    integrations: list[dict[str, Any]] | None = None
+    # OpenAI's spec allows at most 5.
+    integrations: list[Integration] | None = Field(None, max_length=5)
 
     def to_method(self) -> job_pb2.Method:
         """The contract's Method: the type, and the hyperparameters from ``method`` or the legacy field."""
-        if self.integrations:
-            raise unsupported_parameter(
-                "integrations", "Tailor does not report to Weights & Biases or other integrations."
-            )
         method_type = self.method.type if self.method is not None else "supervised"
         if method_type == "reinforcement":
             raise invalid_request(
@@ -187,6 +233,7 @@ class FineTuningJob(BaseModel):
     metadata: dict[str, str] | None
     method: dict[str, Any]
     user_provided_suffix: str | None
+    usage_metrics: dict[str, Any] | None = None
 
     @classmethod
     def from_proto(cls, job: job_pb2.Job) -> FineTuningJob:
@@ -230,7 +277,7 @@ class FineTuningJob(BaseModel):
             training_file=job.training_file,
             validation_file=job.validation_file or None,
             estimated_finish=job.estimated_finish if job.HasField("estimated_finish") else None,
-            integrations=[],
+            integrations=[integration_from_proto(item) for item in job.integrations],
             metadata=dict(job.metadata) or None,
             method={"type": method_name, method_name: {"hyperparameters": method_hyperparameters}},
             user_provided_suffix=job.suffix or None,
@@ -260,14 +307,14 @@ def metrics_dict(metrics: job_pb2.Metrics) -> dict[str, float | int]:
 
 
 class FineTuningJobEvent(BaseModel):
-    """One line of a job's log; ``data`` holds the metrics of a ``metrics`` event."""
+    """One line of a job's log; ``data`` holds the metrics of a ``metrics`` event, ``{}`` for others."""
 
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
     level: Literal["info", "warn", "error"]
     message: str
-    data: dict[str, Any] | None
+    data: dict[str, Any]
     type: Literal["message", "metrics"]
 
     @classmethod
@@ -278,7 +325,7 @@ class FineTuningJobEvent(BaseModel):
             created_at=event.created_at,
             level=_LEVEL_NAMES[event.level],
             message=event.message,
-            data=metrics_dict(event.metrics) if is_metrics else None,
+            data=metrics_dict(event.metrics) if is_metrics else {},
             type="metrics" if is_metrics else "message",
         )
 

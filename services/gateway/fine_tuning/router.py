@@ -70,13 +70,13 @@ async def cancel_job(job_id: str, caller: CallerDep, serving: Serving) -> FineTu
 
 @router.post("/{job_id}/pause", response_model=FineTuningJob)
 async def pause_job(job_id: str, caller: CallerDep, serving: Serving) -> FineTuningJob:
-    """Pauses a queued or running job after a checkpoint."""
+    """Pauses a job that has not ended; a running one stops after a checkpoint."""
     return await serving.pause(caller, job_id)
 
 
 @router.post("/{job_id}/resume", response_model=FineTuningJob)
 async def resume_job(job_id: str, caller: CallerDep, serving: Serving) -> FineTuningJob:
-    """Queues a paused job again; it continues from its last checkpoint."""
+    """Continues a paused job where it was: validating its files again, or queued to train from its last checkpoint."""
     return await serving.resume(caller, job_id)
 
 

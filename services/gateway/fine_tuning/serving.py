@@ -9,13 +9,17 @@ window matters because the trainer keeps keys forever: without it, running the s
 script again tomorrow (same file, same settings: a legitimate new job) would get
 yesterday's job back. The SDK's retries land within seconds, well inside a window; a
 retry that happens to straddle a window boundary is the one case that still creates a
-second job, and a client that needs certainty sends its own key.
+second job, and a client that needs certainty sends its own key. A derived key is marked
+as such (``idempotency_key_derived``): the trainer returns the earlier job for it only
+while that job has not ended, so repeating a create after cancelling (or after a failure)
+starts a new job, where a client's own key keeps returning its job
+(``services/trainer/idempotency.py`` says why they differ).
 
 A job for a base model that no inference replica serves is refused here, before the
 trainer sees it: 400, ``param: "model"``, ``code: "model_not_available"``, naming the base
 (a fine-tuned ``model`` counts as its base). The model it would produce could not be
 used, and hours of training are a high price for a typo in the deployment. The gateway
-knows the replicas' bases from its router (``services/gateway/routing.py``), and refuses
+knows the replicas' bases from its router (``services/gateway/inference_pools.py``), and refuses
 only when it can tell: every discovered replica has said its base, and none said this
 one. While it has discovered no replica at all, or some discovered replica has not said
 its base yet (a replica still starting, a blip), the job goes ahead as before: training
@@ -51,7 +55,6 @@ from services.gateway.fine_tuning.protocol import (
     FineTuningJobEventList,
     FineTuningJobList,
 )
-from services.gateway.models.serving import resolve_model
 from services.gateway.upstream import Upstreams
 from tailor.trainer.v1 import trainer_service_pb2 as pb
 
@@ -104,6 +107,8 @@ class OpenAIServingFineTuning:
             suffix=body.suffix or "",
             metadata=body.metadata or {},
             idempotency_key=self.idempotency_key(caller, body, client_key),
+            idempotency_key_derived=not client_key,
+            integrations=[integration.to_proto() for integration in body.integrations or []],
         )
         if body.seed is not None:
             request.seed = body.seed
@@ -119,7 +124,7 @@ class OpenAIServingFineTuning:
         if not name or all(router.serves(base) is not False for base in self._settings.base_models):
             return  # nothing to refuse: spare the registry a call
         try:
-            model = await resolve_model(self._upstreams, caller, name)
+            model = await self._upstreams.resolved_models.ask(caller, name)
         except grpc.aio.AioRpcError as error:
             if error.code() in _LEFT_TO_THE_TRAINER:
                 return

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from services.gateway.auth import CallerDep
 from services.gateway.models.protocol import Model, ModelDeleted, ModelList
 from services.gateway.models.serving import OpenAIServingModels
+from services.gateway.protocol import ErrorResponse
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -37,7 +38,11 @@ async def retrieve_model(model: str, caller: CallerDep, serving: Serving) -> Mod
     return await serving.retrieve(caller, model)
 
 
-@router.delete("/{model:path}", response_model=ModelDeleted)
+@router.delete(
+    "/{model:path}",
+    response_model=ModelDeleted,
+    responses={403: {"model": ErrorResponse, "description": "A base model cannot be deleted."}},
+)
 async def delete_model(model: str, caller: CallerDep, serving: Serving) -> ModelDeleted:
     """Deletes a fine-tuned model or checkpoint; afterwards it is a 404 everywhere, chat included."""
     return await serving.delete(caller, model)

@@ -14,16 +14,6 @@ from tailor.trainer.v1 import model_registry_service_pb2 as pb
 log = structlog.get_logger("tailor.gateway.models")
 
 
-async def resolve_model(upstreams: Upstreams, caller: Caller, name: str) -> pb.Model:
-    """What ``name`` stands for in the caller's organization; 404 ``model_not_found`` otherwise.
-
-    Unknown, deleted and other organizations' names all read the same, so existence does not leak.
-    """
-    with caller.rpc_context():
-        response: pb.ResolveModelResponse = await upstreams.models.ResolveModel(pb.ResolveModelRequest(model=name))
-    return response.model
-
-
 class OpenAIServingModels:
     """Handles /v1/models and /v1/models/{model}."""
 
@@ -36,7 +26,7 @@ class OpenAIServingModels:
         return ModelList(data=[Model.from_proto(model) for model in response.models])
 
     async def retrieve(self, caller: Caller, name: str) -> Model:
-        return Model.from_proto(await resolve_model(self._upstreams, caller, name))
+        return Model.from_proto(await self._upstreams.resolved_models.ask(caller, name))
 
     async def delete(self, caller: Caller, name: str) -> ModelDeleted:
         """Deletes the model in the registry, then asks every inference replica of its base model
@@ -48,11 +38,15 @@ class OpenAIServingModels:
         cannot be reached is logged, not reported to the caller. Every replica is asked at
         once, so one slow replica does not hold up the others.
         """
-        model = await resolve_model(self._upstreams, caller, name)
-        with caller.rpc_context():
-            response: pb.DeleteModelResponse = await self._upstreams.models.DeleteModel(
-                pb.DeleteModelRequest(model=name)
-            )
+        model = await self._upstreams.resolved_models.ask(caller, name)
+        try:
+            with caller.rpc_context():
+                response: pb.DeleteModelResponse = await self._upstreams.models.DeleteModel(
+                    pb.DeleteModelRequest(model=name)
+                )
+        finally:
+            # this gateway's chat stops serving the name at once (however the registry answered)
+            self._upstreams.resolved_models.forget(caller.organization, name, model.id)
         deleted = response.model or name
         with caller.rpc_context():
             answers = await self._upstreams.inference.broadcast(

@@ -6,9 +6,7 @@ unless a test asks) and with httpx for raw checks of headers and SSE framing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +15,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from services.common.settings import CommonSettings
-from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
+from tests.support.gateway_server import serving_gateway
 from tests.unit.gateway.fakes import FakeServices, start_fake_services
 
 KEY_A = "sk-test-org-a-0001"
@@ -58,21 +55,10 @@ async def running_gateway(tmp_path: Path, **overrides: Any) -> AsyncIterator[Gat
             **overrides,
         }
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        host, port = sock.getsockname()
-        yield Gateway(url=f"http://{host}:{port}", fakes=fakes, settings=settings)
+        async with serving_gateway(settings) as url:
+            yield Gateway(url=url, fakes=fakes, settings=settings)
     finally:
-        server.should_exit = True
-        await task
-        sock.close()
         await fakes.server.stop()
 
 

@@ -41,6 +41,8 @@ from tailor.trainer.v1 import model_registry_service_pb2 as registry_pb
 from tailor.trainer.v1 import model_registry_service_pb2_grpc as registry_grpc
 from tailor.trainer.v1 import trainer_service_pb2 as trainer_pb
 from tailor.trainer.v1 import trainer_service_pb2_grpc as trainer_grpc
+from tailor.trainer.v1 import webhook_service_pb2_grpc as webhook_grpc
+from tests.unit.gateway.fake_webhooks import FakeWebhooks
 
 T = TypeVar("T")
 
@@ -135,8 +137,9 @@ class FakeDataset(dataset_grpc.DatasetServiceServicer):
             status=dataset_pb.FILE_STATUS_PROCESSED,
             created_at=tick(),
         )
-        if metadata.HasField("expires_after_seconds"):
-            record.expires_at = record.created_at + metadata.expires_after_seconds
+        for expiry in (metadata, end):  # the end's: a form field that followed the file
+            if expiry.HasField("expires_after_seconds"):
+                record.expires_at = record.created_at + expiry.expires_after_seconds
         if metadata.purpose == dataset_pb.FILE_PURPOSE_FINE_TUNE:
             problems = _jsonl_problems(bytes(content))
             if problems:
@@ -352,6 +355,7 @@ class FakeTrainer(trainer_grpc.TrainerServiceServicer):
             seed=request.seed if request.HasField("seed") else 42,
             suffix=request.suffix,
             metadata=request.metadata,
+            integrations=request.integrations,
         )
         if job.method.type == job_pb2.METHOD_TYPE_UNSPECIFIED:
             job.method.type = job_pb2.METHOD_TYPE_SUPERVISED
@@ -519,6 +523,11 @@ async def start_fake_services(settings: CommonSettings) -> FakeServices:
             "tailor.inference.v1.InferenceService",
             inference_grpc.add_InferenceServiceServicer_to_server,
             inference,
+        ),
+        ServiceRegistration(
+            "tailor.trainer.v1.WebhookService",
+            webhook_grpc.add_WebhookServiceServicer_to_server,
+            FakeWebhooks(),
         ),
     ]
     server = GrpcServer(settings, "127.0.0.1:0", registrations)

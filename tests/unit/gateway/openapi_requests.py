@@ -1,10 +1,12 @@
 """Requests drawn from an OpenAPI document with Hypothesis, and the check that no answer is a 5xx.
 
-Shared by the unit fuzz (fake services) and the e2e fuzz (the real stack). Every documented
+The fast fuzz of the gateway over fake services (test_openapi_fuzz.py); the real stack is
+fuzzed by schemathesis (tests/e2e/test_api_fuzzing.py). This one adds what schemathesis does
+not send: malformed multipart bodies. Every documented
 operation; path parameters with ':', '/', '%' and unicode; query parameters and JSON bodies
 from the declared schemas, mostly well-formed and sometimes with values of the wrong type or
 out of range; multipart uploads with parts in any order, possibly unterminated; with a valid
-key or none. (schemathesis would do the same from the same document; it is not installed here.)
+key or none.
 """
 
 from __future__ import annotations

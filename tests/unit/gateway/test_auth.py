@@ -1,4 +1,4 @@
-"""API keys map to organizations (plain or hashed), are compared in constant time, never logged; rate limit."""
+"""API keys map to organizations (plain or hashed), compared in constant time, never logged; rate limit."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from services.gateway.auth import ApiKeys, RateLimiter, key_digest, parse_hashed_keys
+from services.gateway.auth import ApiKeys, Quota, RateLimiter, format_duration, key_digest, parse_hashed_keys
 from tests.unit.gateway.conftest import KEY_A, Gateway, GatewayFactory
+from tests.unit.gateway.fakes import BASE_MODEL
 
 
 async def test_missing_and_wrong_keys_are_401_invalid_api_key(gateway: Gateway) -> None:
@@ -71,12 +72,25 @@ async def test_a_hashed_key_file_works_end_to_end(gateway_with: GatewayFactory, 
 def test_token_bucket_refills_at_the_rate() -> None:
     now = [0.0]
     limiter = RateLimiter(per_minute=2, clock=lambda: now[0])
-    assert limiter.acquire("k") == 0 and limiter.acquire("k") == 0
-    assert limiter.acquire("k") == pytest.approx(30.0)  # one token every 30 s
-    assert limiter.acquire("other") == 0  # per key
+    assert limiter.acquire("k") == Quota(limit=2, remaining=1, reset_s=30.0, retry_after_s=0.0)
+    assert limiter.acquire("k") == Quota(limit=2, remaining=0, reset_s=60.0, retry_after_s=0.0)
+    refused = limiter.acquire("k")
+    assert refused is not None and refused.retry_after_s == pytest.approx(30.0)  # one token every 30 s
+    assert refused.remaining == 0
+    assert limiter.acquire("other") == Quota(2, 1, 30.0, 0.0)  # per key
     now[0] += 30
-    assert limiter.acquire("k") == 0
-    assert RateLimiter(per_minute=0).acquire("k") == 0  # disabled
+    granted = limiter.acquire("k")
+    assert granted is not None and granted.retry_after_s == 0 and granted.reset_s == pytest.approx(60.0)
+    assert RateLimiter(per_minute=0).acquire("k") is None  # disabled
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (0.0004, "0s"), (0.012, "12ms"), (0.1, "100ms"), (1, "1s"), (8.64, "8.64s"),
+     (60, "1m0s"), (360, "6m0s"), (90.5, "1m30.5s"), (3723.25, "1h2m3.25s")],
+)
+def test_reset_durations_are_written_as_openai_writes_them(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
 
 
 async def test_over_the_rate_is_429_with_retry_after(gateway_with: GatewayFactory) -> None:
@@ -87,9 +101,40 @@ async def test_over_the_rate_is_429_with_retry_after(gateway_with: GatewayFactor
         with pytest.raises(openai.RateLimitError) as caught:
             await client.models.list()
         assert caught.value.code == "rate_limit_exceeded"
-        assert caught.value.response.headers["retry-after"] == "30"
+        headers = caught.value.response.headers
+        assert headers["retry-after"] == "30"
+        assert headers["x-ratelimit-limit-requests"] == "2"
+        assert headers["x-ratelimit-remaining-requests"] == "0"
+        assert headers["x-ratelimit-reset-requests"].endswith("s")
         other = await gateway.sdk("sk-test-org-b-0002").models.list()  # another key has its own bucket
         assert other.data
+
+
+async def test_authenticated_answers_carry_the_keys_rate_limit_headers(gateway_with: GatewayFactory) -> None:
+    async with gateway_with(gateway_rate_limit_per_minute=60) as gateway, gateway.http() as http:
+        success = await http.get("/v1/models")
+        assert success.status_code == 200
+        assert success.headers["x-ratelimit-limit-requests"] == "60"
+        assert success.headers["x-ratelimit-remaining-requests"] == "59"
+        assert success.headers["x-ratelimit-reset-requests"] == "1s"  # one token back a second
+        missing = await http.get("/v1/files/file-nope")
+        assert missing.status_code == 404
+        assert missing.headers["x-ratelimit-remaining-requests"] == "58"
+        body = {"model": BASE_MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with http.stream("POST", "/v1/chat/completions", json=body) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["x-ratelimit-remaining-requests"] == "57"
+            assert [line async for line in stream.aiter_lines()][-2:] == ["data: [DONE]", ""]
+        async with gateway.http(key="sk-not-a-key-at-all") as stranger:
+            refused = await stranger.get("/v1/models")
+            assert refused.status_code == 401 and "x-ratelimit-limit-requests" not in refused.headers
+
+
+async def test_without_a_rate_limit_no_rate_limit_headers_are_sent(gateway_with: GatewayFactory) -> None:
+    async with gateway_with(gateway_rate_limit_per_minute=0) as gateway, gateway.http() as http:
+        response = await http.get("/v1/models")
+        assert response.status_code == 200
+        assert not [name for name in response.headers if name.startswith("x-ratelimit")]
 
 
 async def test_keys_never_reach_the_logs(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:

@@ -132,9 +132,12 @@ async def test_fine_tuned_models_and_checkpoints_run_with_their_adapter(gateway:
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"logprobs": True}, "logprobs"),
-        ({"top_logprobs": 2}, "logprobs"),
-        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"logit_bias": {"fifty": -100}}, "logit_bias"),
+        ({"logit_bias": {"-1": 5}}, "logit_bias"),
+        ({"logit_bias": {"50256": -101}}, "logit_bias"),
+        ({"frequency_penalty": 2.5}, "frequency_penalty"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"modalities": ["text", "audio"]}, "audio"),
@@ -192,7 +195,6 @@ async def test_parameters_openai_would_answer_anyway_are_ignored(gateway: Gatewa
     answer = await gateway.sdk().chat.completions.create(
         model=BASE_MODEL,
         messages=HELLO,
-        frequency_penalty=0.1,
         parallel_tool_calls=False,
         store=False,
         service_tier="auto",
@@ -288,7 +290,9 @@ async def test_text_completions_plain_streamed_and_echoed(gateway: Gateway) -> N
     [
         ({"prompt": ["a", "b"]}, "prompt"),
         ({"prompt": [1, 2, 3]}, "prompt"),
-        ({"logprobs": 1}, "logprobs"),
+        ({"logprobs": 1, "echo": True}, "logprobs"),
+        ({"logprobs": 6}, "logprobs"),
+        ({"presence_penalty": -3}, "presence_penalty"),
         ({"suffix": "end"}, "suffix"),
         ({"best_of": 3}, "best_of"),
     ],

@@ -144,6 +144,43 @@ async def test_expiry_is_passed_on(gateway: Gateway) -> None:
     assert uploaded.expires_at == uploaded.created_at + 3600
 
 
+EXPIRY_FIELDS = [("expires_after[anchor]", None, b"created_at"), ("expires_after[seconds]", None, b"7200")]
+PURPOSE_FIELD = ("purpose", None, b"fine-tune")
+FILE_PART = ("file", "train.jsonl", jsonl(2))
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        pytest.param([PURPOSE_FIELD, FILE_PART, *EXPIRY_FIELDS], id="expiry after the file (OpenAI's curl)"),
+        pytest.param([FILE_PART, *EXPIRY_FIELDS, PURPOSE_FIELD], id="file first"),
+        pytest.param([EXPIRY_FIELDS[1], PURPOSE_FIELD, FILE_PART, EXPIRY_FIELDS[0]], id="expiry split"),
+        pytest.param([*EXPIRY_FIELDS, PURPOSE_FIELD, FILE_PART], id="expiry first"),
+    ],
+)
+async def test_form_fields_are_taken_in_any_order(
+    gateway: Gateway, parts: list[tuple[str, str | None, bytes]]
+) -> None:
+    async with gateway.http() as http:
+        response = await http.post(
+            "/v1/files", content=multipart(parts), headers={"content-type": MULTIPART_TYPE}
+        )
+    assert response.status_code == 200, response.text
+    uploaded = response.json()
+    assert uploaded["expires_at"] == uploaded["created_at"] + 7200 and uploaded["purpose"] == "fine-tune"
+
+
+async def test_a_bad_expiry_after_the_file_is_refused_and_nothing_is_stored(gateway: Gateway) -> None:
+    parts = [PURPOSE_FIELD, FILE_PART, EXPIRY_FIELDS[0], ("expires_after[seconds]", None, b"60")]
+    async with gateway.http() as http:
+        response = await http.post(
+            "/v1/files", content=multipart(parts), headers={"content-type": MULTIPART_TYPE}
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "expires_after.seconds"
+    assert gateway.fakes.dataset.files == {}
+
+
 async def test_purpose_may_follow_a_small_file(gateway: Gateway) -> None:
     body = multipart([("file", "train.jsonl", jsonl(2)), ("purpose", None, b"fine-tune")])
     async with gateway.http() as http:

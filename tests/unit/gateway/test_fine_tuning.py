@@ -90,7 +90,9 @@ async def test_method_dpo_with_beta_and_tailor_lora_extensions(gateway: Gateway)
             },
             "hyperparameters",
         ),
-        ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations"),
+        ({"integrations": [{"type": "mlflow", "wandb": {"project": "p"}}]}, "integrations[0].type"),
+        ({"integrations": [{"type": "wandb", "wandb": {"entity": "team"}}]}, "integrations[0].wandb.project"),
+        ({"integrations": [{"type": "wandb"}]}, "integrations[0].wandb"),
         ({"hyperparameters": {"n_epochs": "many"}}, "hyperparameters.n_epochs"),
         ({"suffix": "x" * 65}, "suffix"),
         ({"seed": -1}, "seed"),
@@ -182,7 +184,7 @@ async def test_lifecycle_calls_events_and_checkpoints(gateway: Gateway) -> None:
     assert all(e.object == "fine_tuning.job.event" and e.level == "info" for e in events.data)
     metrics = [e for e in events.data if e.type == "metrics"]
     assert metrics and metrics[0].data == {"step": 20, "total_steps": 20, "train_loss": 0.5}
-    assert all(e.data is None for e in events.data if e.type == "message")
+    assert all(e.data == {} for e in events.data if e.type == "message")
 
     checkpoints = await client.fine_tuning.jobs.checkpoints.list(job.id)
     assert [c.step_number for c in checkpoints.data] == [20, 10]

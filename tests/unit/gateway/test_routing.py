@@ -18,15 +18,8 @@ import pytest
 
 from services.common.errors import Unavailable
 from services.gateway.config import GatewaySettings
-from services.gateway.routing import (
-    AdapterAffinityRouter,
-    Endpoint,
-    InferenceTarget,
-    NoReplica,
-    parse_target,
-    rank_endpoints,
-    rendezvous_score,
-)
+from services.gateway.inference_pools import Endpoint, InferenceTarget, parse_target
+from services.gateway.routing import AdapterAffinityRouter, NoReplica, rank_endpoints, rendezvous_score
 
 BASE = "tailor-tiny"
 ADAPTERS = [f"ft:tailor-tiny:org-{i % 17}:suffix:ftjob-{i:05d}" for i in range(10_000)]
