@@ -3,7 +3,8 @@
 Starts the dataset, trainer, inference and gateway services as child processes on
 loopback with the embedded defaults (filesystem object store and SQLite under the
 data directory, the built-in ``tailor-tiny`` model, CPU), waits until each answers
-its health check, prints the base URL and the API key, and on Ctrl-C or SIGTERM
+its health check, prints the base URL and the API key, restarts a service that crashes
+(with backoff, saying so; :mod:`services.local_supervisor`), and on Ctrl-C or SIGTERM
 stops them all. The key itself is never printed: the banner says where it is (the
 generated ``.tailor/local_api_key``, or ``TAILOR_API_KEYS``), so it stays out of logs and
 terminal scrollback. Children die with the launcher even when it is killed outright
@@ -34,19 +35,15 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
-import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.base_models import resolve_base_model
 from services.common.die_with_parent import dying_with
 from services.common.internal_auth.keys import LocalKeySet
 from services.common.settings import load_settings
 from services.gateway.config import GatewaySettings
+from services.local_supervisor import Child, Supervisor, say, stop_children
 
 STARTUP_TIMEOUT_S = 180.0
 LOCAL_ORGANIZATION = "local"
@@ -67,17 +64,6 @@ SECRET_VARIABLES: dict[str, frozenset[str]] = {
     "TAILOR_TRAINER_DATABASE_URL": frozenset({"trainer"}),
     "TAILOR_DATASET_DATABASE_URL": frozenset({"dataset"}),
 }
-
-
-@dataclass
-class Child:
-    """One service process and how to tell it is up."""
-
-    name: str
-    health_target: str  # host:port for gRPC health, or an http URL
-    process: subprocess.Popen[bytes] | None = None
-    module: str = ""  # services.<module>; the name when empty
-    env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
 
 
 @dataclass(frozen=True)
@@ -142,14 +128,19 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
-def say(message: str) -> None:
-    print(f"[tailor] {message}", flush=True)
+def existing_api_keys(settings: GatewaySettings) -> str:
+    """The keys ``make up`` gives the gateway, without making one (``make demo`` and ``tailor`` read
+    them here): TAILOR_API_KEYS when set, else the key kept in the data directory, else empty."""
+    if settings.api_keys.get_secret_value():
+        return settings.api_keys.get_secret_value()
+    path = settings.data_dir / API_KEY_FILE
+    return path.read_text().strip() if path.exists() else ""
 
 
 def local_api_key(settings: GatewaySettings) -> str:
     """The configured keys, or one generated once and kept (mode 0600) in the data directory."""
-    if settings.api_keys.get_secret_value():
-        return settings.api_keys.get_secret_value()
+    if keys := existing_api_keys(settings):
+        return keys
     path = settings.data_dir / API_KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,58 +175,6 @@ def key_banner(settings: GatewaySettings) -> str:
         f"  export OPENAI_BASE_URL={settings.base_url}\n  export OPENAI_API_KEY={export}\n\n"
         "  Ctrl-C stops everything.\n"
     )
-
-
-async def is_healthy(child: Child) -> bool:
-    if child.health_target.startswith("http"):
-        try:
-            async with httpx.AsyncClient(timeout=2.0) as client:
-                return (await client.get(child.health_target)).status_code == 200
-        except httpx.HTTPError:
-            return False
-    async with grpc.aio.insecure_channel(child.health_target) as channel:
-        try:
-            response = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=2.0
-            )
-        except grpc.aio.AioRpcError:
-            return False
-        return response.status == health_pb2.HealthCheckResponse.SERVING
-
-
-async def wait_until_healthy(children: list[Child], stop: asyncio.Event) -> bool:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    pending = list(children)
-    while pending and not stop.is_set():
-        for child in list(pending):
-            assert child.process is not None
-            if child.process.poll() is not None:
-                say(f"{child.name} exited with code {child.process.returncode} while starting")
-                return False
-            if await is_healthy(child):
-                say(f"{child.name} is up ({child.health_target})")
-                pending.remove(child)
-        if time.monotonic() > deadline:
-            say(f"timed out after {STARTUP_TIMEOUT_S:.0f}s waiting for {', '.join(c.name for c in pending)}")
-            return False
-        if pending:
-            await asyncio.sleep(0.2)
-    return not pending
-
-
-def stop_children(children: list[Child], grace_s: float) -> None:
-    """SIGTERM every child, wait for the grace period, then SIGKILL whatever is left."""
-    running = [c for c in children if c.process is not None and c.process.poll() is None]
-    for child in running:
-        child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-    deadline = time.monotonic() + grace_s
-    for child in running:
-        try:
-            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))  # type: ignore[union-attr]
-        except subprocess.TimeoutExpired:
-            say(f"{child.name} did not stop in {grace_s:.0f}s; killing it")
-            child.process.kill()  # type: ignore[union-attr]
-            child.process.wait()  # type: ignore[union-attr]
 
 
 async def run(settings: GatewaySettings) -> int:
@@ -283,15 +222,11 @@ async def run(settings: GatewaySettings) -> int:
     for child in children:
         child.env.update(key_set.environment(child.module or child.name))
     upstreams, gateway = children[:-1], children[-1]
+    supervisor = Supervisor(lambda child: start_child(child, env), stop, startup_timeout_s=STARTUP_TIMEOUT_S)
     try:
         # The gateway starts once the services it calls answer, so that its first
         # readiness check already finds them.
-        for child in upstreams:
-            start_child(child, env)
-        if not await wait_until_healthy(upstreams, stop):
-            return 0 if stop.is_set() else 1
-        start_child(gateway, env)
-        if not await wait_until_healthy([gateway], stop):
+        if not await supervisor.start_all(upstreams) or not await supervisor.start_all([gateway]):
             return 0 if stop.is_set() else 1
         if several or set(settings.base_models) - {r.base_model for r in replicas}:
             for name in settings.base_models:
@@ -302,17 +237,10 @@ async def run(settings: GatewaySettings) -> int:
                 )
         say("all services are up")
         print(key_banner(settings), flush=True)
-        while not stop.is_set():
-            for child in children:
-                if child.process is not None and child.process.poll() is not None:
-                    say(f"{child.name} exited with code {child.process.returncode}; stopping the stack")
-                    return 1
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
-        say("stopping")
-        return 0
+        code = await supervisor.run(children)
+        if not supervisor.gave_up:
+            say("stopping")
+        return code
     finally:
         stop_children(children, grace_s=settings.grpc_shutdown_grace_s + 5)
         say("stopped")

@@ -172,7 +172,9 @@ def test_the_training_image_carries_torch_transformers_and_peft() -> None:
     pyproject = (DOCKER.parents[1] / "pyproject.toml").read_text()
     ml = re.search(r"^ml = \[(.*?)\]", pyproject, re.S | re.M)
     assert ml and "transformers" in ml.group(1) and "peft" in ml.group(1)
-    assert re.search(r'^trainer = \["tailor\[ml\]"', pyproject, re.M)
+    assert re.search(r'^trainer = \["tailor\[ml,trackers\]"', pyproject, re.M)
+    # what the worker's lock therefore pins: the model stack and the W&B client of `integrations`
+    assert {"transformers", "peft", "wandb"} <= set(pins)
 
 
 def test_the_parser_sees_what_the_rules_forbid(tmp_path: Path) -> None:

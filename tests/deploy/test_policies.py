@@ -13,7 +13,7 @@ import json
 import re
 
 from services.gateway.auth import key_digest, parse_hashed_keys
-from services.gateway.routing import parse_target
+from services.gateway.inference_pools import parse_target
 from tests.deploy.manifests import (
     GRPC_SERVICES,
     Manifest,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from services.gateway.routing import parse_target
+from services.gateway.inference_pools import parse_target
 from services.inference.config import InferenceSettings
 from tests.deploy import test_policies
 from tests.deploy.conftest import needs_kubectl

@@ -1,4 +1,5 @@
-"""`make up`'s launcher: all four services come up on loopback, answer health, and stop cleanly.
+"""`make up`'s launcher: all four services come up on loopback, answer health, come back after a
+crash, and stop cleanly.
 
 The launcher runs as a real subprocess on free ports and a fresh data directory, as a
 user would start it; the test reads what it prints and asks each service directly.
@@ -10,6 +11,7 @@ import signal
 import socket
 import stat
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,10 +98,32 @@ def test_make_up_serves_all_four_and_stops_them_on_sigterm(launcher: Launcher, t
     assert key not in output
 
 
-def test_services_die_with_a_killed_launcher(launcher: Launcher) -> None:
+def test_a_crashed_service_is_restarted_and_all_die_with_a_killed_launcher(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    # One stack for both: its start-up is most of the time, and the restarted service must
+    # die with the launcher too.
     launcher.wait_for("all services are up", STARTUP_TIMEOUT_S)
+    gateway = f"http://127.0.0.1:{launcher.ports['gateway']}"
+    key = (tmp_path / "data" / "local_api_key").read_text().strip().partition("=")[0]
+    files = httpx.Client(base_url=gateway, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert files.get("/v1/files").status_code == 200
+
+    (dataset,) = [child for child in launcher.children() if "services.dataset" in " ".join(child.cmdline())]
+    dataset.kill()  # SIGKILL: no chance to say goodbye
+    launcher.wait_for("dataset exited unexpectedly with signal SIGKILL; restarting it in 1s", 30)
+    launcher.wait_for(f"dataset is up again (127.0.0.1:{launcher.ports['dataset']})", STARTUP_TIMEOUT_S)
+
+    # The gateway's channel to the dataset service reconnects by itself.
+    deadline = time.monotonic() + 30
+    while (listed := files.get("/v1/files")).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["object"] == "list"
+    assert launcher.process.poll() is None, "the rest of the stack kept running"
     children = launcher.children()
-    assert len(children) == 4
+    assert len(children) == 4 and dataset.pid not in {child.pid for child in children}
+
     launcher.process.kill()  # no chance to clean up: the kernel's parent-death signal must do it
     launcher.process.wait()
     assert not wait_gone(children, timeout=30), "orphaned services after SIGKILL of the launcher"
