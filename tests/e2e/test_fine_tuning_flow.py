@@ -8,7 +8,6 @@ and the last one deletes the model.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,10 +17,10 @@ import pytest
 from openai.types.fine_tuning import FineTuningJob
 
 from tests.e2e.conftest import KEY_B, Stack
+from tests.e2e.jobs import TRAINING_TIMEOUT_S, wait_until_succeeded
 
 pytestmark = pytest.mark.slow
 
-TRAINING_TIMEOUT_S = 420
 BASE_MODEL = "tailor-tiny"
 EXAMPLES = [
     {
@@ -56,12 +55,7 @@ def trained(stack: Stack) -> Iterator[Trained]:
         hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2.0},
     )
     assert job.status in ("validating_files", "queued")
-    deadline = time.monotonic() + TRAINING_TIMEOUT_S
-    while job.status not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, f"job still {job.status} after {TRAINING_TIMEOUT_S}s"
-        time.sleep(1)
-        job = client.fine_tuning.jobs.retrieve(job.id)
-    assert job.status == "succeeded", job.error
+    job = wait_until_succeeded(client, job)
     yield Trained(job=job, training_file=uploaded.id)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from openai.types.fine_tuning import FineTuningJob
 
 from services.common.tailor_tiny import ensure_tailor_tiny
 from tests.e2e.conftest import _wait_healthy
+from tests.e2e.jobs import wait_until_succeeded
 from tests.support.hub_cache import populate_hub_cache
 from tests.support.local_stack import running_stack
 from tests.support.processes import OutputWatchedProcess, free_port
@@ -35,7 +35,6 @@ pytestmark = pytest.mark.slow
 KEY = "sk-e2e-hub-0001"
 REPO_ID = "tailor-test/tiny-hub"
 MISSING_ID = "tailor-test/not-in-the-cache"
-TRAINING_TIMEOUT_S = 420
 EXAMPLES = [
     {
         "messages": [
@@ -118,12 +117,7 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubRun]:
             seed=5,
             hyperparameters={"n_epochs": 3, "batch_size": 2},
         )
-        deadline = time.monotonic() + TRAINING_TIMEOUT_S
-        while job.status not in ("succeeded", "failed", "cancelled"):
-            assert time.monotonic() < deadline, f"job still {job.status} after {TRAINING_TIMEOUT_S}s"
-            time.sleep(1)
-            job = client.fine_tuning.jobs.retrieve(job.id)
-        assert job.status == "succeeded", job.error
+        job = wait_until_succeeded(client, job)
         events = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
         reply = client.chat.completions.create(
             model=job.fine_tuned_model or "",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,13 +26,13 @@ from tailor.dataset.v1 import dataset_service_pb2 as dataset_pb2
 from tailor.dataset.v1 import dataset_service_pb2_grpc as dataset_grpc
 from tailor.inference.v1 import inference_service_pb2 as inference_pb2
 from tailor.inference.v1 import inference_service_pb2_grpc as inference_grpc
+from tests.e2e.jobs import wait_until_ended
 from tests.support.local_stack import RunningStack, running_stack
 
 pytestmark = pytest.mark.slow
 
 KEY_A, KEY_B = "sk-e2e-auth-org-a-0001", "sk-e2e-auth-org-b-0002"
 FORGED = (("x-tailor-organization", "org-a"),)
-TRAINING_TIMEOUT_S = 420
 EXAMPLES = [
     {"messages": [{"role": "user", "content": f"Hi {i}"}, {"role": "assistant", "content": f"Ahoy {i}!"}]}
     for i in range(10)
@@ -83,11 +82,7 @@ def test_the_sdk_flow_through_the_gateway_works_and_forged_direct_calls_are_refu
     job = sdk.fine_tuning.jobs.create(
         model="tailor-tiny", training_file=uploaded.id, suffix="auth", hyperparameters={"n_epochs": 1}
     )
-    deadline = time.monotonic() + TRAINING_TIMEOUT_S
-    while job.status not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, f"job still {job.status}"
-        time.sleep(1)
-        job = sdk.fine_tuning.jobs.retrieve(job.id)
+    job = wait_until_ended(sdk, job)
     # The worker trained with its launch token: downloaded its file, reported, uploaded results.
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model and job.result_files

@@ -23,7 +23,6 @@ tied embeddings, the end-of-turn tokens) shows as a differing answer here.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from openai.types.fine_tuning import FineTuningJob
 from services.common.base_models import resolve_base_model
 from services.common.settings import CommonSettings
 from tests.e2e import tool_calling
+from tests.e2e.jobs import wait_until_succeeded
 from tests.integration.inference.adapter_factory import reference_greedy
 from tests.support.local_stack import running_stack
 
@@ -42,7 +42,6 @@ pytestmark = pytest.mark.slow
 
 KEY = "sk-e2e-families-0001"
 ORGANIZATION = "org-a"
-TRAINING_TIMEOUT_S = 420
 MAX_TOKENS = 10
 FAMILIES = ["tailor-tiny", "tiny-llama3", "tiny-qwen2.5", "tiny-mistral", "tiny-gemma2", "tiny-phi3"]
 PROBES = ["Greet sailor 3.", "Greet sailor 11.", "hello"]
@@ -138,16 +137,6 @@ def _upload(client: openai.OpenAI, name: str, examples: list[dict]) -> str:
     return uploaded.id
 
 
-def _wait(client: openai.OpenAI, job: FineTuningJob) -> FineTuningJob:
-    deadline = time.monotonic() + TRAINING_TIMEOUT_S
-    while job.status not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, f"job {job.id} still {job.status} after {TRAINING_TIMEOUT_S}s"
-        time.sleep(1)
-        job = client.fine_tuning.jobs.retrieve(job.id)
-    assert job.status == "succeeded", job.error
-    return job
-
-
 def _ask(client: openai.OpenAI, models: list[str]) -> Answers:
     answers = Answers()
     for model in models:
@@ -186,7 +175,7 @@ def family_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         client = _client(platform.url)
         sft_file = _upload(client, "sft.jsonl", SFT_EXAMPLES)
         dpo_file = _upload(client, "dpo.jsonl", DPO_EXAMPLES)
-        sft = _wait(
+        sft = wait_until_succeeded(
             client,
             client.fine_tuning.jobs.create(
                 model=base,
@@ -196,7 +185,7 @@ def family_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
                 hyperparameters={"n_epochs": 5, "batch_size": 4, "learning_rate_multiplier": 2.0},
             ),
         )
-        dpo = _wait(
+        dpo = wait_until_succeeded(
             client,
             client.fine_tuning.jobs.create(
                 model=base,

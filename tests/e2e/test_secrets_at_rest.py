@@ -24,6 +24,7 @@ import openai
 import psutil
 import pytest
 
+from tests.e2e.jobs import TRAINING_TIMEOUT_S
 from tests.support.local_stack import running_stack
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,6 @@ KEY = "sk-at-rest-0123456789abcdef"
 # ignores them): a worker must never see them.
 STORE_ACCESS_KEY = "store-access-at-rest-4e1f"
 STORE_SECRET_KEY = "store-secret-at-rest-9b2c"
-TRAINING_TIMEOUT_S = 420
 EXAMPLES = [
     {"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}!"}]}
     for i in range(10)

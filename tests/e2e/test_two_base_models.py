@@ -10,7 +10,6 @@ the gateway sent each request. One job is trained on the second base (about 20 s
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from tailor.inference.v1 import inference_service_pb2 as pb
 from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc
+from tests.e2e.jobs import wait_until_succeeded
 from tests.support.local_stack import RunningStack, running_stack
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,6 @@ ORGANIZATION = "org-a"
 FIRST, SECOND, UNSERVED = "tailor-tiny", "tailor-tiny-b", "tailor-tiny-c"
 # tailor-tiny's own defaults (TAILOR_BASE_MODELS replaces the default list as a whole)
 TINY = {"source": "builtin:tailor-tiny", "lora_learning_rate": 2e-3, "lora_rank": 8, "max_seq_length": 512}
-TRAINING_TIMEOUT_S = 420
 EXAMPLES = [
     {
         "messages": [
@@ -126,12 +125,7 @@ def test_a_model_fine_tuned_on_the_second_base_is_served_by_its_replica(two_base
         seed=7,
         hyperparameters={"n_epochs": 1, "batch_size": 4},
     )
-    deadline = time.monotonic() + TRAINING_TIMEOUT_S
-    while job.status not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, f"job still {job.status} after {TRAINING_TIMEOUT_S}s"
-        time.sleep(1)
-        job = client.fine_tuning.jobs.retrieve(job.id)
-    assert job.status == "succeeded", job.error
+    job = wait_until_succeeded(client, job)
     model = job.fine_tuned_model
     assert model is not None and model.startswith(f"ft:{SECOND}:{ORGANIZATION}:pirate:")
 

@@ -15,11 +15,12 @@ questions.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import openai
+
+from tests.e2e.jobs import fine_tune
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -46,7 +47,6 @@ ASKED = QUESTIONS[0]
 # Enough for tailor-tiny (rate 2e-3 at multiplier 1): 70 steps of 4 examples, loss ~0.01,
 # about 30 s of job on a 2-core CPU.
 HYPERPARAMETERS: dict[str, Any] = {"n_epochs": 10, "batch_size": 4, "learning_rate_multiplier": 5.0}
-TRAINING_TIMEOUT_S = 420
 MAX_ROUNDS = 3
 MAX_TOKENS = 64
 
@@ -87,7 +87,9 @@ def train_tool_calling_model(
     assert client.files.wait_for_processing(uploaded.id, poll_interval=0.5).status == "processed"
     model, answer = base_model, None
     for round_ in range(1, max_rounds + 1):
-        model = _fine_tune(client, model, uploaded.id, hyperparameters or HYPERPARAMETERS, suffix)
+        tuning = hyperparameters or HYPERPARAMETERS
+        job = fine_tune(client, model, uploaded.id, suffix=suffix, seed=7, hyperparameters=tuning)
+        model = job.fine_tuned_model or ""
         answer = ask(client, model)
         if trained_call_of(answer.choices[0].message) is not None:
             return TrainedToolModel(model, round_)
@@ -97,21 +99,6 @@ def train_tool_calling_model(
         f"after {max_rounds} rounds {model} still answered {answer.choices[0].message!r} "
         f"(with tool_choice none, the text {raw!r})"
     )
-
-
-def _fine_tune(
-    client: openai.OpenAI, model: str, training_file: str, hyperparameters: dict[str, Any], suffix: str
-) -> str:
-    job = client.fine_tuning.jobs.create(
-        model=model, training_file=training_file, suffix=suffix, seed=7, hyperparameters=hyperparameters
-    )
-    deadline = time.monotonic() + TRAINING_TIMEOUT_S
-    while job.status not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, f"job still {job.status} after {TRAINING_TIMEOUT_S}s"
-        time.sleep(1)
-        job = client.fine_tuning.jobs.retrieve(job.id)
-    assert job.status == "succeeded" and job.fine_tuned_model, job.error
-    return job.fine_tuned_model
 
 
 def ask(client: openai.OpenAI, model: str, **options: Any) -> Any:
