@@ -25,6 +25,7 @@ TRAINER = "/tailor.trainer.v1.TrainerService/"
 MODEL_REGISTRY = "/tailor.trainer.v1.ModelRegistryService/"
 WORKER = "/tailor.trainer.v1.WorkerService/"
 WEBHOOK = "/tailor.trainer.v1.WebhookService/"
+EVAL = "/tailor.trainer.v1.EvalService/"
 INFERENCE = "/tailor.inference.v1.InferenceService/"
 
 # The identity (token audience) that serves each gRPC service.
@@ -34,15 +35,19 @@ AUDIENCE_OF_SERVICE = {
     "tailor.trainer.v1.ModelRegistryService": "trainer",
     "tailor.trainer.v1.WorkerService": "trainer",
     "tailor.trainer.v1.WebhookService": "trainer",
+    "tailor.trainer.v1.EvalService": "trainer",
     "tailor.inference.v1.InferenceService": "inference",
 }
 
 ANONYMOUS_PREFIXES = ("/grpc.health.v1.Health/",)
 # Any authenticated service identity, with or without an organization.
 ANY_SERVICE_PREFIXES = ("/grpc.reflection.", INFERENCE + "GetReplicaInfo")
+# Calls of a service allowed them that act for the organization the callee already knows: the
+# eval sampler's (the trainer knows each run's organization and hands it out with the work).
+NO_ORGANIZATION_METHODS = (EVAL + "ClaimEvalSamples", EVAL + "RecordEvalSamples")
 
 SERVICE_CALLERS: dict[str, tuple[str, ...]] = {
-    "gateway": (DATASET, TRAINER, MODEL_REGISTRY, WEBHOOK, INFERENCE),
+    "gateway": (DATASET, TRAINER, MODEL_REGISTRY, WEBHOOK, EVAL, INFERENCE),
     "trainer": (DATASET,),  # reads a job's files to check them, stores results
     "inference": (MODEL_REGISTRY,),  # resolves a model name to its adapter
     "dataset": (),
@@ -68,7 +73,9 @@ def is_anonymous(method: str) -> bool:
 
 
 def needs_organization(method: str) -> bool:
-    return not (is_anonymous(method) or method.startswith(ANY_SERVICE_PREFIXES))
+    return not (
+        is_anonymous(method) or method.startswith(ANY_SERVICE_PREFIXES) or method in NO_ORGANIZATION_METHODS
+    )
 
 
 def authorize(principal: Principal, method: str) -> None:
