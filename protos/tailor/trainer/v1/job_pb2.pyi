@@ -143,12 +143,14 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., organization_id: _Optional[str] = ..., model: _Optional[str] = ..., base_model: _Optional[str] = ..., training_file: _Optional[str] = ..., validation_file: _Optional[str] = ..., method: _Optional[_Union[Method, _Mapping]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., fine_tuned_model: _Optional[str] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., estimated_finish: _Optional[int] = ..., trained_tokens: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., result_files: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., suffix: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., integrations: _Optional[_Iterable[_Union[Integration, _Mapping]]] = ...) -> None: ...
 
 class Integration(_message.Message):
-    __slots__ = ("type", "wandb")
+    __slots__ = ("type", "wandb", "mlflow")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     WANDB_FIELD_NUMBER: _ClassVar[int]
+    MLFLOW_FIELD_NUMBER: _ClassVar[int]
     type: str
     wandb: WandbIntegration
-    def __init__(self, type: _Optional[str] = ..., wandb: _Optional[_Union[WandbIntegration, _Mapping]] = ...) -> None: ...
+    mlflow: MlflowIntegration
+    def __init__(self, type: _Optional[str] = ..., wandb: _Optional[_Union[WandbIntegration, _Mapping]] = ..., mlflow: _Optional[_Union[MlflowIntegration, _Mapping]] = ...) -> None: ...
 
 class WandbIntegration(_message.Message):
     __slots__ = ("project", "entity", "name", "tags")
@@ -161,6 +163,16 @@ class WandbIntegration(_message.Message):
     name: str
     tags: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, project: _Optional[str] = ..., entity: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MlflowIntegration(_message.Message):
+    __slots__ = ("tracking_uri", "experiment_name", "run_name")
+    TRACKING_URI_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    RUN_NAME_FIELD_NUMBER: _ClassVar[int]
+    tracking_uri: str
+    experiment_name: str
+    run_name: str
+    def __init__(self, tracking_uri: _Optional[str] = ..., experiment_name: _Optional[str] = ..., run_name: _Optional[str] = ...) -> None: ...
 
 class Metrics(_message.Message):
     __slots__ = ("step", "total_steps", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy", "epoch")
