@@ -136,6 +136,14 @@ class TrainerSettings(CommonSettings):
             "networks included. A host name is checked as written; CIDRs also against the addresses it resolves to."
         ),
     )
+    trainer_webhook_retention_s: float = Field(
+        30 * 86400.0,
+        gt=0,
+        description=(
+            "How long delivered and failed webhook deliveries, their attempts and their sent events are "
+            "kept (an endpoint's delivery log and counts cover this window); pending ones are never removed."
+        ),
+    )
     trainer_webhook_delivery_paused: bool = Field(
         False,
         description="Keep webhook events in the outbox without sending them (maintenance; tests of restarts).",

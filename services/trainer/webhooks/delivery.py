@@ -19,6 +19,10 @@ Every ``trainer_webhook_interval_s`` (an asyncio task of the trainer, started wi
    are not hit by every delivery at once); a retry that would come later than
    ``give_up_s`` after the event marks the delivery failed. Each attempt is logged
    (``webhook_attempts``) for the endpoint's delivery log.
+4. **Prune.** Every ``_PRUNE_INTERVAL_S``, deliveries that ended (delivered or failed) more
+   than ``trainer_webhook_retention_s`` ago go with their attempts, and so do events older than
+   that whose deliveries are all gone: the tables stay bounded by the retention window
+   rather than growing with every job ever run. A pending delivery is never pruned.
 
 Everything lives in the records, so a restarted trainer continues where the last stopped.
 """
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 
 import httpx
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, exists, or_, select, update
 
 from services.common.ids import random_token
 from services.trainer.config import TrainerSettings
@@ -55,6 +59,8 @@ PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 _BATCH = 50
 # A lease outlives the request it covers by this much (the answer still has to be recorded).
 _LEASE_MARGIN_S = 30.0
+# How often a replica prunes ended deliveries (pruning is idempotent; replicas may overlap).
+_PRUNE_INTERVAL_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class WebhookDelivery:
         self._records = records
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
+        self._next_prune = 0.0
 
     async def start(self) -> None:
         """Starts sending, unless ``trainer_webhook_delivery_paused`` keeps events in the outbox."""
@@ -112,10 +119,43 @@ class WebhookDelivery:
             await asyncio.sleep(self._settings.trainer_webhook_interval_s)
 
     async def tick(self) -> None:
-        """Fans out new events, then sends every due delivery this replica could claim."""
+        """Fans out new events, sends every due delivery this replica could claim, prunes now and then."""
         await self._fan_out()
         claimed = await self._claim_due()
         await asyncio.gather(*(self._deliver(one) for one in claimed))
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + _PRUNE_INTERVAL_S
+            await self.prune(now() - self._settings.trainer_webhook_retention_s)
+
+    async def prune(self, ended_before: float) -> int:
+        """Removes deliveries that ended before ``ended_before`` (Unix seconds) with their attempts,
+        and the fanned-out events before it that no delivery refers to any more. Returns how many
+        deliveries went."""
+        ended = WebhookDeliveryRecord.state.in_((DELIVERED, FAILED))
+        old = or_(
+            WebhookDeliveryRecord.last_attempt_at < ended_before,
+            # failed without an attempt (its endpoint's target was never allowed): by its event
+            WebhookDeliveryRecord.last_attempt_at.is_(None) & (WebhookDeliveryRecord.event_created_at < ended_before),
+        )
+        async with self._records.write() as session:
+            gone = (await session.scalars(select(WebhookDeliveryRecord.id).where(ended, old))).all()
+            for start in range(0, len(gone), 500):
+                batch = gone[start : start + 500]
+                await session.execute(delete(WebhookAttemptRecord).where(WebhookAttemptRecord.delivery_id.in_(batch)))
+                await session.execute(delete(WebhookDeliveryRecord).where(WebhookDeliveryRecord.id.in_(batch)))
+            referred = exists().where(WebhookDeliveryRecord.event_id == WebhookEventRecord.id)
+            await session.execute(
+                delete(WebhookEventRecord)
+                .where(
+                    WebhookEventRecord.fanned_out.is_(True),
+                    WebhookEventRecord.created_at < ended_before,
+                    ~referred,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        if gone:
+            log.info("webhook deliveries pruned", deliveries=len(gone))
+        return len(gone)
 
     async def _fan_out(self) -> None:
         async with self._records.write() as session:

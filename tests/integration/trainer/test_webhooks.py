@@ -24,7 +24,7 @@ import tailor.trainer.v1.webhook_service_pb2_grpc as webhook_grpc
 from services.common.grpc_client import open_channel
 from services.common.tenancy import call_context
 from services.trainer.config import TrainerSettings
-from services.trainer.records import TrainerRecords
+from services.trainer.records import TrainerRecords, now
 from services.trainer.webhooks.delivery import WebhookDelivery
 from tests.integration.trainer.conftest import ORG, OTHER_ORG
 from tests.integration.trainer.harness import (
@@ -287,3 +287,34 @@ async def test_a_bad_url_or_event_type_is_named(
         bad_type = await refusal(webhooks.create(ORG, receiver.url, ["batch.completed"]))
         assert bad_type.param == "event_types" and "batch.completed" in bad_type.message
 
+
+
+async def test_ended_deliveries_are_pruned_after_the_retention_and_pending_ones_kept(
+    settings: TrainerSettings, files: FakeDataset, receiver: WebhookReceiver
+) -> None:
+    async with running_trainer(settings, RecordingExecutor()) as trainer, webhooks_of(trainer, settings) as webhooks:
+        answered = await webhooks.create(ORG, receiver.url)
+        refused = await webhooks.create(ORG, "http://127.0.0.1:9/hook")  # nothing listens: retried
+        await cancelled_job(trainer, files, ORG)
+        await received(receiver, 1)
+
+        async def both_tried() -> bool:
+            return bool(await webhooks.attempts(ORG, refused.endpoint.id)) or None
+
+        await eventually(both_tried, timeout=30, what="an attempt at the refusing endpoint")
+
+    records = TrainerRecords.open(settings)
+    pruner = WebhookDelivery(settings, records)
+    try:
+        assert await pruner.prune(ended_before=now() + 10) == 1  # the delivered one; the pending one stays
+        assert await pruner.prune(ended_before=now() + 10) == 0
+    finally:
+        await records.close()
+
+    paused = settings.model_copy(update={"trainer_webhook_delivery_paused": True})
+    async with running_trainer(paused, RecordingExecutor()) as trainer, webhooks_of(trainer, paused) as webhooks:
+        pruned = await webhooks.get(ORG, answered.endpoint.id)
+        assert (pruned.delivery_stats.delivered, await webhooks.attempts(ORG, answered.endpoint.id)) == (0, [])
+        kept = await webhooks.get(ORG, refused.endpoint.id)
+        assert kept.delivery_stats.pending == 1
+        assert await webhooks.attempts(ORG, refused.endpoint.id)
