@@ -99,6 +99,14 @@ class TrainerSettings(CommonSettings):
         "",
         description="A self-hosted W&B server's URL, given to workers as WANDB_BASE_URL; empty for W&B's cloud.",
     )
+    trainer_mlflow_allowed_targets: list[str] = Field(
+        default_factory=list,
+        description=(
+            "JSON list of the hosts and CIDRs an `mlflow` integration's tracking_uri may point at "
+            '(e.g. ["mlflow.internal"]); empty allows any http(s) server, loopback and private networks '
+            "included. Checked when the job is created, as webhook URLs are."
+        ),
+    )
     trainer_worker_retries: int = Field(
         1,
         ge=0,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from services.common.base_models import VLLM_LORA_RANKS
 from services.common.errors import InvalidArgument
+from services.trainer.webhooks.targets import check_url
 from tailor.trainer.v1 import job_pb2, trainer_service_pb2
 
 MAX_SEED = 2_147_483_647
@@ -26,6 +27,9 @@ MAX_N_EPOCHS = 50
 MAX_BATCH_SIZE = 256
 MAX_BETA = 2.0
 MAX_INTEGRATIONS = 5  # OpenAI's spec: integrations has at most 5 items
+# MLflow's own column sizes (experiments.name, runs.name).
+MAX_EXPERIMENT_NAME_LENGTH = 256
+MAX_RUN_NAME_LENGTH = 250
 # The suffix becomes a segment of `ft:{base}:{org}:{suffix}:{id}`: no ':' and URL-safe.
 _SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SUPPORTED_METHODS = {job_pb2.METHOD_TYPE_SUPERVISED, job_pb2.METHOD_TYPE_DPO}
@@ -43,7 +47,12 @@ def method_type(request: trainer_service_pb2.CreateJobRequest) -> int:
     return requested
 
 
-def check_request(request: trainer_service_pb2.CreateJobRequest, *, max_lora_rank: int) -> None:
+def check_request(
+    request: trainer_service_pb2.CreateJobRequest,
+    *,
+    max_lora_rank: int,
+    mlflow_allowed_targets: Sequence[str] = (),
+) -> None:
     """Refuses a request whose fields are missing, malformed or out of OpenAI's ranges."""
     if not request.model:
         raise InvalidArgument(
@@ -63,26 +72,50 @@ def check_request(request: trainer_service_pb2.CreateJobRequest, *, max_lora_ran
     if request.HasField("seed") and not 0 <= request.seed <= MAX_SEED:
         raise InvalidArgument(f"seed must be between 0 and {MAX_SEED}.", param="seed")
     check_metadata(dict(request.metadata))
-    check_integrations(request.integrations)
+    check_integrations(request.integrations, mlflow_allowed_targets=mlflow_allowed_targets)
 
 
-def check_integrations(integrations: Sequence[job_pb2.Integration]) -> None:
-    """OpenAI's rules: at most 5, each of type "wandb" with a project (the gateway checks them too)."""
+def check_integrations(
+    integrations: Sequence[job_pb2.Integration], *, mlflow_allowed_targets: Sequence[str] = ()
+) -> None:
+    """At most 5 (OpenAI's limit), each "wandb" with a project or "mlflow" with a server and an experiment.
+
+    An MLflow tracking URI must be http(s) on an allowed host, as a webhook's URL: the worker
+    sends requests there from inside the deployment, and a ``file:`` URI would write on its disk.
+    """
     if len(integrations) > MAX_INTEGRATIONS:
         raise InvalidArgument(
             f"integrations may have at most {MAX_INTEGRATIONS} items.", param="integrations"
         )
     for index, integration in enumerate(integrations):
-        if integration.type != "wandb":
-            raise InvalidArgument(
-                "The only integration type is 'wandb'.", param=f"integrations[{index}].type"
+        where = f"integrations[{index}]"
+        if integration.type == "wandb":
+            _require(integration.wandb.project, f"{where}.wandb.project")
+        elif integration.type == "mlflow":
+            mlflow = integration.mlflow
+            _require(mlflow.tracking_uri, f"{where}.mlflow.tracking_uri")
+            _require(mlflow.experiment_name, f"{where}.mlflow.experiment_name")
+            check_url(
+                mlflow.tracking_uri,
+                list(mlflow_allowed_targets),
+                param=f"{where}.mlflow.tracking_uri",
+                targets="MLflow servers",
             )
-        if not integration.wandb.project:
-            raise InvalidArgument(
-                "Missing required parameter: 'project'.",
-                param=f"integrations[{index}].wandb.project",
-                code="missing_required_parameter",
-            )
+            for name, limit in (("experiment_name", MAX_EXPERIMENT_NAME_LENGTH), ("run_name", MAX_RUN_NAME_LENGTH)):
+                if len(getattr(mlflow, name)) > limit:
+                    raise InvalidArgument(
+                        f"{name} must be at most {limit} characters.", param=f"{where}.mlflow.{name}"
+                    )
+        else:
+            raise InvalidArgument("An integration's type is 'wandb' or 'mlflow'.", param=f"{where}.type")
+
+
+def _require(value: str, param: str) -> None:
+    if not value:
+        name = param.rsplit(".", 1)[-1]
+        raise InvalidArgument(
+            f"Missing required parameter: '{name}'.", param=param, code="missing_required_parameter"
+        )
 
 
 def check_hyperparameters(

@@ -111,7 +111,11 @@ class JobService:
             if earlier is not None:
                 return job_to_proto(earlier)
 
-        check_request(request, max_lora_rank=self._settings.max_lora_rank)
+        check_request(
+            request,
+            max_lora_rank=self._settings.max_lora_rank,
+            mlflow_allowed_targets=self._settings.trainer_mlflow_allowed_targets,
+        )
         method = method_type(request)
         hyperparameters = set_fields(request.method.hyperparameters)
         start = await self._starting_point(request.model, organization, hyperparameters.get("lora_rank"))

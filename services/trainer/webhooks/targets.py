@@ -21,25 +21,29 @@ from services.common.errors import InvalidArgument
 MAX_URL_LENGTH = 2048
 
 
-def check_url(url: str, allowed: list[str]) -> str:
-    """``url`` if it may receive webhooks; otherwise InvalidArgument naming what is wrong."""
+def check_url(url: str, allowed: list[str], *, param: str = "url", targets: str = "webhook targets") -> str:
+    """``url`` if it may be sent to; otherwise InvalidArgument naming ``param`` and what is wrong.
+
+    Also the rule for an MLflow integration's tracking URI (services/trainer/job_requests.py),
+    whose requests the worker sends from inside the deployment just the same.
+    """
     if len(url) > MAX_URL_LENGTH:
-        raise InvalidArgument(f"url is longer than {MAX_URL_LENGTH} characters.", param="url")
+        raise InvalidArgument(f"{param} is longer than {MAX_URL_LENGTH} characters.", param=param)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError as error:
-        raise InvalidArgument(f"url is not a valid URL: {error}.", param="url") from None
+        raise InvalidArgument(f"{param} is not a valid URL: {error}.", param=param) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgument("url must be an http:// or https:// URL with a host.", param="url")
+        raise InvalidArgument(f"{param} must be an http:// or https:// URL with a host.", param=param)
     if parts.username or parts.password:
-        raise InvalidArgument("url must not hold credentials.", param="url")
+        raise InvalidArgument(f"{param} must not hold credentials.", param=param)
     if allowed and not _host_allowed(parts.hostname, [], allowed):
         literal = _address(parts.hostname)
         if literal is None or not _host_allowed(parts.hostname, [literal], allowed):
             raise InvalidArgument(
-                f"url's host {parts.hostname} is not among this deployment's allowed webhook targets.",
-                param="url",
+                f"{param}'s host {parts.hostname} is not among this deployment's allowed {targets}.",
+                param=param,
             )
     return url
 
