@@ -1,4 +1,4 @@
-"""Eval templates fill `{{ item.* }}` and `{{ sample.* }}` the way OpenAI's graders guide describes, and name what is missing."""
+"""Eval templates fill `{{ item.* }}` and `{{ sample.* }}` as OpenAI's guide says; errors name the path."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def test_whitespace_inside_braces_is_allowed() -> None:
 
 
 def test_nested_keys_and_list_indexes() -> None:
-    assert render("{{ item.answer.aliases.1 }} / {{ item.answer.aliases.0 }}", ITEM) == "City of Light / Paname"
+    rendered = render("{{ item.answer.aliases.1 }} / {{ item.answer.aliases.0 }}", ITEM)
+
+    assert rendered == "City of Light / Paname"
 
 
 def test_non_strings_render_as_compact_json() -> None:
