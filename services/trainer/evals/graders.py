@@ -122,7 +122,7 @@ def similarity(metric: str, given: str, reference: str) -> float:
     if metric == "gleu":
         hypothesis, expected = _BLEU_TOKEN.findall(given), _BLEU_TOKEN.findall(reference)
         if not hypothesis or not expected:
-            return 1.0 if hypothesis == expected else 0.0
+            return 0.0  # an empty side scores 0, as by the other metrics
         return float(sentence_gleu([expected], hypothesis))
     if metric in _ROUGE_TYPES:
         rouge_type = _ROUGE_TYPES[metric]
@@ -151,7 +151,7 @@ def _bleu(given: str, reference: str) -> float:
     """
     hypothesis, expected = _BLEU_TOKEN.findall(given), _BLEU_TOKEN.findall(reference)
     if not hypothesis or not expected:
-        return 1.0 if hypothesis == expected else 0.0
+        return 0.0  # an empty side scores 0, as by the other metrics
     order = min(_BLEU_MAX_ORDER, len(hypothesis), len(expected))
     weights = (1.0 / order,) * order
     return float(sentence_bleu([expected], hypothesis, weights=weights, smoothing_function=_BLEU_SMOOTHING))

@@ -174,9 +174,10 @@ def test_gleu_is_nltk_sentence_gleu() -> None:
     )
 
 
-@pytest.mark.parametrize("metric", ["bleu", "gleu"])
-def test_an_empty_answer_scores_zero(metric: str) -> None:
-    result = graded(similarity(metric, threshold=0.1), "", "Paris")
+@pytest.mark.parametrize("metric", TEXT_SIMILARITY_METRICS)
+@pytest.mark.parametrize(("answer", "expected"), [("", "Paris"), ("Paris", ""), ("", ""), ("?!", "Paris")])
+def test_an_empty_side_scores_zero(metric: str, answer: str, expected: str) -> None:
+    result = graded(similarity(metric, threshold=0.1), answer, expected)
 
     assert result == Grade("similar", "text_similarity", 0.0, False)
 
