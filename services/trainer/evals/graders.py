@@ -193,7 +193,7 @@ def _check_template(template: str, param: str, include_sample: bool) -> None:
     try:
         paths = templates.references(template)
     except templates.TemplateError as error:
-        raise InvalidArgument(f"{param}: {error}", param=param) from None
+        raise InvalidArgument(f"{param}: {shown(str(error))}", param=param) from None
     for path in paths:
         namespace, key = path.split(".")[:2]
         if namespace != "sample":
