@@ -5,15 +5,21 @@
 import "./style.css";
 import { apiKey, signOut } from "./api";
 import { h, replace } from "./dom";
+import { evalPage } from "./pages/eval";
+import { evalRunPage } from "./pages/evalrun";
+import { evalsPage } from "./pages/evals";
 import { filePage, filesPage } from "./pages/files";
 import { jobPage } from "./pages/job";
 import { jobsPage } from "./pages/jobs";
 import { modelsPage } from "./pages/models";
 import { playgroundPage } from "./pages/playground";
 import { signInPage } from "./pages/signin";
+import { webhookPage } from "./pages/webhook";
+import { webhooksPage } from "./pages/webhooks";
 
 export type Cleanup = () => void;
-export type PageView = (root: HTMLElement, id: string, query: URLSearchParams) => Cleanup | void;
+// ``id`` is the route's first captured part; a route with more (an eval run's) gets them after ``query``
+export type PageView = (root: HTMLElement, id: string, query: URLSearchParams, ...more: string[]) => Cleanup | void;
 
 const ROUTES: [RegExp, PageView, string][] = [
   [/^\/jobs\/([^/]+)$/, jobPage, "jobs"],
@@ -22,12 +28,20 @@ const ROUTES: [RegExp, PageView, string][] = [
   [/^\/files$/, filesPage, "files"],
   [/^\/models$/, modelsPage, "models"],
   [/^\/playground$/, playgroundPage, "playground"],
+  // an eval run's report_url is /ui/#/evals/<eval_id>/runs/<run_id> (services/gateway/evals)
+  [/^\/evals\/([^/]+)\/runs\/([^/]+)$/, evalRunPage, "evals"],
+  [/^\/evals\/([^/]+)$/, evalPage, "evals"],
+  [/^\/evals$/, evalsPage, "evals"],
+  [/^\/webhooks\/([^/]+)$/, webhookPage, "webhooks"],
+  [/^\/webhooks$/, webhooksPage, "webhooks"],
 ];
 const SECTIONS: [string, string][] = [
   ["jobs", "Jobs"],
   ["files", "Files"],
   ["models", "Models"],
   ["playground", "Playground"],
+  ["evals", "Evals"],
+  ["webhooks", "Webhooks"],
 ];
 
 let cleanup: Cleanup | void;
@@ -52,7 +66,8 @@ function render(): void {
       renderNav(section);
       // after a navigation, keyboard and screen-reader users start at the new page's content
       if (navigated) root.focus({ preventScroll: true });
-      cleanup = view(root, decodeURIComponent(match[1] ?? ""), new URLSearchParams(search));
+      const [id = "", ...more] = match.slice(1).map(decodeURIComponent);
+      cleanup = view(root, id, new URLSearchParams(search), ...more);
       return;
     }
   }

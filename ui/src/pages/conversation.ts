@@ -1,9 +1,9 @@
 // One message of a conversation as the file preview and the playground show it.
 
 import { h } from "../dom";
-import type { ChatMessage } from "../types";
 
-export function messageBubble(message: ChatMessage): HTMLElement {
+/** Any message with a role: a chat message, or an eval sample's input and output. */
+export function messageBubble(message: { role: string; content: unknown }): HTMLElement {
   return h(
     "div",
     { class: `message role-${message.role}` },

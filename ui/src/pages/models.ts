@@ -33,8 +33,13 @@ export function modelsPage(root: HTMLElement): void {
   refresh();
 }
 
+/** A base model is served to every organization; the rest are fine-tunes and their checkpoints. */
+export function isBase(model: Model): boolean {
+  return model.owned_by === "system";
+}
+
 function kind(model: Model): string {
-  if (model.owned_by === "system") return "base";
+  if (isBase(model)) return "base";
   return model.id.includes(CHECKPOINT) ? "checkpoint" : "fine-tuned";
 }
 
