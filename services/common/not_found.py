@@ -30,3 +30,20 @@ def job_not_found(job_id: str) -> NotFound:
 def file_not_found(file_id: str) -> NotFound:
     """No file with this id in the caller's organization."""
     return NotFound(f"No such File object: {shown(file_id)}", param="id", code="file_not_found")
+
+
+def eval_not_found(eval_id: str) -> NotFound:
+    """No eval with this id in the caller's organization."""
+    return NotFound(f"Eval with id '{shown(eval_id)}' not found.", param="eval_id", code="not_found")
+
+
+def eval_run_not_found(run_id: str) -> NotFound:
+    """No run with this id of the named eval in the caller's organization."""
+    return NotFound(f"Eval run with id '{shown(run_id)}' not found.", param="run_id", code="not_found")
+
+
+def eval_output_item_not_found(output_item_id: str) -> NotFound:
+    """No output item with this id in the named run."""
+    return NotFound(
+        f"Output item with id '{shown(output_item_id)}' not found.", param="output_item_id", code="not_found"
+    )

@@ -118,6 +118,14 @@ class TrainerSettings(CommonSettings):
         description="Checkpoints kept per job (the newest); older ones are deleted with their objects.",
     )
 
+    # Evals (services/trainer/evals).
+    trainer_eval_max_items: int = Field(
+        10000, ge=1, description="The most items one eval run may have (its file's lines or inline rows)."
+    )
+    trainer_eval_max_file_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="The largest items file an eval run may read, in bytes."
+    )
+
     # Webhooks (services/trainer/webhooks, docs/webhooks.md).
     trainer_webhook_interval_s: float = Field(
         1.0, gt=0, description="How often the webhook delivery loop looks for events to send."

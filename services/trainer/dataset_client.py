@@ -1,4 +1,4 @@
-"""The trainer's client of the dataset service: reading a file's record to check it fits a job.
+"""The trainer's client of the dataset service: a file's record (does it fit a job?) and its bytes (an eval run's items).
 
 Calls carry the organization of the call being served (or of the job, in background
 work bound with ``call_context``), so another organization's file reads as missing.
@@ -6,6 +6,8 @@ GetFile is idempotent and retried on UNAVAILABLE; every call has the default dea
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -41,6 +43,17 @@ class DatasetFiles:
                 f"The dataset service could not be asked about file {file_id}: {rpc_error(error).message}"
             ) from error
         return response.file
+
+    async def download(self, file_id: str) -> AsyncIterator[bytes]:
+        """The file's bytes, chunk by chunk (the caller checked it exists); UNAVAILABLE when the stream breaks."""
+        try:
+            async for message in self._stub.DownloadFile(dataset_service_pb2.DownloadFileRequest(file_id=file_id)):
+                if message.HasField("chunk"):
+                    yield message.chunk
+        except grpc.aio.AioRpcError as error:
+            raise Unavailable(
+                f"The dataset service could not send file {file_id}: {rpc_error(error).message}"
+            ) from error
 
     async def close(self) -> None:
         await self._channel.close()

@@ -10,6 +10,9 @@ from __future__ import annotations
 from services.common.object_store import open_object_store
 from services.trainer.config import TrainerSettings
 from services.trainer.dataset_client import DatasetFiles
+from services.trainer.evals.evals import Evals
+from services.trainer.evals.runs import EvalRuns
+from services.trainer.evals.sampling import Sampling
 from services.trainer.executors import Executor, open_executor
 from services.trainer.jobs import JobService
 from services.trainer.records import TrainerRecords
@@ -31,6 +34,9 @@ class TrainerRuntime:
         self.registry = ModelRegistry(settings, self.records)
         self.jobs = JobService(settings, self.records, self.registry, self.dataset, self.scheduler)
         self.workers = WorkerApi(settings, self.records, self.scheduler, self.store)
+        self.evals = Evals(self.records)
+        self.eval_runs = EvalRuns(settings, self.records, self.registry, self.dataset)
+        self.eval_sampling = Sampling(self.records)
 
     async def open(self) -> None:
         """Creates the tables that are missing."""

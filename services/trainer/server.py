@@ -1,4 +1,4 @@
-"""The trainer's gRPC server: TrainerService, ModelRegistryService, WorkerService and WebhookService.
+"""The trainer's gRPC server: TrainerService, ModelRegistryService, WorkerService, WebhookService and EvalService.
 
 The servicers are thin: they read the request, call the logic of
 :mod:`services.trainer.jobs`, :mod:`services.trainer.registry` and
@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+import tailor.trainer.v1.eval_service_pb2 as eval_pb2
+import tailor.trainer.v1.eval_service_pb2_grpc as eval_grpc
 import tailor.trainer.v1.model_registry_service_pb2 as registry_pb2
 import tailor.trainer.v1.model_registry_service_pb2_grpc as registry_grpc
 import tailor.trainer.v1.trainer_service_pb2 as trainer_pb2
@@ -26,6 +28,7 @@ from services.common.grpc_server import GrpcServer, ServiceRegistration
 from services.common.object_store.sweep import AbandonedUploadSweep
 from services.common.tenancy import current_organization
 from services.trainer.config import TrainerSettings
+from services.trainer.evals.servicer import EvalServicer
 from services.trainer.jobs import JobService
 from services.trainer.registry import ModelRegistry
 from services.trainer.runtime import TrainerRuntime
@@ -185,7 +188,7 @@ def _full_name(module: object, service: str) -> str:
 
 
 def registrations(runtime: TrainerRuntime) -> list[ServiceRegistration]:
-    """The trainer's four services, for the common server."""
+    """The trainer's five services, for the common server."""
     return [
         ServiceRegistration(
             _full_name(trainer_pb2, "TrainerService"),
@@ -206,6 +209,11 @@ def registrations(runtime: TrainerRuntime) -> list[ServiceRegistration]:
             _full_name(webhook_pb2, "WebhookService"),
             webhook_grpc.add_WebhookServiceServicer_to_server,
             WebhookServicer(WebhookEndpoints(runtime.settings, runtime.records)),
+        ),
+        ServiceRegistration(
+            _full_name(eval_pb2, "EvalService"),
+            eval_grpc.add_EvalServiceServicer_to_server,
+            EvalServicer(runtime.evals, runtime.eval_runs, runtime.eval_sampling),
         ),
     ]
 

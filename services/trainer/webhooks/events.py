@@ -13,9 +13,20 @@ import json
 JOB_SUCCEEDED = "fine_tuning.job.succeeded"
 JOB_FAILED = "fine_tuning.job.failed"
 JOB_CANCELLED = "fine_tuning.job.cancelled"
+# An eval run's endings (OpenAI spells this one "canceled"); data.id is the run's id.
+EVAL_RUN_SUCCEEDED = "eval.run.succeeded"
+EVAL_RUN_FAILED = "eval.run.failed"
+EVAL_RUN_CANCELED = "eval.run.canceled"
 
 # Every type an endpoint may subscribe to, in the order they are documented.
-EVENT_TYPES: tuple[str, ...] = (JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED)
+EVENT_TYPES: tuple[str, ...] = (
+    JOB_SUCCEEDED,
+    JOB_FAILED,
+    JOB_CANCELLED,
+    EVAL_RUN_SUCCEEDED,
+    EVAL_RUN_FAILED,
+    EVAL_RUN_CANCELED,
+)
 
 
 def payload(event_id: str, event_type: str, created_at: int, object_id: str) -> bytes:
