@@ -10,9 +10,6 @@ gateway's sampler takes it from there (:mod:`.sampling`).
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 from sqlalchemy import delete, select
 
 from services.common.database import paginate
@@ -21,15 +18,12 @@ from services.common.ids import random_token
 from services.common.not_found import eval_output_item_not_found
 from services.common.tenancy import current_organization
 from services.trainer.config import TrainerSettings
-from services.trainer.conversions import set_fields
 from services.trainer.dataset_client import DatasetFiles
 from services.trainer.evals import run_status
 from services.trainer.evals.conversions import criteria_from_record, output_item_to_proto, run_to_proto
 from services.trainer.evals.evals import DEFAULT_PAGE, check_name
 from services.trainer.evals.items import (
     FILE_PARAM,
-    ITEM_PREFIX,
-    MESSAGE_ROLES,
     SourceRow,
     check_rows,
     criterion_templates,
@@ -43,7 +37,7 @@ from services.trainer.evals.records import (
     eval_of,
     run_of,
 )
-from services.trainer.evals.templates import TemplateError, references
+from services.trainer.evals.run_requests import check_input, check_sampling
 from services.trainer.job_requests import check_metadata
 from services.trainer.jobs import page_size
 from services.trainer.records import TrainerRecords, now
@@ -52,70 +46,8 @@ from tailor.dataset.v1 import dataset_service_pb2 as dataset_pb2
 from tailor.trainer.v1 import eval_service_pb2 as eval_pb2
 
 MODEL_PARAM = "data_source.model"
-TEMPLATE_PARAM = "data_source.input_messages.template"
-ITEM_REFERENCE_PARAM = "data_source.input_messages.item_reference"
-SAMPLING_PARAM = "data_source.sampling_params"
 FILE_ID_PARAM = "data_source.source.id"
 OUTPUT_STATUSES = ("pass", "fail", "error")
-
-
-def check_input(request: eval_pb2.CreateEvalRunRequest) -> tuple[list[dict[str, str]], str]:
-    """The run's input templates (role, content) or item reference, checked."""
-    if bool(request.input_messages) == bool(request.item_reference):
-        raise InvalidArgument(
-            "data_source.input_messages must be either a template or an item_reference.",
-            param="data_source.input_messages",
-        )
-    if request.item_reference:
-        reference = request.item_reference.strip()
-        try:
-            references("{{" + reference + "}}")
-        except TemplateError as error:
-            raise InvalidArgument(
-                f"{ITEM_REFERENCE_PARAM}: {shown(str(error))}", param=ITEM_REFERENCE_PARAM
-            ) from error
-        if not reference.startswith(ITEM_PREFIX):
-            raise InvalidArgument(
-                f"{ITEM_REFERENCE_PARAM} must name a field of the item, like `item.input`.",
-                param=ITEM_REFERENCE_PARAM,
-            )
-        return [], reference
-    templates = []
-    for index, message in enumerate(request.input_messages):
-        if message.role not in MESSAGE_ROLES:
-            raise InvalidArgument(
-                f"{TEMPLATE_PARAM}[{index}].role must be one of {', '.join(MESSAGE_ROLES)}.",
-                param=f"{TEMPLATE_PARAM}[{index}].role",
-            )
-        param = f"{TEMPLATE_PARAM}[{index}].content"
-        try:
-            found = references(message.content)
-        except TemplateError as error:
-            raise InvalidArgument(f"{param}: {shown(str(error))}", param=param) from error
-        foreign = [reference for reference in found if not reference.startswith(ITEM_PREFIX)]
-        if foreign:
-            raise InvalidArgument(
-                f"{param}: `{shown(foreign[0])}` is not an item field; "
-                "input templates may refer to `item.` only.",
-                param=param,
-            )
-        templates.append({"role": message.role, "content": message.content})
-    return templates, ""
-
-
-def check_sampling(params: eval_pb2.EvalSamplingParams) -> dict[str, Any]:
-    """The sampling parameters that are set, each in OpenAI's range."""
-    checks = {
-        "temperature": (lambda v: math.isfinite(v) and 0 <= v <= 2, "a number from 0 to 2"),
-        "top_p": (lambda v: math.isfinite(v) and 0 < v <= 1, "a number greater than 0 and at most 1"),
-        "max_completion_tokens": (lambda v: v >= 1, "at least 1"),
-    }
-    fields = set_fields(params)
-    for name, (valid, expected) in checks.items():
-        if name in fields and not valid(fields[name]):
-            param = f"{SAMPLING_PARAM}.{name}"
-            raise InvalidArgument(f"{param} must be {expected}.", param=param)
-    return fields
 
 
 class EvalRuns:
