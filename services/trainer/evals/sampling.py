@@ -9,8 +9,10 @@ completes, or fails when every item errored (nothing was graded). A cancelled or
 run answers ``run_cancelled`` and stores nothing.
 
 These calls carry no organization: the trainer knows each run's and hands it out with the
-work. Several trainer replicas on one Postgres may hand out an item twice; recording is
-idempotent, so the second answer is ignored.
+work. Within one process the records' write lock serializes them; trainer replicas sharing
+one Postgres lock the run's row (``FOR UPDATE``, which SQLite ignores) so that counts are
+never lost, and skip items another replica is leasing. Recording is idempotent either way:
+a second answer for a done item is ignored.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ PENDING = "pending"
 LEASED = "leased"
 DONE = "done"
 MAX_CLAIMED_ITEMS = 64
-MAX_LEASE_S = 3600
+MAX_LEASE_S = 86_400  # a day: the gateway's gateway_eval_sampler_lease_s may be as long
 ALL_ITEMS_ERRORED = "all_items_errored"
 
 
@@ -132,7 +134,8 @@ class Sampling:
                         EvalRunRecord.status.in_(run_status.SAMPLING),
                         exists().where(EvalRunItemRecord.run_id == EvalRunRecord.id, _claimable(wall)),
                     )
-                    .order_by(EvalRunRecord.seq),
+                    .order_by(EvalRunRecord.seq)
+                    .with_for_update(),
                 )
                 if run is None:
                     return eval_pb2.ClaimEvalSamplesResponse()
@@ -158,6 +161,7 @@ class Sampling:
                 .where(EvalRunItemRecord.run_id == run.id, _claimable(wall))
                 .order_by(EvalRunItemRecord.item_index)
                 .limit(max_items)
+                .with_for_update(skip_locked=True)
             )
         ).scalars().all()
         if run.status == run_status.QUEUED:
@@ -184,7 +188,7 @@ class Sampling:
         if not request.run_id:
             raise InvalidArgument("run_id is required.", param="run_id")
         async with self._records.write() as session:
-            query = select(EvalRunRecord).where(EvalRunRecord.id == request.run_id)
+            query = select(EvalRunRecord).where(EvalRunRecord.id == request.run_id).with_for_update()
             run = await first_or_none(session, query)
             if run is None or run.status == run_status.CANCELED:
                 return eval_pb2.RecordEvalSamplesResponse(run_cancelled=True)
