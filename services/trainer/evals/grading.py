@@ -6,7 +6,8 @@ when it is JSON>}``. An item is ``error`` when sampling failed (the sampler reco
 error) or a criterion's template could not be filled from it (the sample then carries
 ``error_code`` ``template_error`` and the template's message); otherwise ``pass`` when every
 criterion passed, else ``fail``. Only graded items count in the per-criterion results; every
-answer the model gave counts in the usage, under the model that gave it.
+answer the model gave counts in the usage, under the model that gave it. A source row's own
+``sample`` is kept with its item but not graded: every run samples its model.
 """
 
 from __future__ import annotations

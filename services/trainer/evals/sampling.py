@@ -140,6 +140,8 @@ class Sampling:
                 if run is None:
                     return eval_pb2.ClaimEvalSamplesResponse()
                 tasks = await self._lease(session, run, wall, request.max_items, request.lease_s)
+                if tasks is None:
+                    return eval_pb2.ClaimEvalSamplesResponse()  # another replica is leasing them
                 if tasks:
                     return eval_pb2.ClaimEvalSamplesResponse(
                         run_id=run.id,
@@ -153,8 +155,11 @@ class Sampling:
 
     async def _lease(
         self, session: AsyncSession, run: EvalRunRecord, wall: float, max_items: int, lease_s: int
-    ) -> list[eval_pb2.EvalSampleTask]:
-        """Leases up to ``max_items`` of the run's claimable items; an item that cannot be rendered errors."""
+    ) -> list[eval_pb2.EvalSampleTask] | None:
+        """Leases up to ``max_items`` of the run's claimable items; an item that cannot be rendered errors.
+
+        None when there was none to take (another replica holds them locked).
+        """
         items = (
             await session.execute(
                 select(EvalRunItemRecord)
@@ -164,6 +169,8 @@ class Sampling:
                 .with_for_update(skip_locked=True)
             )
         ).scalars().all()
+        if not items:
+            return None
         if run.status == run_status.QUEUED:
             run_status.apply(session, run, run_status.Action.START)
         tasks = []
