@@ -131,7 +131,16 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):
         if self.verifier is None:
             anonymous = method.startswith(ANONYMOUS_SERVICE_PREFIXES)
             organization = metadata.get(ORGANIZATION_METADATA_KEY) or None
-            return _wrap_handler(handler, lambda: _Call(method, metadata, anonymous, organization))
+            return _wrap_handler(
+                handler,
+                lambda: _Call(
+                    method,
+                    metadata,
+                    anonymous,
+                    organization,
+                    needs_organization=not anonymous and policy.needs_organization(method),
+                ),
+            )
         anonymous = policy.is_anonymous(method)
         principal: Principal | None = None
         refusal: TailorError | None = None

@@ -11,6 +11,7 @@ readiness and Prometheus metrics are served beside the API.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +28,8 @@ from services.gateway.completions.router import router as completions_router
 from services.gateway.completions.serving import OpenAIServingCompletions
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import install_error_handlers
+from services.gateway.evals.router import router as evals_router
+from services.gateway.evals.sampler import EvalSampler, chat_generator
 from services.gateway.files.router import router as files_router
 from services.gateway.files.serving import OpenAIServingFiles
 from services.gateway.fine_tuning.router import router as fine_tuning_router
@@ -68,7 +71,16 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.models_serving = OpenAIServingModels(upstreams)
         app.state.chat_serving = OpenAIServingChat(upstreams, settings)
         app.state.completions_serving = OpenAIServingCompletions(upstreams, settings)
+        sampler = None
+        if settings.gateway_eval_sampler_enabled:
+            app.state.eval_sampler = EvalSampler(
+                upstreams.evals, chat_generator(upstreams, settings), settings
+            )
+            sampler = asyncio.create_task(app.state.eval_sampler.run_forever(), name="eval-sampler")
         yield
+        if sampler is not None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
         await upstreams.close()
 
     app = FastAPI(title="Tailor", version=VERSION, lifespan=lifespan)
@@ -85,7 +97,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     app.add_middleware(RequestContextMiddleware)
     for router in (
-        files_router, fine_tuning_router, models_router, chat_router, completions_router, webhooks_router
+        files_router,
+        fine_tuning_router,
+        models_router,
+        chat_router,
+        completions_router,
+        webhooks_router,
+        evals_router,
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(health.router)
@@ -115,6 +133,18 @@ _ON_A_WEBHOOK_ENDPOINT = tuple(
         ("GET", ""), ("POST", ""), ("DELETE", ""), ("POST", "/rotate_secret"), ("GET", "/deliveries")
     )
 )
+_ON_AN_EVAL = tuple(
+    f"{method} /v1/evals/{{eval_id}}{tail}"
+    for method, tail in (("GET", ""), ("POST", ""), ("DELETE", ""), ("GET", "/runs"), ("POST", "/runs"))
+)
+_ON_A_RUN = tuple(
+    f"{method} /v1/evals/{{eval_id}}/runs/{{run_id}}{tail}"
+    for method, tail in (
+        ("GET", ""), ("POST", ""), ("DELETE", ""), ("POST", "/cancel"), ("GET", "/output_items")
+    )
+)
+_OUTPUT_ITEMS = "GET /v1/evals/{eval_id}/runs/{run_id}/output_items"
+_ON_AN_OUTPUT_ITEM = (_OUTPUT_ITEMS + "/{output_item_id}",)
 LINKS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("POST /v1/files", "$response.body#/id", "file_id", _ON_A_FILE),
     ("POST /v1/files", "$response.body#/id", "body.training_file", ("POST /v1/fine_tuning/jobs",)),
@@ -124,6 +154,15 @@ LINKS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("GET /v1/models", "$response.body#/data/0/id", "model", _ON_A_MODEL),
     ("POST /v1/webhook_endpoints", "$response.body#/id", "webhook_endpoint_id", _ON_A_WEBHOOK_ENDPOINT),
     ("GET /v1/webhook_endpoints", "$response.body#/data/0/id", "webhook_endpoint_id", _ON_A_WEBHOOK_ENDPOINT),
+    ("POST /v1/evals", "$response.body#/id", "eval_id", _ON_AN_EVAL),
+    ("GET /v1/evals", "$response.body#/data/0/id", "eval_id", _ON_AN_EVAL),
+    ("POST /v1/evals/{eval_id}/runs", "$response.body#/eval_id", "eval_id", _ON_A_RUN),
+    ("POST /v1/evals/{eval_id}/runs", "$response.body#/id", "run_id", _ON_A_RUN),
+    ("GET /v1/evals/{eval_id}/runs", "$response.body#/data/0/eval_id", "eval_id", _ON_A_RUN),
+    ("GET /v1/evals/{eval_id}/runs", "$response.body#/data/0/id", "run_id", _ON_A_RUN),
+    (_OUTPUT_ITEMS, "$response.body#/data/0/eval_id", "eval_id", _ON_AN_OUTPUT_ITEM),
+    (_OUTPUT_ITEMS, "$response.body#/data/0/run_id", "run_id", _ON_AN_OUTPUT_ITEM),
+    (_OUTPUT_ITEMS, "$response.body#/data/0/id", "output_item_id", _ON_AN_OUTPUT_ITEM),
 )
 
 

@@ -123,6 +123,40 @@ class GatewaySettings(CommonSettings):
         ),
     )
 
+    gateway_eval_sampler_enabled: bool = Field(
+        True,
+        description=(
+            "Whether this gateway samples eval runs' items (a background task claiming them from the "
+            "trainer); every replica may, the trainer's leases keep them from sampling an item twice."
+        ),
+    )
+    gateway_eval_sampler_concurrency: int = Field(
+        8, ge=1, le=64, description="Eval items this gateway generates answers for at once."
+    )
+    gateway_eval_sampler_batch: int = Field(
+        16, ge=1, le=64, description="Eval items the sampler claims from the trainer at a time (one run's)."
+    )
+    gateway_eval_sampler_lease_s: int = Field(
+        600,
+        ge=10,
+        le=86_400,
+        description=(
+            "How long a claimed eval item is the sampler's: one not recorded by then is handed out "
+            "again. Longer than a batch takes to sample (batch / concurrency generations in a row)."
+        ),
+    )
+    gateway_eval_sampler_idle_s: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "How long the sampler waits when there is no eval item to sample (or the trainer is "
+            "unavailable), doubled while that lasts, up to TAILOR_GATEWAY_EVAL_SAMPLER_MAX_IDLE_S."
+        ),
+    )
+    gateway_eval_sampler_max_idle_s: float = Field(
+        5.0, gt=0, description="The longest wait between the sampler's claims while there is no work."
+    )
+
     @field_validator("api_keys")
     @classmethod
     def _keys_parse(cls, value: SecretStr) -> SecretStr:

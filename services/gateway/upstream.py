@@ -25,6 +25,8 @@ from services.gateway.models.resolved import ResolvedModels
 from services.gateway.routing import AdapterAffinityRouter
 from tailor.dataset.v1 import dataset_service_pb2, dataset_service_pb2_grpc
 from tailor.trainer.v1 import (
+    eval_service_pb2,
+    eval_service_pb2_grpc,
     model_registry_service_pb2,
     model_registry_service_pb2_grpc,
     trainer_service_pb2,
@@ -54,6 +56,16 @@ TRAINER_IDEMPOTENT = _methods(
     "ListJobEvents",
     "ListJobCheckpoints",
 ) + _methods(model_registry_service_pb2.DESCRIPTOR, "ModelRegistryService", "ResolveModel", "ListModels")
+TRAINER_IDEMPOTENT += _methods(
+    eval_service_pb2.DESCRIPTOR,
+    "EvalService",
+    "GetEval",
+    "ListEvals",
+    "GetEvalRun",
+    "ListEvalRuns",
+    "ListEvalRunOutputItems",
+    "GetEvalRunOutputItem",
+)
 
 
 class Upstreams:
@@ -72,6 +84,7 @@ class Upstreams:
         # the generation routes' model lookups, kept briefly (services.gateway.models.resolved)
         self.resolved_models = ResolvedModels(self.models, settings.gateway_model_cache_ttl_s)
         self.webhooks = webhook_service_pb2_grpc.WebhookServiceStub(self._trainer_channel)
+        self.evals = eval_service_pb2_grpc.EvalServiceStub(self._trainer_channel)
         self.inference = AdapterAffinityRouter(settings)
 
     async def start(self) -> None:

@@ -48,6 +48,18 @@ OPERATIONS = (
     "deleteModel",
     "createChatCompletion",
     "createCompletion",
+    "createEval",
+    "listEvals",
+    "getEval",
+    "updateEval",
+    "deleteEval",
+    "createEvalRun",
+    "getEvalRuns",
+    "getEvalRun",
+    "cancelEvalRun",
+    "deleteEvalRun",
+    "getEvalRunOutputItems",
+    "getEvalRunOutputItem",
 )
 # Schemas no operation names but every answer may be: the error envelope.
 EXTRA_SCHEMAS = ("ErrorResponse",)

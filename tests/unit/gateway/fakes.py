@@ -36,12 +36,14 @@ from tailor.dataset.v1 import dataset_service_pb2 as dataset_pb
 from tailor.dataset.v1 import dataset_service_pb2_grpc as dataset_grpc
 from tailor.inference.v1 import inference_service_pb2 as inference_pb
 from tailor.inference.v1 import inference_service_pb2_grpc as inference_grpc
+from tailor.trainer.v1 import eval_service_pb2_grpc as eval_grpc
 from tailor.trainer.v1 import job_pb2
 from tailor.trainer.v1 import model_registry_service_pb2 as registry_pb
 from tailor.trainer.v1 import model_registry_service_pb2_grpc as registry_grpc
 from tailor.trainer.v1 import trainer_service_pb2 as trainer_pb
 from tailor.trainer.v1 import trainer_service_pb2_grpc as trainer_grpc
 from tailor.trainer.v1 import webhook_service_pb2_grpc as webhook_grpc
+from tests.unit.gateway.fake_evals import FakeEvals
 from tests.unit.gateway.fake_webhooks import FakeWebhooks
 
 T = TypeVar("T")
@@ -496,6 +498,7 @@ class FakeServices:
     inference: FakeInference
     server: GrpcServer
     port: int
+    evals: FakeEvals
 
     @property
     def address(self) -> str:
@@ -507,6 +510,7 @@ async def start_fake_services(settings: CommonSettings) -> FakeServices:
     registry = FakeRegistry()
     trainer = FakeTrainer(dataset, registry)
     inference = FakeInference()
+    evals = FakeEvals(dataset.files, registry)
     registrations = [
         ServiceRegistration(
             "tailor.dataset.v1.DatasetService", dataset_grpc.add_DatasetServiceServicer_to_server, dataset
@@ -529,7 +533,10 @@ async def start_fake_services(settings: CommonSettings) -> FakeServices:
             webhook_grpc.add_WebhookServiceServicer_to_server,
             FakeWebhooks(),
         ),
+        ServiceRegistration(
+            "tailor.trainer.v1.EvalService", eval_grpc.add_EvalServiceServicer_to_server, evals
+        ),
     ]
     server = GrpcServer(settings, "127.0.0.1:0", registrations)
     port = await server.start()
-    return FakeServices(dataset, registry, trainer, inference, server, port)
+    return FakeServices(dataset, registry, trainer, inference, server, port, evals)
