@@ -236,6 +236,22 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
         "event_types": ["fine_tuning.job.cancelled"],
     },
     "/v1/webhook_endpoints/{webhook_endpoint_id}": {},
+    "/v1/evals": {
+        "data_source_config": {"type": "custom", "item_schema": {"type": "object"}},
+        "testing_criteria": [
+            {"type": "string_check", "name": "s", "input": "{{sample.output_text}}", "reference": "a", "operation": "eq"}
+        ],
+    },
+    "/v1/evals/{eval_id}": {},
+    "/v1/evals/{eval_id}/runs": {
+        "data_source": {
+            "type": "completions",
+            "model": "tailor-tiny",
+            "source": {"type": "file_content", "content": [{"item": {}}]},
+            "input_messages": {"type": "template", "template": [{"role": "user", "content": "Hi"}]},
+            "sampling_params": {"max_completion_tokens": 1},
+        }
+    },
 }
 
 

@@ -32,15 +32,11 @@ RunStatusName = Literal["queued", "in_progress", "completed", "canceled", "faile
 
 
 def sample_schema() -> dict[str, Any]:
-    """What ``sample.`` holds for graders: the model's answer."""
+    """What ``sample.`` holds for graders: the answer's text, and the text parsed when it is JSON."""
     return {
         "type": "object",
-        "properties": {
-            "model": {"type": "string"},
-            "choices": {"type": "array", "items": {"type": "object"}},
-            "output_text": {"type": "string"},
-        },
-        "required": ["model", "choices"],
+        "properties": {"output_text": {"type": "string"}, "output_json": {}},
+        "required": ["output_text"],
     }
 
 

@@ -4,7 +4,8 @@ Evals, runs and output items per organization (another's reads as missing); a ru
 come inline or from a JSONL file of the fake dataset, its templates are rendered from
 ``{{item.<key>}}``; ``ClaimEvalSamples`` leases pending items of the oldest unfinished run
 and ``RecordEvalSamples`` grades them (a ``string_check`` by its operation, a
-``text_similarity`` as 1.0 for equal texts and 0.0 otherwise) until the run completes.
+``text_similarity`` as 1.0 for equal texts and 0.0 otherwise) until the run completes (or
+fails, when every item errored, as the trainer's does).
 """
 
 from __future__ import annotations
@@ -233,7 +234,11 @@ class FakeEvals(eval_grpc.EvalServiceServicer):
             run.recorded.add(sampled.item_index)
             run.output_items.append(self._graded(run, criteria, sampled))
         counts = run.record.result_counts
-        if len(run.recorded) == counts.total:
+        if len(run.recorded) == counts.total and counts.errored == counts.total:
+            run.record.status = pb.EVAL_RUN_STATUS_FAILED  # as the trainer: nothing could be graded
+            run.record.error_code = "all_items_errored"
+            run.record.error_message = "Every item of the run errored."
+        elif len(run.recorded) == counts.total:
             run.record.status = pb.EVAL_RUN_STATUS_COMPLETED
         return pb.RecordEvalSamplesResponse()
 

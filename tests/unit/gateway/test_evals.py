@@ -164,8 +164,9 @@ async def test_failed_generations_are_item_errors_not_a_stuck_run(gateway_with: 
         )
         assert run.data_source.source.type == "file_id" and run.data_source.source.id == file.id
         done = await finished(client, evaluation.id, run.id)
-        assert done.status == "completed"
+        assert done.status == "failed" and done.error.code == "all_items_errored"
         assert (done.result_counts.total, done.result_counts.errored) == (3, 3)
+        assert_matches("getEvalRun", done.to_dict())
         items = [item async for item in client.evals.runs.output_items.list(run.id, eval_id=evaluation.id)]
         assert {item.status for item in items} == {"error"}
         assert all(item.sample.error.code and item.sample.error.message for item in items)
