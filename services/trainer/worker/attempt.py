@@ -39,7 +39,7 @@ from services.trainer.worker.lora import adapted_modules, save_adapter
 from services.trainer.worker.preparation import Inputs, Prepared, prepare
 from services.trainer.worker.progress import Stop, TrainerLink
 from services.trainer.worker.results import RESULTS_FILENAME, metrics_event, metrics_proto
-from services.trainer.worker.tracking import Trackers, wandb_directory
+from services.trainer.worker.tracking import Trackers, job_trackers
 from services.trainer.worker.training import StepReport, TrainingCancelled
 from services.trainer.worker.transfers import (
     CheckpointLink,
@@ -104,12 +104,7 @@ class JobAttempt:
             total_steps=prepared.loop.total_steps,
             training_examples=len(prepared.training),
         )
-        trackers = Trackers(
-            self.job,
-            wandb_directory(self.settings, self.job),
-            self.link.post,
-            init_timeout_s=self.settings.worker_wandb_init_timeout_s,
-        )
+        trackers = job_trackers(self.job, self.settings, self.link.post)
         await asyncio.to_thread(trackers.start, self._tracked_config(prepared))
         failed = True
         try:

@@ -110,6 +110,23 @@ class WorkerSettings(CommonSettings):
             "(wandb's own default is 90 s); training waits for it once per attempt."
         ),
     )
+    worker_mlflow_request_timeout_s: int = Field(
+        10,
+        ge=1,
+        description=(
+            "How long one request to an `mlflow` integration's tracking server may take (mlflow's own "
+            "default is 120 s); training waits for each, once per step."
+        ),
+    )
+    worker_mlflow_request_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description=(
+            "How often a failed request to an MLflow tracking server is retried before the tracker is "
+            "dropped with a warn event (mlflow's own default, 7, retries for minutes)."
+        ),
+    )
     worker_scratch_dir: Path | None = Field(
         None, description="Where downloaded files and checkpoints are staged; empty uses the system temp dir."
     )
