@@ -107,6 +107,15 @@ class TrainerSettings(CommonSettings):
             "included. Checked when the job is created, as webhook URLs are."
         ),
     )
+    trainer_mlflow_credentials_dir: Path | None = Field(
+        None,
+        description=(
+            "Directory of MLflow credentials, one file per organization named by its id, of `token=...` or "
+            "`username=...` and `password=...` lines. A worker of the organization's tracked job gets them as "
+            "MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD (local executor only), and only when "
+            "trainer_mlflow_allowed_targets is set: users choose the tracking server."
+        ),
+    )
     trainer_worker_retries: int = Field(
         1,
         ge=0,
