@@ -82,7 +82,7 @@ async def test_a_job_with_integrations_reads_them_back_after_a_restart(
 async def test_an_integration_of_another_type_is_refused_naming_it(
     scripted_trainer: TrainerClient, files: FakeDataset
 ) -> None:
-    bad = job_pb2.Integration(type="mlflow", wandb=job_pb2.WandbIntegration(project="p"))
+    bad = job_pb2.Integration(type="comet", wandb=job_pb2.WandbIntegration(project="p"))
     error = await refusal(
         scripted_trainer.create(ORG, training_file=files.add_file(ORG), integrations=[WANDB, bad])
     )
