@@ -345,7 +345,13 @@ def description(
     text = (
         f"{args.model} with random LoRA adapters as Tailor trains them for its family (rank {adapters.rank} "
         f"on {modules}; non-zero A and B). Each engine holds at most {args.lru} adapters (the adapter LRU, "
-        f"`TAILOR_INFERENCE_MAX_LORAS={args.lru}`)"
+        f"`TAILOR_INFERENCE_MAX_LORAS={args.lru}`"
+        + (
+            f"; more than the {args.concurrency} streams in flight, so a load never waits for a request to "
+            "free a slot)"
+            if args.lru > args.concurrency
+            else ")"
+        )
         + (f", so from {beyond[0]} distinct adapters on, requests evict and load" if beyond else "")
         + ": every request takes its adapter through the replica's adapter cache as a served request "
         "does, then streams from the engine, in process, no gRPC (each adapter was downloaded once before "

@@ -86,7 +86,7 @@ def plot_scaling(points: list[ScalingPoint], *, lru: int, title: str, path: Path
         axes.set_ylabel(label)
         axes.set_ylim(bottom=0)
         axes.grid(True, alpha=0.3)
-    throughput.legend(fontsize=8, loc="lower left")
+    throughput.legend(fontsize=8, loc="best")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
