@@ -35,7 +35,9 @@ def test_each_engine_is_compared_with_its_own_no_adapter_run() -> None:
     rows = scaling_table(POINTS).splitlines()
     assert "| vllm | 256 | 250 | 0.25x | 5.0 / 40.0 | 4.00x | 40 / 90 | 0.90 | 20 |" in rows
     assert "| hf | 256 | 500 | 0.25x | 5.0 / 80.0 | 4.00x | 40 / 90 | 0.80 | 20 |" in rows
-    baseline = "| hf | 0 (base model: the baseline) | 2000 | 1.00x | 5.0 / 20.0 | 1.00x | 40 / 90 | 0.00 | - |"
+    baseline = (
+        "| hf | 0 (base model: the baseline) | 2000 | 1.00x | 5.0 / 20.0 | 1.00x | 40 / 90 | 0.00 | - |"
+    )
     assert baseline in rows
 
 
