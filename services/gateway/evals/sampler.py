@@ -131,7 +131,11 @@ class EvalSampler:
         """The loop; ends only when cancelled (the gateway's shutdown)."""
         log.info("eval sampler started", sampler=self._name)
         while True:
-            worked = await self.step()
+            try:
+                worked = await self.step()
+            except Exception:  # a bug must not end sampling for every run of every organization
+                log.exception("eval sampler step failed")
+                worked = False
             if worked:
                 self._pause_s = self._settings.gateway_eval_sampler_idle_s
             else:

@@ -217,3 +217,10 @@ async def test_with_no_work_the_wait_doubles_up_to_the_most() -> None:
         with pytest.raises(asyncio.CancelledError):
             await sampler.run_forever()
     assert waits == [0.01, 0.02, 0.04, 0.04, 0.04]
+
+
+async def test_an_unexpected_failure_of_a_claim_does_not_end_the_sampler() -> None:
+    trainer = ScriptedTrainer(claims=[RuntimeError("a bug"), claim(1)])
+    sampler = EvalSampler(trainer, FakeGeneration(), settings())  # type: ignore[arg-type]
+    await run_until_claimed_all(sampler, trainer)
+    assert [item.item_index for item in trainer.recorded] == [0]
