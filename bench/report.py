@@ -26,12 +26,15 @@ def machine_summary() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, Python {platform.python_version()}"
 
 
-def write_section(name: str, title: str, description: str, table: str, command: str) -> None:
+def write_section(
+    name: str, title: str, description: str, table: str, command: str, machine: str | None = None
+) -> None:
+    """Replace benchmark ``name``'s section; ``machine`` names where it ran when that was not here (a lent GPU)."""
     begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
     today = datetime.date.today().isoformat()
     section = (
         f"{begin}\n## {title}\n\n{description}\n\n"
-        f"- date: {today}\n- machine: {machine_summary()}\n- command: `{command}`\n\n{table}\n{end}"
+        f"- date: {today}\n- machine: {machine or machine_summary()}\n- command: `{command}`\n\n{table}\n{end}"
     )
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
     if begin in text and end in text:

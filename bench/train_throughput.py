@@ -22,11 +22,18 @@ The protocol of docs/research/training.md §6, scaled to what a CPU machine can 
   evaluation loss (mean NLL of the assistant tokens of a held-out set, computed by one function
   shared by all arms) after fixed budgets of trained input tokens.
 
-With ``--device cuda`` the same runs use a ~0.5B shape in bfloat16 and report tokens/s,
-peak allocated memory and MFU (4N FLOPs per token for LoRA, attention excluded, against the
-H100's 989 TFLOP/s dense bf16).
+With ``--device cuda`` the same runs use Qwen2.5-0.5B's architecture and shape (Qwen2, random
+init) in bfloat16 and also report peak allocated memory and MFU: 6·N·tokens/s over the GPU's
+dense bf16 peak, N the parameters that take part in a matmul per token (the embedding lookup
+excluded, the head included), the peak read off the device's name (:data:`BF16_DENSE_PEAKS`),
+and the same ratio against a bf16 matmul measured on the device. LoRA skips the weight
+gradients of the frozen base, so the work actually done is nearer 4·N per token: MFU by the
+usual 6·N count overstates the hardware's occupation by about 1.5x and is reported as such.
+``bench/gpu_check.sh`` runs this on a lent GPU; ``--shape tiny`` is the CPU-sized check of the
+same code (tests/gpu/test_train_throughput.py).
 
-    python bench/train_throughput.py [--steps 10] [--repeat 3] [--batch-size 8] [--device cpu] [--no-write]
+    python bench/train_throughput.py [--steps 10] [--repeat 3] [--batch-size 8] [--device cpu]
+        [--shape tiny] [--arms tailor-padded,trl-padded] [--json figures.json] [--no-write]
 """
 
 from __future__ import annotations
@@ -54,22 +61,58 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.report import write_section  # noqa: E402
+from bench.report import machine_summary, write_section  # noqa: E402
 
 LORA_RANK, LORA_ALPHA = 16, 32
 LEARNING_RATE = 2e-4
 WARMUP_STEPS = 10
 MAX_GRAD_NORM = 1.0
 SEED = 1234
-H100_BF16_DENSE_FLOPS = 989e12
+# Dense (no sparsity) bf16 Tensor Core peaks, by what torch.cuda.get_device_name() contains,
+# most specific first. NVIDIA's datasheets give them with 2:4 sparsity, twice these: H100 SXM
+# 1,979 TFLOPS, H100 NVL 1,671, H100 PCIe 1,513 (H100 Tensor Core GPU datasheet); H200 SXM
+# 1,979 and H200 NVL 1,671 (H200 datasheet). The SXM H100 reports itself as "H100 80GB HBM3".
+BF16_DENSE_PEAKS = (
+    ("H200 NVL", 835e12),
+    ("H200", 989e12),
+    ("H100 NVL", 835e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+)
 
-# Model shapes: (hidden, layers, heads, kv heads, intermediate, vocab, tied embeddings).
+
+@dataclass(frozen=True)
+class Shape:
+    """A model built from its family's transformers config class, random init."""
+
+    model_type: str  # "llama" or "qwen2": transformers' AutoConfig name
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+    tied: bool
+
+    def describe(self) -> str:
+        return (
+            f"{self.model_type} shape hidden {self.hidden}, {self.layers} layers, {self.heads} heads "
+            f"({self.kv_heads} KV), ffn {self.intermediate}, vocab {self.vocab} "
+            f"({'tied' if self.tied else 'untied'}), random init"
+        )
+
+
 SHAPES = {
     # ~6.5x tailor-tiny's matmul FLOPs per token, yet a few hundred tokens/s on two shared cores.
-    "cpu": (384, 4, 6, 2, 1024, 4096, False),
-    "cuda": (896, 24, 14, 2, 4864, 151936, True),  # Qwen2.5-0.5B's shape
+    "cpu": Shape("llama", 384, 4, 6, 2, 1024, 4096, False),
+    # Qwen2.5-0.5B's config (494M parameters, 358M of them in matmuls per token besides the head).
+    "cuda": Shape("qwen2", 896, 24, 14, 2, 4864, 151936, True),
+    # The same architecture at a size a loaded CI core trains in seconds: checks the code, not speed.
+    "tiny": Shape("qwen2", 64, 2, 4, 2, 128, 0, True),
 }
 ARMS = ("tailor-padded", "trl-padded", "tailor-packed", "trl-packed")
+PARITY_ARMS = ("tailor-padded", "trl-padded")  # the gate and every ratio compare these two
 
 
 @dataclass(frozen=True)
@@ -101,31 +144,41 @@ class Spec:
 # Inputs.
 
 
-def build_model(directory: Path, device: str) -> None:
-    """Save tailor-tiny's tokenizer and a random-init Llama of the device's shape into ``directory``."""
+def model_config(shape: Shape, tokenizer):  # type: ignore[no-untyped-def]
+    """The transformers config of ``shape``, its vocabulary at least the tokenizer's."""
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(
+        shape.model_type,
+        vocab_size=max(shape.vocab, len(tokenizer)),
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        intermediate_size=shape.intermediate,
+        max_position_embeddings=4096,
+        tie_word_embeddings=shape.tied,
+        bos_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_model(directory: Path, shape: Shape, dtype: str = "float32") -> None:
+    """Save tailor-tiny's tokenizer and a random-init model of ``shape`` into ``directory``.
+
+    Saved in the dtype the arms load (bfloat16 on CUDA), so the 0.5B shape writes 1 GB, not 2.
+    """
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from services.common.tailor_tiny import ensure_tailor_tiny
 
     tiny = ensure_tailor_tiny(Path(directory).parent / "tailor-tiny")
     tokenizer = AutoTokenizer.from_pretrained(tiny)
-    hidden, layers, heads, kv_heads, intermediate, vocab, tied = SHAPES[device]
-    config = LlamaConfig(
-        vocab_size=max(vocab, len(tokenizer)),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        intermediate_size=intermediate,
-        max_position_embeddings=4096,
-        tie_word_embeddings=tied,
-        bos_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
     torch.manual_seed(SEED)
-    LlamaForCausalLM(config).save_pretrained(directory)
+    model = AutoModelForCausalLM.from_config(model_config(shape, tokenizer), dtype=getattr(torch, dtype))
+    model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
 
 
@@ -474,34 +527,87 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "tokens_per_s": statistics.median(speeds),
         "tokens_per_s_range": (min(speeds), max(speeds)),
         "median_step_s": statistics.median(steps),
-        "p90_step_s": steps[int(0.9 * (len(steps) - 1))],
+        "p90_step_s": steps[math.ceil(0.9 * (len(steps) - 1))],
         "peak_mib": statistics.median(run["peak_mib"] for run in runs),
     }
 
 
-def table(results: dict[str, dict[str, Any]], device: str, mfu_flops_per_token: float | None) -> str:
+@dataclass(frozen=True)
+class Ceiling:
+    """What MFU is measured against on a GPU: the datasheet's dense bf16 peak and a measured matmul."""
+
+    device_name: str
+    datasheet_flops: float | None  # None: a GPU missing from BF16_DENSE_PEAKS
+    matmul_flops: float  # an 8192^3 bf16 matmul on random data, median of 10 after 3 warm-ups
+    flops_per_token: float  # 6·N
+
+    def mfu(self, tokens_per_s: float) -> dict[str, float | None]:
+        achieved = tokens_per_s * self.flops_per_token
+        return {
+            "model_tflops": achieved / 1e12,
+            "mfu": achieved / self.datasheet_flops if self.datasheet_flops else None,
+            "mfu_of_measured_matmul": achieved / self.matmul_flops,
+        }
+
+
+def datasheet_peak(device_name: str) -> float | None:
+    """The dense bf16 peak of the GPU whose torch name is ``device_name`` (None if unknown)."""
+    return next((flops for key, flops in BF16_DENSE_PEAKS if key in device_name), None)
+
+
+def measure_ceiling(model_dir: Path) -> Ceiling:
+    """The GPU's name, datasheet peak and measured bf16 matmul rate (docs/gpu.md: why both)."""
+    import torch
+
+    size = 8192
+    a, b = (torch.randn(size, size, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(10):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    del a, b
+    torch.cuda.empty_cache()
+    name = torch.cuda.get_device_name()
+    return Ceiling(
+        device_name=name,
+        datasheet_flops=datasheet_peak(name),
+        matmul_flops=2 * size**3 / statistics.median(times),
+        flops_per_token=6 * matmul_parameters(model_dir),
+    )
+
+
+def table(
+    results: dict[str, dict[str, Any]], device: str, ceiling: Ceiling | None
+) -> str:
     baseline = results["trl-padded"]
     memory = "peak alloc MiB" if device == "cuda" else "peak RSS MiB (training)"
     budgets = [e["budget"] for e in baseline["evaluations"]]
     header = (
         f"| arm | tok/s median (min-max) | vs TRL padded | median step s (p90) | {memory} | vs TRL | "
         + " | ".join(f"eval loss @ {b / 1000:.0f}k tok" for b in budgets)
-        + (" | MFU |" if mfu_flops_per_token else " |")
+        + (" | MFU (6N, datasheet) | of measured matmul |" if ceiling else " |")
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for arm in ARMS:
-        r = results[arm]
+    for arm, r in results.items():
         losses = {e["budget"]: e["eval_loss"] for e in r["evaluations"]}
         low, high = r["tokens_per_s_range"]
         cells = [
             arm, f"{r['tokens_per_s']:.0f} ({low:.0f}-{high:.0f})",
             f"{r['tokens_per_s'] / baseline['tokens_per_s']:.2f}x",
-            f"{r['median_step_s']:.2f} ({r['p90_step_s']:.2f})", f"{r['peak_mib']:.0f}",
+            f"{r['median_step_s']:.3f} ({r['p90_step_s']:.3f})", f"{r['peak_mib']:.0f}",
             f"{r['peak_mib'] / baseline['peak_mib']:.2f}x",
             *[f"{losses[b]:.4f}" if b in losses else "-" for b in budgets],
         ]  # fmt: skip
-        if mfu_flops_per_token:
-            cells.append(f"{r['tokens_per_s'] * mfu_flops_per_token / H100_BF16_DENSE_FLOPS:.1%}")
+        if ceiling:
+            mfu = ceiling.mfu(r["tokens_per_s"])
+            cells.append(f"{mfu['mfu']:.1%}" if mfu["mfu"] is not None else "unknown GPU")
+            cells.append(f"{mfu['mfu_of_measured_matmul']:.1%}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -541,9 +647,24 @@ def work_directory(keep: str | None) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def parse_arms(text: str) -> list[str]:
+    arms = [arm.strip() for arm in text.split(",") if arm.strip()]
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown or not set(PARITY_ARMS) <= set(arms):
+        raise argparse.ArgumentTypeError(
+            f"--arms: {','.join(unknown) or text!r}: arms are {', '.join(ARMS)}, and must include "
+            f"{' and '.join(PARITY_ARMS)} (the parity gate and every ratio compare them)"
+        )
+    return [arm for arm in ARMS if arm in arms]  # the table's order
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--shape", choices=sorted(SHAPES), help="model shape (default: the device's; tiny: a code check)"
+    )
+    parser.add_argument("--arms", type=parse_arms, default=list(ARMS), help="comma-separated subset of arms")
     parser.add_argument("--steps", type=int, default=10, help="unpacked steps of the longest budget")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
@@ -553,7 +674,12 @@ def main() -> int:
         "--repeat", type=int, default=3, help="interleaved runs of every arm; medians reported"
     )
     parser.add_argument("--work-dir", help="keep the model and data here (default: a temporary directory)")
+    parser.add_argument("--json", type=Path, help="also write every figure and the docs section here")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument(
+        "--record", type=Path, metavar="JSON",
+        help="only write the docs section saved in a --json file (a GPU run's, brought back)",
+    )  # fmt: skip
     parser.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -561,12 +687,27 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.child, Path(args.spec))))
         return 0
+    if args.record:
+        write_section(**json.loads(args.record.read_text())["section"])
+        return 0
+    shape_name = args.shape or args.device
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch sees no CUDA GPU on this machine")
 
     load_before = os.getloadavg()
     started = time.monotonic()
     with work_directory(args.work_dir) as work_dir:
-        if not (work_dir / "model" / "config.json").exists():
-            build_model(work_dir / "model", args.device)
+        model_dir = work_dir / "model"
+        built_for = work_dir / "model" / "built-for.json"  # a kept --work-dir is rebuilt when the shape changes
+        wanted = json.dumps({"shape": shape_name, "device": args.device})
+        if not built_for.exists() or built_for.read_text() != wanted:
+            shutil.rmtree(model_dir, ignore_errors=True)
+            build_model(model_dir, SHAPES[shape_name], "bfloat16" if args.device == "cuda" else "float32")
+            built_for.write_text(wanted)
+        built_seconds = time.monotonic() - started
         # Enough examples for the longest budget in every arm (TRL's packing reorders them by length).
         write_chat_data(work_dir / "train.jsonl", count=args.steps * args.batch_size * 2, seed=1)
         write_chat_data(work_dir / "eval.jsonl", count=12, seed=2)
@@ -575,11 +716,11 @@ def main() -> int:
             budgets=budgets_for(work_dir, args.steps, args.batch_size, args.max_length),
             warmup_steps_dropped=args.warmup, threads=args.threads, evaluate=True,
         )  # fmt: skip
-        runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
+        runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
         for repeat in range(args.repeat):
             spec_path = work_dir / f"spec-{repeat}.json"
             spec_path.write_text(json.dumps({**asdict(spec), "evaluate": repeat == 0}))
-            for arm in ARMS:  # interleaved: every arm once per repeat, so load changes hit all arms alike
+            for arm in args.arms:  # interleaved: every arm once per repeat, so load changes hit all arms alike
                 arm_started = time.monotonic()
                 runs[arm].append(run_arm(arm, spec_path, args.threads))
                 print(
@@ -590,37 +731,67 @@ def main() -> int:
                 if repeat == 0 and arm == "trl-padded":  # before any timing is worth reading
                     parity_gate(runs["tailor-padded"][0], runs["trl-padded"][0], args.device)
         results = {arm: summarize(arm_runs) for arm, arm_runs in runs.items()}
-        flops_per_token = 4 * matmul_parameters(spec.model_dir) if args.device == "cuda" else None
+        ceiling = measure_ceiling(spec.model_dir) if args.device == "cuda" else None
 
     tailor, trl = results["tailor-padded"], results["trl-padded"]
     first_loss_gap = abs(tailor["first_loss"] - trl["first_loss"]) / trl["first_loss"]
+    ratio = tailor["tokens_per_s"] / trl["tokens_per_s"]
     minutes = (time.monotonic() - started) / 60
     load_after = os.getloadavg()
     print(json.dumps(runs, indent=1), file=sys.stderr)
-    result_table = table(results, args.device, flops_per_token)
+    result_table = table(results, args.device, ceiling)
     print(result_table)
-    if not args.no_write:
-        command = (f"python bench/train_throughput.py --device {args.device} --steps {args.steps} "
-                   f"--batch-size {args.batch_size} --max-length {args.max_length} --threads {args.threads} "
-                   f"--repeat {args.repeat}")  # fmt: skip
-        hidden, layers, heads, kv_heads, intermediate, vocab, tied = SHAPES[args.device]
-        description = (
-            f"Llama shape hidden {hidden}, {layers} layers, {heads} heads ({kv_heads} KV), ffn {intermediate}, "
-            f"vocab {vocab} ({'tied' if tied else 'untied'}), random init, "
-            f"{'bfloat16' if args.device == 'cuda' else 'float32'}; LoRA r={LORA_RANK} alpha={LORA_ALPHA} on all "
-            f"linear layers; batch {args.batch_size}, max length {args.max_length}, synthetic multi-turn chats with "
-            f"log-normal lengths; {args.threads} torch threads per arm. Each arm in its own process, {args.repeat} "
-            f"interleaved repeats (medians; eval losses from the first); tok/s are input tokens (padding "
-            f"excluded) over steps {args.warmup + 1}+, evaluation excluded. "
-            f"Parity gate passed: identical tokens and assistant masks, first-batch loss "
-            f"{tailor['first_loss']:.5f} vs TRL {trl['first_loss']:.5f} (relative gap {first_loss_gap:.1e}). "
-            f"`trl-packed` is TRL's BFD packing (padding-free): its steps hold more examples, so only its "
-            f"throughput and loss at equal tokens compare. Load average {load_before[0]:.1f} before, "
-            f"{load_after[0]:.1f} after (the machine's 2 cores were shared); the run took {minutes:.1f} min."
-            + gpu_note()
+    print(f"tailor-padded / trl-padded tokens/s: {ratio:.2f}x")
+    if ceiling:
+        print(
+            f"{ceiling.device_name}: datasheet dense bf16 "
+            + (f"{ceiling.datasheet_flops / 1e12:.0f}" if ceiling.datasheet_flops else "unknown")
+            + f" TFLOP/s, measured 8192^3 bf16 matmul {ceiling.matmul_flops / 1e12:.0f} TFLOP/s; "
+            f"6N = {ceiling.flops_per_token / 1e9:.2f} GFLOP per token"
         )
-        write_section("train_throughput", f"Training throughput ({args.device}): worker vs TRL SFTTrainer",
-                      description, result_table, command)  # fmt: skip
+    command = (f"python bench/train_throughput.py --device {args.device} --shape {shape_name} --steps {args.steps} "
+               f"--batch-size {args.batch_size} --max-length {args.max_length} --threads {args.threads} "
+               f"--repeat {args.repeat} --arms {','.join(args.arms)}")  # fmt: skip
+    shape = SHAPES[shape_name]
+    description = (
+        f"{shape.describe()}, "
+        f"{'bfloat16' if args.device == 'cuda' else 'float32'}; LoRA r={LORA_RANK} alpha={LORA_ALPHA} on all "
+        f"linear layers; batch {args.batch_size}, max length {args.max_length}, synthetic multi-turn chats with "
+        f"log-normal lengths; {args.threads} torch threads per arm. Each arm in its own process, {args.repeat} "
+        f"interleaved repeats (medians; eval losses from the first); tok/s are input tokens (padding "
+        f"excluded) over steps {args.warmup + 1}+, evaluation excluded. "
+        f"Parity gate passed: identical tokens and assistant masks, first-batch loss "
+        f"{tailor['first_loss']:.5f} vs TRL {trl['first_loss']:.5f} (relative gap {first_loss_gap:.1e}). "
+        f"`trl-packed` is TRL's BFD packing (padding-free): its steps hold more examples, so only its "
+        f"throughput and loss at equal tokens compare. Load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after; the run took {minutes:.1f} min (model built in {built_seconds:.0f} s)."
+        + (
+            f" GPU: {ceiling.device_name}; MFU = 6N·tok/s (N = {ceiling.flops_per_token / 6e6:.0f}M matmul "
+            f"parameters) over the datasheet's dense bf16 peak, and over an 8192^3 bf16 matmul measured "
+            f"on it ({ceiling.matmul_flops / 1e12:.0f} TFLOP/s); LoRA does about 4N per token, so the "
+            f"hardware's occupation is about 2/3 of MFU."
+            if ceiling
+            else gpu_note()
+        )
+    )
+    section = {
+        "name": f"train_throughput_{args.device}" if args.device == "cuda" else "train_throughput",
+        "title": f"Training throughput ({args.device}): worker vs TRL SFTTrainer",
+        "description": description,
+        "table": result_table,
+        "command": command,
+        "machine": machine_summary() + (f", {ceiling.device_name}" if ceiling else ""),
+    }
+    if args.json:
+        figures = {"results": results, "runs": runs, "tailor_over_trl": ratio, "section": section,
+                   "ceiling": asdict(ceiling) if ceiling else None,
+                   "mfu": {arm: ceiling.mfu(r["tokens_per_s"]) for arm, r in results.items()} if ceiling else None,
+                   "build_model_s": built_seconds, "total_s": minutes * 60}  # fmt: skip
+        args.json.write_text(json.dumps(figures, indent=1))
+    if shape_name == "tiny":
+        print("--shape tiny checks the code only: its figures are not written to docs/benchmarks.md")
+    elif not args.no_write:
+        write_section(**section)
     return 0
 
 
