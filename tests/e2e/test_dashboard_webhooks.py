@@ -28,19 +28,21 @@ EVENT = "fine_tuning.job.cancelled"
 FIRST_TYPE = "fine_tuning.job.succeeded"  # the first checkbox
 
 
-def sign_in(visit: Visit) -> None:
+def sign_in(visit: Visit, route: str) -> None:
+    """Opens ``route`` as a shared link: the sign-in page comes first, then the route itself."""
     page = visit.page
-    visit.go("/webhooks")
+    visit.go(route)
     page.get_by_label("API key").fill(KEY_A)
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
+    expect(page.get_by_label("API key")).to_have_count(0)
 
 
 def test_an_endpoint_is_created_and_its_secret_shown_once_then_verifies_a_delivery(
     visit: Visit, receiver: Receiver
 ) -> None:
     page = visit.page
-    sign_in(visit)
+    sign_in(visit, "/webhooks")
+    expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=visit.stack.url)
     page.get_by_label("Name", exact=True).fill(NAME)
     page.get_by_label("URL", exact=True).fill(f"{receiver.url}/hooks")

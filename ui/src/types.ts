@@ -91,7 +91,14 @@ export interface ChatMessage {
 // delivery counts and delivery log.
 
 /** The event types an endpoint may subscribe to (services/trainer/webhooks/events.py). */
-export const WEBHOOK_EVENT_TYPES = ["fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"];
+export const WEBHOOK_EVENT_TYPES = [
+  "fine_tuning.job.succeeded",
+  "fine_tuning.job.failed",
+  "fine_tuning.job.cancelled",
+  "eval.run.succeeded",
+  "eval.run.failed",
+  "eval.run.canceled",
+];
 
 export interface WebhookEndpoint {
   id: string;

@@ -54,7 +54,7 @@ export function evalRunPage(root: HTMLElement, evalId: string, _query: URLSearch
     try {
       const run = await get<EvalRun>(path);
       if (run.result_counts.total !== itemsOfTotal || RUN_FINISHED.includes(run.status)) {
-        items = await listAll<OutputItem>(`${path}/output_items`);
+        items = (await listAll<OutputItem>(`${path}/output_items`)).sort((a, b) => a.datasource_item_id - b.datasource_item_id);
         itemsOfTotal = run.result_counts.total;
       }
       if (stopped) return;
@@ -151,7 +151,7 @@ function itemsTable(items: OutputItem[], of: number): HTMLElement {
                   " ",
                   badge(grade.passed ? "pass" : "fail"),
                   " ",
-                  h("span", { class: "muted" }, `score ${Number(grade.score).toPrecision(3)}`),
+                  h("span", { class: "muted" }, `score ${Number(grade.score.toPrecision(3))}`),
                 ),
               ),
             ),

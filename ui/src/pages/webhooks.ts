@@ -155,7 +155,7 @@ export function endpointFields(prefix: string, current: Pick<WebhookEndpoint, "n
       "fieldset",
       { class: "event-types", "aria-describedby": problem.id },
       h("legend", {}, "Event types"),
-      boxes.map((box) => h("label", { class: "check" }, box, " ", h("code", {}, box.value))),
+      h("div", { class: "checks" }, boxes.map((box) => h("label", { class: "check" }, box, " ", h("code", {}, box.value)))),
       problem,
     ),
   );
