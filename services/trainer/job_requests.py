@@ -101,7 +101,8 @@ def check_integrations(
                 param=f"{where}.mlflow.tracking_uri",
                 targets="MLflow servers",
             )
-            for name, limit in (("experiment_name", MAX_EXPERIMENT_NAME_LENGTH), ("run_name", MAX_RUN_NAME_LENGTH)):
+            limits = (("experiment_name", MAX_EXPERIMENT_NAME_LENGTH), ("run_name", MAX_RUN_NAME_LENGTH))
+            for name, limit in limits:
                 if len(getattr(mlflow, name)) > limit:
                     raise InvalidArgument(
                         f"{name} must be at most {limit} characters.", param=f"{where}.mlflow.{name}"

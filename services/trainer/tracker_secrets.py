@@ -64,7 +64,9 @@ def mlflow_credentials(settings: TrainerSettings, organization_id: str) -> dict[
             credentials[variable] = value.strip()
         elif line.strip():
             # the line itself may hold a secret: name the file, not its content
-            log.warning("MLflow credentials: a line is not token=, username= or password=", organization=organization_id)
+            log.warning(
+                "MLflow credentials: a line is not token=, username= or password=", organization=organization_id
+            )
     return credentials
 
 
@@ -88,5 +90,7 @@ def _organization_file(directory: Path | None, organization_id: str, what: str) 
     except FileNotFoundError:
         return ""
     except OSError as error:
-        log.warning(f"{what} unreadable; the worker goes without", organization=organization_id, error=str(error))
+        log.warning(
+            f"{what} unreadable; the worker goes without", organization=organization_id, error=str(error)
+        )
         return ""

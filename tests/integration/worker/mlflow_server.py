@@ -1,12 +1,13 @@
 """A real MLflow tracking server on loopback for the mlflow integration's tests.
 
-The server (the full ``mlflow`` package) cannot live in Tailor's .venv: its dependencies
-differ from Tailor's lock, and the worker needs only the client (``mlflow-skinny``). It gets
-its own venv, ``.venv-mlflow-server/`` at the repository's root, installed from the pinned
-``requirements/mlflow-server.lock`` the first time a test needs it (about 80 s) and kept
-while the lock's digest is unchanged; a lock process-wide file lock keeps two test runs from
-building it at once. ``python -m tests.integration.worker.mlflow_server`` builds it ahead
-(CI, a fresh checkout).
+The server (the full ``mlflow`` package) does not belong in Tailor's .venv: it pins
+``mlflow-skinny`` 3.17.2 where the worker's client is 3.18.0 (and numpy, graphql-core,
+importlib-metadata differently), and brings pandas, scikit-learn, pyarrow and more that
+Tailor never runs. It gets its own venv, ``.venv-mlflow-server/`` at the repository's root,
+installed from the pinned ``requirements/mlflow-server.lock`` the first time a test needs it
+(80-150 s) and kept while the lock's digest is unchanged; a file lock keeps two test runs
+from building it at once. ``python -m tests.integration.worker.mlflow_server`` builds it
+ahead (CI, a fresh checkout).
 
 Each server stores runs in a SQLite file of its own directory and listens on a free port.
 """
@@ -47,11 +48,9 @@ def server_venv() -> Path:
         base_python = getattr(sys, "_base_executable", sys.executable)
         subprocess.run([base_python, "-m", "venv", str(VENV)], check=True, timeout=INSTALL_TIMEOUT_S)
         # Every package is pinned in the lock, so pip need not resolve anything.
-        subprocess.run(
-            [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "-r", str(LOCK_FILE)],
-            check=True,
-            timeout=INSTALL_TIMEOUT_S,
-        )
+        pip = [str(VENV / "bin" / "python"), "-m", "pip"]
+        install = [*pip, "install", "--quiet", "--no-deps", "-r", str(LOCK_FILE)]
+        subprocess.run(install, check=True, timeout=INSTALL_TIMEOUT_S)
         _INSTALLED_FROM.write_text(digest)
     return VENV / "bin"
 
@@ -69,6 +68,9 @@ class MlflowServer:
     uri: str
     process: subprocess.Popen[bytes]
     log_path: Path
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-4000:]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -96,7 +98,7 @@ def start_server(directory: Path) -> MlflowServer:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            raise RuntimeError(f"mlflow server exited with {process.returncode}:\n{server.log_tail()}")
         try:
             with urllib.request.urlopen(f"{server.uri}/health", timeout=2) as response:
                 if response.status == 200:
@@ -105,7 +107,7 @@ def start_server(directory: Path) -> MlflowServer:
             pass
         time.sleep(0.25)  # polling /health, bounded by the deadline
     server.stop()
-    raise TimeoutError(f"mlflow server did not answer /health in {START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
+    raise TimeoutError(f"mlflow server did not answer /health in {START_TIMEOUT_S} s:\n{server.log_tail()}")
 
 
 if __name__ == "__main__":

@@ -134,7 +134,9 @@ class MlflowTracker:
     def _earlier_run(self, client: Any, experiment_id: str) -> Any:
         found = client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`{JOB_TAG}` = '{self._job.id}' and tags.`{INTEGRATION_TAG}` = '{self._index}'",
+            filter_string=(
+                f"tags.`{JOB_TAG}` = '{self._job.id}' and tags.`{INTEGRATION_TAG}` = '{self._index}'"
+            ),
             max_results=1,
         )
         return found[0] if found else None
@@ -169,7 +171,9 @@ class MlflowTracker:
         # MLflow takes at most 100 params per batch.
         for start in range(0, max(len(param_list), 1), 100):
             self._client.log_batch(
-                self._run_id, metrics=metric_list if start == 0 else [], params=param_list[start : start + 100]
+                self._run_id,
+                metrics=metric_list if start == 0 else [],
+                params=param_list[start : start + 100],
             )
 
     @contextmanager

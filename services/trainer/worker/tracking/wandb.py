@@ -67,8 +67,8 @@ class WandbTracker:
                 log.warning("wandb online start failed; going offline", error=repr(error))
                 self._post(
                     message_event(
-                        f"Weights & Biases could not be reached ({failure_reason(error)}); the run of project "
-                        f"{self._integration.project!r} is written offline instead.",
+                        f"Weights & Biases could not be reached ({failure_reason(error)}); the run of "
+                        f"project {self._integration.project!r} is written offline instead.",
                         warning=True,
                     )
                 )
