@@ -76,18 +76,18 @@ MLFLOW = {"tracking_uri": "http://mlflow.example.com:5000", "experiment_name": "
 
 async def test_an_mlflow_integration_is_accepted_sent_to_the_trainer_and_returned(gateway: Gateway) -> None:
     file_id = await training_file(gateway)
-    body = {
-        "model": BASE_MODEL,
-        "training_file": file_id,
-        "integrations": [
-            {"type": "wandb", "wandb": {"project": "p"}},
-            {"type": "mlflow", "mlflow": MLFLOW},
-            {"type": "mlflow", "mlflow": {"tracking_uri": "https://m.example.com", "experiment_name": "e"}},
-        ],
-    }
+    integrations = [
+        {"type": "wandb", "wandb": {"project": "p"}},
+        {"type": "mlflow", "mlflow": MLFLOW},
+        {"type": "mlflow", "mlflow": {"tracking_uri": "https://m.example.com", "experiment_name": "e"}},
+    ]
+    # the OpenAI SDK passes an item of a type it does not know through, and reads it back
+    job = await gateway.sdk().fine_tuning.jobs.create(
+        model=BASE_MODEL, training_file=file_id, integrations=integrations  # type: ignore[arg-type]
+    )
+    created = job.to_dict()
     async with gateway.http() as http:
-        created = (await http.post("/v1/fine_tuning/jobs", json=body)).json()
-        fetched = (await http.get(f"/v1/fine_tuning/jobs/{created['id']}")).json()
+        fetched = (await http.get(f"/v1/fine_tuning/jobs/{job.id}")).json()
 
     sent = gateway.fakes.trainer.requests[-1].integrations
     assert [item.type for item in sent] == ["wandb", "mlflow", "mlflow"]
