@@ -2,8 +2,9 @@
 
 A script (the openai SDK) fine-tunes tailor-tiny into a pirate, creates an eval with a
 string_check and a text_similarity criterion, and runs it against the base model and the
-fine-tuned one. The eval's page, opened while the runs are young and never reloaded, shows
-both runs side by side with the scores the API reports, the fine-tune ahead on "says ahoy";
+fine-tuned one while the eval's page is open: the page, never reloaded, shows the runs
+appear and then side by side (the base model's first) with the scores the API reports, the
+fine-tune ahead on "says ahoy";
 a run's report_url opens its page with every output item's input, answer and grades. The
 browser and the signed-in page are tests/e2e/test_dashboard.py's; the tests run in file order.
 """
@@ -41,10 +42,12 @@ HYPERPARAMETERS = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 4
 
 @dataclass
 class Evaluated:
+    """The eval and the fine-tuned model; the runs are started by the first test."""
+
     eval_id: str
-    base_run: str
-    tuned_run: str
     fine_tuned_model: str
+    base_run: str = ""
+    tuned_run: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -84,29 +87,30 @@ def evaluated(stack: Stack) -> Iterator[Evaluated]:
             },
         ],
     )
-    items = [{"item": {"sailor": i, "greeting": f"Ahoy, sailor {i}! Welcome aboard."}} for i in SAILORS]
-    run_ids = []
-    for model in (BASE_MODEL, job.fine_tuned_model):
-        run = client.evals.runs.create(
-            created.id,
-            name="pirate fine-tune" if model.startswith("ft:") else "tailor-tiny as is",
-            data_source={
-                "type": "completions",
-                "model": model,
-                "source": {"type": "file_content", "content": items},
-                "input_messages": {
-                    "type": "template",
-                    "template": [
-                        {"role": "system", "content": "You are a pirate."},
-                        {"role": "user", "content": "Greet sailor number {{ item.sailor }}."},
-                    ],
-                },
-                "sampling_params": {"max_completion_tokens": 12, "temperature": 0, "seed": 7},
-            },
-        )
-        run_ids.append(run.id)
-    yield Evaluated(created.id, run_ids[0], run_ids[1], job.fine_tuned_model)
+    yield Evaluated(created.id, job.fine_tuned_model)
     client.evals.delete(created.id)
+
+
+def start_run(stack: Stack, evaluated: Evaluated, model: str, name: str) -> str:
+    """Starts a run of the eval on ``model`` as a script would; returns its id."""
+    items = [{"item": {"sailor": i, "greeting": f"Ahoy, sailor {i}! Welcome aboard."}} for i in SAILORS]
+    return stack.client().evals.runs.create(
+        evaluated.eval_id,
+        name=name,
+        data_source={
+            "type": "completions",
+            "model": model,
+            "source": {"type": "file_content", "content": items},
+            "input_messages": {
+                "type": "template",
+                "template": [
+                    {"role": "system", "content": "You are a pirate."},
+                    {"role": "user", "content": "Greet sailor number {{ item.sailor }}."},
+                ],
+            },
+            "sampling_params": {"max_completion_tokens": 12, "temperature": 0, "seed": 7},
+        },
+    ).id
 
 
 def test_the_eval_page_shows_the_base_and_fine_tuned_runs_scores_side_by_side(
@@ -115,15 +119,20 @@ def test_the_eval_page_shows_the_base_and_fine_tuned_runs_scores_side_by_side(
     page = visit.page
     sign_in(visit, f"/evals/{evaluated.eval_id}")
     expect(page.get_by_role("heading", name="Pirate greetings")).to_be_visible()
+    expect(page.get_by_text("No runs yet")).to_be_visible()
+
+    # the runs start while the page is open; it is never reloaded in this test
+    evaluated.tuned_run = start_run(visit.stack, evaluated, evaluated.fine_tuned_model, "pirate fine-tune")
+    evaluated.base_run = start_run(visit.stack, evaluated, BASE_MODEL, "tailor-tiny as is")
     columns = page.locator("table.scoreboard thead th[data-run]")
     expect(columns).to_have_count(2)
-    # base model first, the fine-tune beside it, each named with its model
+    # base model first (though started last), the fine-tune beside it, each named with its model
     shown = [columns.nth(i).get_attribute("data-run") for i in range(2)]
     assert shown == [evaluated.base_run, evaluated.tuned_run]
     expect(columns.nth(0)).to_contain_text("base model")
     expect(columns.nth(1)).to_contain_text(evaluated.fine_tuned_model)
 
-    # the page refreshes itself until both runs end (it is never reloaded here)
+    # the page refreshes itself until both runs end
     for run_id in (evaluated.base_run, evaluated.tuned_run):
         status = page.locator(f'table.scoreboard tbody td[data-run="{run_id}"] .badge')
         expect(status).to_have_text("completed", timeout=RUNS_TIMEOUT_MS)

@@ -2,7 +2,7 @@
 // output item: the messages the model was given, what it answered, and each criterion's grade.
 // Polled while the run is unfinished; the items are fetched again when more were graded.
 
-import { get, listAll } from "../api";
+import { ApiError, get, listAll } from "../api";
 import { badge, errorBox, facts, h, replace } from "../dom";
 import { dateTime } from "../format";
 import { RUN_FINISHED, type EvalRun, type OutputItem } from "../types";
@@ -68,7 +68,8 @@ export function evalRunPage(root: HTMLElement, evalId: string, _query: URLSearch
       if (stopped) return;
       replace(status, errorBox(error));
       clearTimeout(timer);
-      timer = window.setTimeout(refresh, POLL_MS * 2);
+      // gone (deleted, or another organization's) stays gone; anything else may pass
+      if (!(error instanceof ApiError && error.status === 404)) timer = window.setTimeout(refresh, POLL_MS * 2);
     }
   };
   refresh();
