@@ -24,7 +24,8 @@ from services.gateway.evals.answers import (
     EvalRunOutputItemList,
     RunStatusName,
 )
-from services.gateway.evals.protocol import CreateEvalRequest, CreateEvalRunRequest, UpdateEvalRequest
+from services.gateway.evals.protocol import CreateEvalRequest, UpdateEvalRequest
+from services.gateway.evals.run_protocol import CreateEvalRunRequest
 from services.gateway.evals.serving import OpenAIServingEvals, serving_of
 
 router = APIRouter(prefix="/v1/evals", tags=["evals"])

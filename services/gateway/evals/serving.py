@@ -21,7 +21,8 @@ from services.gateway.evals.answers import (
     EvalRunOutputItem,
     EvalRunOutputItemList,
 )
-from services.gateway.evals.protocol import CreateEvalRequest, CreateEvalRunRequest, UpdateEvalRequest
+from services.gateway.evals.protocol import CreateEvalRequest, UpdateEvalRequest
+from services.gateway.evals.run_protocol import CreateEvalRunRequest
 from tailor.trainer.v1 import eval_service_pb2 as pb
 from tailor.trainer.v1 import eval_service_pb2_grpc as eval_grpc
 
