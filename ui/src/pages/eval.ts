@@ -121,7 +121,7 @@ function progress(run: EvalRun): HTMLElement {
   return h(
     "div",
     { class: "run-progress" },
-    h("div", { class: "stacked", role: "img", "aria-label": label }, total ? [part(passed, "passed"), part(failed, "failed"), part(errored, "errored")] : null),
+    h("div", { class: "stacked", "aria-hidden": "true" }, total ? [part(passed, "passed"), part(failed, "failed"), part(errored, "errored")] : null),
     h("span", { class: "progress-text" }, label),
   );
 }
