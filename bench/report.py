@@ -29,12 +29,13 @@ def machine_summary() -> str:
 def write_section(
     name: str, title: str, description: str, table: str, command: str, machine: str | None = None
 ) -> None:
-    """Replace benchmark ``name``'s section; ``machine`` names where it ran when that was not here (a lent GPU)."""
+    """Replace benchmark ``name``'s section; ``machine``: where it ran, when not here (a lent GPU)."""
     begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
     today = datetime.date.today().isoformat()
     section = (
         f"{begin}\n## {title}\n\n{description}\n\n"
-        f"- date: {today}\n- machine: {machine or machine_summary()}\n- command: `{command}`\n\n{table}\n{end}"
+        f"- date: {today}\n- machine: {machine or machine_summary()}\n"
+        f"- command: `{command}`\n\n{table}\n{end}"
     )
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
     if begin in text and end in text:

@@ -2,7 +2,7 @@
 
 The protocol of docs/research/training.md §6, scaled to what a CPU machine can run in minutes:
 
-- **inputs, identical for every arm**: a randomly initialised Llama of a fixed shape (saved
+- **inputs, identical for every arm**: a randomly initialised model of a fixed shape (saved
   once, loaded by every arm), tailor-tiny's tokenizer and ChatML template with its vocabulary
   padded, a seeded synthetic chat set whose lengths are drawn log-normally (so padding
   matters), LoRA r=16, alpha=32, dropout 0 on all linear layers, AdamW lr 2e-4 with the same
@@ -25,7 +25,7 @@ The protocol of docs/research/training.md §6, scaled to what a CPU machine can 
 With ``--device cuda`` the same runs use Qwen2.5-0.5B's architecture and shape (Qwen2, random
 init) in bfloat16 and also report peak allocated memory and MFU: 6·N·tokens/s over the GPU's
 dense bf16 peak, N the parameters that take part in a matmul per token (the embedding lookup
-excluded, the head included), the peak read off the device's name (:data:`BF16_DENSE_PEAKS`),
+excluded, the head included), the peak read off the device's name (bench/gpu_ceiling.py),
 and the same ratio against a bf16 matmul measured on the device. LoRA skips the weight
 gradients of the frozen base, so the work actually done is nearer 4·N per token: MFU by the
 usual 6·N count overstates the hardware's occupation by about 1.5x and is reported as such.
@@ -61,6 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.gpu_ceiling import Ceiling, measure_ceiling  # noqa: E402
 from bench.report import machine_summary, write_section  # noqa: E402
 
 LORA_RANK, LORA_ALPHA = 16, 32
@@ -68,20 +69,6 @@ LEARNING_RATE = 2e-4
 WARMUP_STEPS = 10
 MAX_GRAD_NORM = 1.0
 SEED = 1234
-# Dense (no sparsity) bf16 Tensor Core peaks, by what torch.cuda.get_device_name() contains,
-# most specific first. NVIDIA's datasheets give them with 2:4 sparsity, twice these: H100 SXM
-# 1,979 TFLOPS, H100 NVL 1,671, H100 PCIe 1,513 (H100 Tensor Core GPU datasheet); H200 SXM
-# 1,979 and H200 NVL 1,671 (H200 datasheet). The SXM H100 reports itself as "H100 80GB HBM3".
-BF16_DENSE_PEAKS = (
-    ("H200 NVL", 835e12),
-    ("H200", 989e12),
-    ("H100 NVL", 835e12),
-    ("H100 PCIe", 756e12),
-    ("H100", 989e12),
-    ("A100", 312e12),
-)
-
-
 @dataclass(frozen=True)
 class Shape:
     """A model built from its family's transformers config class, random init."""
@@ -477,7 +464,8 @@ def child(arm: str, spec_path: Path) -> dict[str, Any]:
 def run_arm(arm: str, spec_path: Path, threads: int) -> dict[str, Any]:
     environment = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
+        # Kept after the repository: a lent GPU's carried wheels are on the path (bench/gpu_check.sh).
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "OMP_NUM_THREADS": str(threads),
         "TOKENIZERS_PARALLELISM": "false",
     }
@@ -532,56 +520,6 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class Ceiling:
-    """What MFU is measured against on a GPU: the datasheet's dense bf16 peak and a measured matmul."""
-
-    device_name: str
-    datasheet_flops: float | None  # None: a GPU missing from BF16_DENSE_PEAKS
-    matmul_flops: float  # an 8192^3 bf16 matmul on random data, median of 10 after 3 warm-ups
-    flops_per_token: float  # 6·N
-
-    def mfu(self, tokens_per_s: float) -> dict[str, float | None]:
-        achieved = tokens_per_s * self.flops_per_token
-        return {
-            "model_tflops": achieved / 1e12,
-            "mfu": achieved / self.datasheet_flops if self.datasheet_flops else None,
-            "mfu_of_measured_matmul": achieved / self.matmul_flops,
-        }
-
-
-def datasheet_peak(device_name: str) -> float | None:
-    """The dense bf16 peak of the GPU whose torch name is ``device_name`` (None if unknown)."""
-    return next((flops for key, flops in BF16_DENSE_PEAKS if key in device_name), None)
-
-
-def measure_ceiling(model_dir: Path) -> Ceiling:
-    """The GPU's name, datasheet peak and measured bf16 matmul rate (docs/gpu.md: why both)."""
-    import torch
-
-    size = 8192
-    a, b = (torch.randn(size, size, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(10):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        a @ b
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1000)
-    del a, b
-    torch.cuda.empty_cache()
-    name = torch.cuda.get_device_name()
-    return Ceiling(
-        device_name=name,
-        datasheet_flops=datasheet_peak(name),
-        matmul_flops=2 * size**3 / statistics.median(times),
-        flops_per_token=6 * matmul_parameters(model_dir),
-    )
-
-
 def table(
     results: dict[str, dict[str, Any]], device: str, ceiling: Ceiling | None
 ) -> str:
@@ -612,19 +550,6 @@ def table(
     return "\n".join(lines)
 
 
-def matmul_parameters(model_dir: Path) -> int:
-    """Parameters that take part in a matmul per token: all but the embedding lookup (the head counts)."""
-    config = json.loads((model_dir / "config.json").read_text())
-    hidden, layers, intermediate = (
-        config["hidden_size"],
-        config["num_hidden_layers"],
-        config["intermediate_size"],
-    )
-    head_dim = hidden // config["num_attention_heads"]
-    attention = hidden * hidden * 2 + hidden * head_dim * config["num_key_value_heads"] * 2
-    return layers * (attention + 3 * hidden * intermediate) + config["vocab_size"] * hidden
-
-
 def gpu_note() -> str:
     """Says so when the GPU figures could not be taken on this machine."""
     import torch
@@ -645,6 +570,11 @@ def work_directory(keep: str | None) -> Iterator[Path]:
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def record(figures: Path) -> None:
+    """Write the docs section a ``--json`` run saved (a lent GPU's: its tree does not come back)."""
+    write_section(**json.loads(figures.read_text())["section"])
 
 
 def parse_arms(text: str) -> list[str]:
@@ -688,7 +618,7 @@ def main() -> int:
         print(json.dumps(child(args.child, Path(args.spec))))
         return 0
     if args.record:
-        write_section(**json.loads(args.record.read_text())["section"])
+        record(args.record)
         return 0
     shape_name = args.shape or args.device
     if args.device == "cuda":

@@ -16,13 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench import gpu_ceiling
 from bench import train_throughput as bench
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_the_cpu_half_trains_both_arms_with_a_tiny_model_and_reports_the_ratio(tmp_path: Path) -> None:
+def test_the_cpu_half_trains_both_arms_with_a_tiny_model_and_reports_the_ratio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     figures = tmp_path / "figures.json"
     benchmarks_md = (REPO / "docs" / "benchmarks.md").read_text()
     completed = subprocess.run(
@@ -48,6 +51,18 @@ def test_the_cpu_half_trains_both_arms_with_a_tiny_model_and_reports_the_ratio(t
     # A code check's figures mean nothing: they never reach the docs.
     assert (REPO / "docs" / "benchmarks.md").read_text() == benchmarks_md
 
+    # --record writes a saved run's section (as a GPU run's is brought back), machine line included.
+    from bench import report
+
+    docs = tmp_path / "benchmarks.md"
+    section = "<!-- bench:train_throughput:begin -->\nstale figures\n<!-- bench:train_throughput:end -->"
+    docs.write_text(f"# Benchmarks\n\n{section}\n")
+    monkeypatch.setattr(report, "BENCHMARKS_MD", docs)
+    bench.record(figures)
+    recorded = docs.read_text()
+    assert "stale figures" not in recorded and result["section"]["table"] in recorded
+    assert f"- machine: {result['section']['machine']}" in recorded
+
 
 def test_the_gpu_shape_is_qwen2_5_0_5b_sized() -> None:
     from transformers import AutoModelForCausalLM
@@ -70,15 +85,15 @@ def test_mfu_counts_six_flops_per_matmul_parameter_against_the_gpus_dense_bf16_p
     config = {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
               "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936}  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(config))
-    matmul = bench.matmul_parameters(tmp_path)
+    matmul = gpu_ceiling.matmul_parameters(tmp_path)
     # Attention (q, o full; k, v of 2 KV heads), the SwiGLU MLP, and the tied head.
     assert matmul == 24 * (896 * 896 * 2 + 896 * 128 * 2 + 3 * 896 * 4864) + 151936 * 896
-    ceiling = bench.Ceiling("NVIDIA H100 80GB HBM3", 989e12, 800e12, 6 * matmul)
+    ceiling = gpu_ceiling.Ceiling("NVIDIA H100 80GB HBM3", 989e12, 800e12, 6 * matmul)
     mfu = ceiling.mfu(100_000)
     assert mfu["model_tflops"] == pytest.approx(6 * matmul * 100_000 / 1e12)
     assert mfu["mfu"] == pytest.approx(6 * matmul * 100_000 / 989e12)
     assert mfu["mfu_of_measured_matmul"] == pytest.approx(6 * matmul * 100_000 / 800e12)
-    assert bench.Ceiling("Tesla T4", None, 60e12, 6).mfu(1)["mfu"] is None
+    assert gpu_ceiling.Ceiling("Tesla T4", None, 60e12, 6).mfu(1)["mfu"] is None
 
 
 @pytest.mark.parametrize(
@@ -93,7 +108,7 @@ def test_mfu_counts_six_flops_per_matmul_parameter_against_the_gpus_dense_bf16_p
     ],
 )
 def test_the_datasheet_peak_is_read_off_the_gpus_name(device_name: str, peak: float | None) -> None:
-    assert bench.datasheet_peak(device_name) == peak
+    assert gpu_ceiling.datasheet_peak(device_name) == peak
 
 
 def test_arms_must_include_the_two_the_parity_gate_compares() -> None:
