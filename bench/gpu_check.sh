@@ -10,7 +10,7 @@
 #   2. smoke: import everything the check imports, print versions         limit  45 s (~20)
 #   3. train benchmark: build the 0.5B model (~20 s), 4 arms x 2 repeats limit 300 s (~200)
 #      in their own processes (~20-25 s each: imports, CUDA start, load,
-#      30 steps of 32 chats, evaluations), then an 8192^3 bf16 matmul
+#      40 steps of 16 chats, evaluations), then an 8192^3 bf16 matmul
 #   4. pytest -m gpu tests/gpu: the worker on CUDA vs TRL and vs CPU      limit  90 s (~60)
 #      (tiny model); vLLM's checks, which need vLLM's CUDA build
 #   the limits add up to 480 s; give the call timeout_s 540, for the summary and the transfers.
@@ -69,8 +69,8 @@ export PY SITE
 step "install wheels" 45 install_wheels >>"$OUT/env.txt" 2>&1
 step "smoke imports" 45 "$PY" bench/gpu_env.py smoke >>"$OUT/env.txt" 2>&1
 
-step "train benchmark (cuda)" 300 "$PY" bench/train_throughput.py --device cuda --steps 30 --repeat 2 \
-    --batch-size 32 --max-length 1024 --warmup 3 --threads 4 --no-write --work-dir /tmp/tailor-bench-train \
+step "train benchmark (cuda)" 300 "$PY" bench/train_throughput.py --device cuda --steps 40 --repeat 2 \
+    --batch-size 16 --max-length 1024 --warmup 3 --threads 4 --no-write --work-dir /tmp/tailor-bench-train \
     --json "$OUT/train_cuda.json" >"$OUT/train_cuda.md" 2>"$OUT/train_cuda.log"
 
 step "pytest -m gpu tests/gpu" 90 "$PY" -m pytest -m gpu tests/gpu -p no:cacheprovider -rA -q \
