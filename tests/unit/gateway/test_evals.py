@@ -200,6 +200,7 @@ async def test_cancel_by_either_route_and_delete(gateway: Gateway) -> None:
         assert_matches("cancelEvalRun", answer.json())
         again = await http.post(f"/v1/evals/{evaluation.id}/runs/{runs[1].id}/cancel")
         assert again.status_code == 400 and again.json()["error"]["param"] == "run_id"
+        assert_matches("getEvalRuns", (await http.get(f"/v1/evals/{evaluation.id}/runs")).json())
     listed = client.evals.runs.list(evaluation.id, status="canceled")
     assert {run.id async for run in listed} == {runs[0].id, runs[1].id}
     assert [run async for run in client.evals.runs.list(evaluation.id, status="completed")] == []
