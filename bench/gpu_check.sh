@@ -15,6 +15,10 @@
 #      (tiny model); vLLM's checks, which need vLLM's CUDA build
 #   the limits add up to 480 s; give the call timeout_s 540, for the summary and the transfers.
 #
+#   bash bench/gpu_check.sh            # all steps
+#   bash bench/gpu_check.sh tests      # a rerun of one part: wheels, smoke, then only `train` or
+#                                      # `tests` (a warm machine keeps the built model in /tmp)
+#
 # vLLM's CUDA build is not among the wheels: vllm 0.32.0 needs torch 2.13.0 and triton 3.7.1,
 # about 1 GiB together (bash bench/prepare_gpu_wheels.sh --vllm-sizes), against the 64 MiB a
 # call carries. Without it the vLLM tests are reported as NOT RUN, never as passed.
@@ -27,6 +31,7 @@ SITE=/tmp/tailor-gpu-site
 export PYTHONPATH="$SITE:$REPO" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HOME=/tmp/tailor-hf
 export TOKENIZERS_PARALLELISM=false
 PY=${PY:-python3}
+PARTS=" ${*:-train tests} "
 STARTED=$SECONDS
 declare -a STEPS
 FAILED=0
@@ -69,11 +74,11 @@ export PY SITE
 step "install wheels" 45 install_wheels >>"$OUT/env.txt" 2>&1
 step "smoke imports" 45 "$PY" bench/gpu_env.py smoke >>"$OUT/env.txt" 2>&1
 
-step "train benchmark (cuda)" 300 "$PY" bench/train_throughput.py --device cuda --steps 40 --repeat 2 \
+[[ $PARTS == *" train "* ]] && step "train benchmark (cuda)" 300 "$PY" bench/train_throughput.py --device cuda --steps 40 --repeat 2 \
     --batch-size 16 --max-length 1024 --warmup 3 --threads 4 --no-write --work-dir /tmp/tailor-bench-train \
     --json "$OUT/train_cuda.json" >"$OUT/train_cuda.md" 2>"$OUT/train_cuda.log"
 
-step "pytest -m gpu tests/gpu" 90 "$PY" -m pytest -m gpu tests/gpu -p no:cacheprovider -rA -q \
+[[ $PARTS == *" tests "* ]] && step "pytest -m gpu tests/gpu" 90 "$PY" -m pytest -m gpu tests/gpu -p no:cacheprovider -rA -q \
     --junitxml="$OUT/gpu_tests.xml" >"$OUT/gpu_tests.log" 2>&1
 
 {
@@ -86,12 +91,12 @@ step "pytest -m gpu tests/gpu" 90 "$PY" -m pytest -m gpu tests/gpu -p no:cachepr
     echo "total $((SECONDS - STARTED)) s"
     echo
     echo "## train benchmark"
-    cat "$OUT/train_cuda.md"
-    grep -E '^== ' "$OUT/train_cuda.log"
-    [[ -s $OUT/train_cuda.md ]] || tail -8 "$OUT/train_cuda.log"
+    cat "$OUT/train_cuda.md" 2>/dev/null
+    grep -E '^== ' "$OUT/train_cuda.log" 2>/dev/null
+    [[ -s $OUT/train_cuda.md ]] || tail -8 "$OUT/train_cuda.log" 2>/dev/null
     echo
     echo "## GPU tests (skipped = NOT RUN; vLLM's CUDA build cannot travel here, see docs/gpu.md)"
-    grep -E '^(PASSED|FAILED|ERROR|SKIPPED)|passed|failed|error' "$OUT/gpu_tests.log" | tail -20
+    grep -E '^(PASSED|FAILED|ERROR|SKIPPED)|passed|failed|error' "$OUT/gpu_tests.log" 2>/dev/null | tail -20
     echo
     echo "## versions"
     grep -vE '^(# environment)' "$OUT/env.txt" | tail -20
