@@ -90,7 +90,7 @@ async def test_method_dpo_with_beta_and_tailor_lora_extensions(gateway: Gateway)
             },
             "hyperparameters",
         ),
-        ({"integrations": [{"type": "mlflow", "wandb": {"project": "p"}}]}, "integrations[0].type"),
+        ({"integrations": [{"type": "comet", "wandb": {"project": "p"}}]}, "integrations[0].type"),
         ({"integrations": [{"type": "wandb", "wandb": {"entity": "team"}}]}, "integrations[0].wandb.project"),
         ({"integrations": [{"type": "wandb"}]}, "integrations[0].wandb"),
         ({"hyperparameters": {"n_epochs": "many"}}, "hyperparameters.n_epochs"),
