@@ -19,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import KEY_B, Stack
 from tests.e2e.jobs import fine_tune
+from tests.e2e.test_webhooks import Receiver, receiver  # noqa: F401 - the receiver fixture
 
 pytestmark = [
     pytest.mark.slow,
@@ -241,3 +242,20 @@ def test_an_eval_is_its_organizations_and_goes_with_its_runs(stack: Stack, prepa
     assert deleted.deleted and deleted.eval_id == doomed.id
     with pytest.raises(openai.NotFoundError):
         client.evals.runs.retrieve(run.id, eval_id=doomed.id)
+
+
+def test_a_finished_run_sends_eval_run_succeeded_which_the_sdk_verifies(
+    stack: Stack, prepared: Prepared, receiver: Receiver
+) -> None:
+    client = stack.client()
+    endpoint = client.webhooks.create(name="evals", url=receiver.url + "/evals", event_types=["eval.run.succeeded"])
+    try:
+        inline = {"type": "file_content", "content": ITEMS[:1]}
+        run = wait_until_finished(client, prepared.eval_id, run_on(client, prepared, BASE_MODEL, **inline).id)
+        assert run.status == "completed", run.error
+
+        headers, body = receiver.wait_for("/evals")
+        event = client.webhooks.unwrap(body, headers, secret=endpoint.signing_secret)
+        assert (event.type, event.data.id) == ("eval.run.succeeded", run.id)
+    finally:
+        client.webhooks.delete(endpoint.id)
