@@ -76,7 +76,7 @@ def validate_line_by_line(chunks: list[bytes]) -> int:
     for chunk in [*chunks, None]:
         for piece in splitter.feed(chunk) if chunk is not None else splitter.finish():
             assert isinstance(piece, LineBlock)
-            text = piece.data.decode("utf-8")
+            text = piece.data().decode("utf-8")
             reader.may_escape_surrogates = may_escape_surrogates(text)
             for line in text.split("\n"):
                 reader.read(line)

@@ -8,9 +8,10 @@ alone, 66 MiB/s both in one process; 94 MiB/s with two worker processes). The ba
 faster, but still holding the GIL, so the split stands. So the event loop only
 cuts the stream into blocks of whole lines (:class:`~.validation.LineSplitter`) and the
 blocks are checked by :func:`~.validation.check_block` in a :class:`ValidationPool` of
-worker processes, several at once, while the next chunks arrive and are stored. Verdicts
-are added up in line order (:class:`~.validation.VerdictTally`), so the result is the one
-:class:`~.validation.JsonlValidator` gives on the same bytes.
+worker processes, several at once, while the next chunks arrive and are stored. Blocks reach
+the workers through shared memory (:mod:`.shared_blocks`). Verdicts are added up in line
+order (:class:`~.validation.VerdictTally`, which numbers the lines), so the result is the
+one :class:`~.validation.JsonlValidator` gives on the same bytes.
 
 A block is checked against the file's format, which its first example sets. Until an
 example has been seen, blocks are checked one at a time, in order (usually just the first);
@@ -34,7 +35,9 @@ import structlog
 
 from services.common.errors import Unavailable
 from services.common.training_format import FormatAnchor
+from services.dataset.shared_blocks import SharedBlocks, check_shared_block
 from services.dataset.validation import (
+    SOME_LATER_LINE,
     BlockVerdict,
     LineBlock,
     LineSplitter,
@@ -60,6 +63,18 @@ class ValidationPool:
     def __init__(self, processes: int) -> None:
         self.processes = processes
         self._executor = self._new_executor()
+        self._shared = self._new_shared_blocks()
+
+    def _new_shared_blocks(self) -> SharedBlocks | None:
+        if self.processes == 0:
+            return None
+        try:
+            # Slots for one upload's blocks in flight, and one more; blocks of uploads beyond
+            # that go through the pipe.
+            return SharedBlocks(self.processes + 2)
+        except OSError as error:
+            log.warning("no shared memory for validation; blocks go through a pipe", error=str(error))
+            return None
 
     def _new_executor(self) -> Executor | None:
         if self.processes == 0:
@@ -74,14 +89,26 @@ class ValidationPool:
     def check(
         self, block: LineBlock, anchor: FormatAnchor, *, max_problems: int, max_line_bytes: int
     ) -> asyncio.Future[BlockVerdict]:
-        """Start checking ``block`` in a worker; the future's result is its verdict."""
-        call = functools.partial(
-            check_block, block, anchor, max_problems=max_problems, max_line_bytes=max_line_bytes
-        )
+        """Start checking ``block`` (not the file's first) in a worker; the future's result is its verdict."""
+        limits = {"max_problems": max_problems, "max_line_bytes": max_line_bytes}
+        limits["first_line"] = SOME_LATER_LINE
+        shared = self._shared
+        slot = shared.put(block) if shared is not None else None
+        if slot is None:
+            call = functools.partial(check_block, block.data(), anchor, **limits)
+        else:
+            call = functools.partial(
+                check_shared_block, shared.name, shared.offset(slot), block.nbytes, anchor, **limits
+            )
         try:
-            return asyncio.get_running_loop().run_in_executor(self._executor, call)
+            future = asyncio.get_running_loop().run_in_executor(self._executor, call)
         except BrokenProcessPool as error:
+            if slot is not None:
+                shared.release(slot)
             raise self.replace_broken() from error
+        if slot is not None:
+            future.add_done_callback(lambda _: shared.release(slot))
+        return future
 
     def replace_broken(self) -> Unavailable:
         """Swap a broken pool for a new one; the error to fail the affected upload with."""
@@ -90,11 +117,17 @@ class ValidationPool:
             log.error("a validation worker died; starting a new pool")
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._new_executor()
+            if self._shared is not None:
+                self._shared.close()
+            self._shared = self._new_shared_blocks()
         return Unavailable("a validation worker stopped unexpectedly; nothing was stored, retry the upload")
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
 
 
 class StreamValidation:
@@ -139,7 +172,10 @@ class StreamValidation:
             # Nothing is in flight without a known format, so this block is the next in line.
             while self._pending:
                 await self._settle_oldest()
-            self._tally.add(await asyncio.to_thread(check_block, piece, None, **limits))
+            first_line = self._tally.next_line
+            data = piece.data()
+            verdict = await asyncio.to_thread(check_block, data, None, first_line=first_line, **limits)
+            self._tally.add(verdict)
             return
         self._pending.append(self._pool.check(piece, anchor, **limits))
         while len(self._pending) > self._max_pending:
@@ -148,7 +184,7 @@ class StreamValidation:
     async def _settle_oldest(self) -> None:
         pending = self._pending.popleft()
         if isinstance(pending, LongLine):
-            self._tally.add_long_line(pending)
+            self._tally.add_long_line()
             return
         try:
             self._tally.add(await pending)

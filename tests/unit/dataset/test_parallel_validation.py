@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+from pathlib import Path
 
+import psutil
 import pytest
 
 from services.dataset.parallel_validation import StreamValidation, ValidationPool
@@ -61,3 +65,46 @@ async def test_parallel_checks_give_the_plain_validators_verdict(processes: int)
         "mixed_formats",
         "line_too_long",
     }
+
+
+async def validate(pool: ValidationPool, data: bytes, chunk_bytes: int, **limits: int) -> ValidationResult:
+    validation = StreamValidation(pool, **limits)
+    for chunk in chunks(data, chunk_bytes):
+        await validation.feed(chunk)
+    return await validation.finish()
+
+
+async def test_blocks_too_large_for_shared_memory_and_uploads_beyond_its_slots_get_the_same_verdict() -> None:
+    # 3 MiB chunks make blocks larger than a slot; five uploads at once want more slots than
+    # the pool has. Both go through the pipe instead, and nothing changes in the verdicts.
+    small = sample_file()
+    large = small * (3 * 1024 * 1024 // len(small) + 2)
+    limits = {"max_problems": 5, "max_line_bytes": 2048}
+    pool = ValidationPool(2)
+    try:
+        results = await asyncio.gather(
+            validate(pool, large, 3 * 1024 * 1024, **limits),
+            *(validate(pool, small, 500, **limits) for _ in range(4)),
+        )
+    finally:
+        pool.close()
+    assert results[0] == plain_verdict(large, **limits)
+    assert results[0].problem_count > 5 * (len(large) // len(small))
+    assert results[1:] == [plain_verdict(small, **limits)] * 4
+
+
+async def test_closing_the_pool_removes_its_shared_memory() -> None:
+    pool = ValidationPool(2)
+    try:
+        assert (await validate(pool, sample_file(), 777, max_problems=3, max_line_bytes=4096)).lines == 402
+        segments = shared_memory_of(os.getpid())
+        assert len(segments) == 1, segments
+    finally:
+        pool.close()
+    assert not segments[0].exists()
+    assert shared_memory_of(os.getpid()) == []
+
+
+def shared_memory_of(pid: int) -> list[Path]:
+    """The POSIX shared memory segments process ``pid`` maps."""
+    return [Path(m.path) for m in psutil.Process(pid).memory_maps() if m.path.startswith("/dev/shm/psm_")]
