@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from services.dataset import parallel_validation
 from services.dataset.parallel_validation import StreamValidation, ValidationPool
 from services.dataset.validation import JsonlValidator, ValidationResult
 
@@ -94,17 +95,34 @@ async def test_blocks_too_large_for_shared_memory_and_uploads_beyond_its_slots_g
 
 
 async def test_closing_the_pool_removes_its_shared_memory() -> None:
+    others = shared_memory_of(os.getpid())  # of other pools alive in this process, if any
     pool = ValidationPool(2)
     try:
         assert (await validate(pool, sample_file(), 777, max_problems=3, max_line_bytes=4096)).lines == 402
-        segments = shared_memory_of(os.getpid())
+        segments = shared_memory_of(os.getpid()) - others
         assert len(segments) == 1, segments
     finally:
         pool.close()
-    assert not segments[0].exists()
-    assert shared_memory_of(os.getpid()) == []
+    assert not any(segment.exists() for segment in segments)
+    assert shared_memory_of(os.getpid()) == others
 
 
-def shared_memory_of(pid: int) -> list[Path]:
+def shared_memory_of(pid: int) -> set[Path]:
     """The POSIX shared memory segments process ``pid`` maps."""
-    return [Path(m.path) for m in psutil.Process(pid).memory_maps() if m.path.startswith("/dev/shm/psm_")]
+    return {Path(m.path) for m in psutil.Process(pid).memory_maps() if m.path.startswith("/dev/shm/psm_")}
+
+
+async def test_without_shared_memory_blocks_go_through_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_shared_memory(slots: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(parallel_validation, "SharedBlocks", no_shared_memory)
+    limits = {"max_problems": 8, "max_line_bytes": 2048}
+    others = shared_memory_of(os.getpid())
+    pool = ValidationPool(2)
+    try:
+        result = await validate(pool, sample_file(), 777, **limits)
+        assert shared_memory_of(os.getpid()) == others
+    finally:
+        pool.close()
+    assert result == plain_verdict(sample_file(), **limits)
