@@ -39,6 +39,8 @@ from services.common.training_format.batches import read_batch
 
 DEFAULT_MAX_PROBLEMS = 20
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
+# Bytes of lines checked in one batch (measured: 128 KiB to 1 MiB alike, 4 MiB 40-70% slower).
+_BATCH_BYTES = 1024 * 1024
 # Lines a block is retried in, batch by batch, when it cannot be taken whole.
 _FALLBACK_BATCH_LINES = 64
 
@@ -343,6 +345,14 @@ class _LineChecker:
             for line in block.split(b"\n"):
                 self._check_line_bytes(line)
             return
+        # Batches of about _BATCH_BYTES: the objects of a larger one no longer fit the CPU's caches.
+        start = 0
+        while (end := block.find(b"\n", start + _BATCH_BYTES)) >= 0:
+            self._check_batch(block[start:end])
+            start = end + 1
+        self._check_batch(block[start:])
+
+    def _check_batch(self, block: bytes) -> None:
         if read_batch(self._reader, block):
             return
         lines = block.split(b"\n")

@@ -323,3 +323,17 @@ def test_chunk_boundaries_do_not_change_the_verdict() -> None:
     assert [p.code for p in expected.problems] == ["invalid_json", "invalid_utf8", "mixed_formats"]
     for chunk_size in (1, 2, 3, 5, 64, 4096):
         assert validate(data, chunk_size=chunk_size) == expected, chunk_size
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2, 150, 151])
+def test_a_chunk_of_several_mib_is_checked_as_small_chunks_are(shift: int) -> None:
+    # A large chunk's lines are read in batches of about 1 MiB: a blank, a bad and a preference
+    # line around the first batch's end, and a blank last line, are found where they are.
+    line = json.dumps(CHAT)
+    lines = [line] * ((1 << 20) // (len(line) + 1) - 2 + shift)
+    lines += ["", "{oops", json.dumps(PREFERENCE)] + [line] * 20000 + [""]
+    data = ("\n".join(lines) + "\n").encode()
+    expected = validate(data, chunk_size=4096)
+    assert [p.code for p in expected.problems] == ["invalid_json", "mixed_formats"]
+    assert expected.lines == len(lines)
+    assert validate(data) == expected
