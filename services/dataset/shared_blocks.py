@@ -47,7 +47,7 @@ class SharedBlocks:
         self._free = list(range(slots))
 
     def put(self, block: LineBlock) -> int | None:
-        """The slot ``block`` was copied into (at :meth:`offset`); None: it does not fit, or no slot is free."""
+        """The slot ``block`` was copied into (at :meth:`offset`); None: too large, or no slot free."""
         size = block.nbytes
         if size > SLOT_BYTES or not self._free:
             return None
@@ -87,7 +87,7 @@ def check_shared_block(
     max_problems: int,
     max_line_bytes: int,
 ) -> BlockVerdict:
-    """Runs in a worker: :func:`~.validation.check_block` of the ``size`` bytes at ``offset`` in ``segment``."""
+    """Runs in a worker: :func:`~.validation.check_block` of ``size`` bytes at ``offset`` in ``segment``."""
     shared = _attached.get(segment)
     if shared is None:
         # Attaching registers the name with the service's resource tracker too (the workers share

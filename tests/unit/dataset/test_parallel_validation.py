@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from services.common.errors import Unavailable
 from services.dataset import parallel_validation
 from services.dataset.parallel_validation import StreamValidation, ValidationPool
 from services.dataset.validation import JsonlValidator, ValidationResult
@@ -126,3 +128,33 @@ async def test_without_shared_memory_blocks_go_through_the_pipe(monkeypatch: pyt
     finally:
         pool.close()
     assert result == plain_verdict(sample_file(), **limits)
+
+
+async def test_a_dead_worker_fails_the_upload_with_unavailable_and_the_pool_is_replaced() -> None:
+    limits = {"max_problems": 8, "max_line_bytes": 2048}
+    expected = plain_verdict(sample_file(), **limits)
+    others = shared_memory_of(os.getpid())
+    earlier_children = set(psutil.Process().children())  # workers of closed pools may still be ending
+    pool = ValidationPool(2)
+    try:
+        assert await validate(pool, sample_file(), 777, **limits) == expected
+        old_segments = shared_memory_of(os.getpid()) - others
+        workers = [
+            child
+            for child in set(psutil.Process().children()) - earlier_children
+            if any("spawn_main" in part for part in child.cmdline())
+        ]
+        assert len(workers) == 2, workers
+        workers[0].kill()
+        workers[0].wait(timeout=10)
+        deadline = time.monotonic() + 10
+        with pytest.raises(Unavailable, match="validation worker stopped unexpectedly"):
+            # The pool learns of the death from its own thread: an upload or two may pass first.
+            while time.monotonic() < deadline:
+                await validate(pool, sample_file(), 777, **limits)
+        assert await validate(pool, sample_file(), 777, **limits) == expected
+        new_segments = shared_memory_of(os.getpid()) - others
+        assert len(new_segments) == 1 and new_segments != old_segments
+        assert not any(segment.exists() for segment in old_segments)
+    finally:
+        pool.close()
