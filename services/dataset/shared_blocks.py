@@ -19,12 +19,8 @@ from __future__ import annotations
 import os
 from multiprocessing import shared_memory
 
-import structlog
-
 from services.common.training_format import FormatAnchor
 from services.dataset.validation import BlockVerdict, LineBlock, check_block
-
-log = structlog.get_logger("tailor.dataset.validation")
 
 # A slot holds one upload chunk (the gateway sends 1 MiB) plus the start of its first line held
 # from the chunk before; a larger block goes through the pipe, as before.
@@ -37,9 +33,10 @@ class SharedBlocks:
     def __init__(self, slots: int) -> None:
         self._segment = shared_memory.SharedMemory(create=True, size=slots * SLOT_BYTES)
         try:
-            # tmpfs allocates pages on first write, and a write past /dev/shm's size kills the
-            # process (SIGBUS): reserve them all now, where running out is an ordinary error.
-            os.posix_fallocate(self._segment._fd, 0, self._segment.size)  # type: ignore[attr-defined]
+            # Linux's tmpfs allocates pages on first write, and a write past /dev/shm's size kills
+            # the process (SIGBUS): reserve them all now, where running out is an ordinary error.
+            if hasattr(os, "posix_fallocate"):  # not on macOS
+                os.posix_fallocate(self._segment._fd, 0, self._segment.size)  # type: ignore[attr-defined]
         except OSError:
             self.close()
             raise
