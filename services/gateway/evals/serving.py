@@ -45,17 +45,17 @@ class OpenAIServingEvals:
     async def create(self, caller: Caller, body: CreateEvalRequest) -> Eval:
         request = body.to_proto()
         with caller.rpc_context():
-            created: pb.Eval = await self._stub.CreateEval(request)
+            created: pb.Eval = (await self._stub.CreateEval(request)).eval
         return Eval.from_proto(created)
 
     async def retrieve(self, caller: Caller, eval_id: str) -> Eval:
         with caller.rpc_context():
-            found: pb.Eval = await self._stub.GetEval(pb.GetEvalRequest(eval_id=eval_id))
+            found: pb.Eval = (await self._stub.GetEval(pb.GetEvalRequest(eval_id=eval_id))).eval
         return Eval.from_proto(found)
 
     async def update(self, caller: Caller, eval_id: str, body: UpdateEvalRequest) -> Eval:
         with caller.rpc_context():
-            updated: pb.Eval = await self._stub.UpdateEval(body.to_proto(eval_id))
+            updated: pb.Eval = (await self._stub.UpdateEval(body.to_proto(eval_id))).eval
         return Eval.from_proto(updated)
 
     async def list(self, caller: Caller, *, after: str | None, limit: int | None, order: str) -> EvalList:
@@ -77,14 +77,13 @@ class OpenAIServingEvals:
     async def create_run(self, caller: Caller, eval_id: str, body: CreateEvalRunRequest) -> EvalRun:
         request = body.to_proto(eval_id)
         with caller.rpc_context():
-            created: pb.EvalRun = await self._stub.CreateEvalRun(request)
+            created: pb.EvalRun = (await self._stub.CreateEvalRun(request)).run
         return self._run(created)
 
     async def retrieve_run(self, caller: Caller, eval_id: str, run_id: str) -> EvalRun:
         with caller.rpc_context():
-            run: pb.EvalRun = await self._stub.GetEvalRun(
-                pb.GetEvalRunRequest(eval_id=eval_id, run_id=run_id)
-            )
+            answer = await self._stub.GetEvalRun(pb.GetEvalRunRequest(eval_id=eval_id, run_id=run_id))
+        run: pb.EvalRun = answer.run
         return self._run(run)
 
     async def list_runs(
@@ -110,9 +109,8 @@ class OpenAIServingEvals:
 
     async def cancel_run(self, caller: Caller, eval_id: str, run_id: str) -> EvalRun:
         with caller.rpc_context():
-            run: pb.EvalRun = await self._stub.CancelEvalRun(
-                pb.CancelEvalRunRequest(eval_id=eval_id, run_id=run_id)
-            )
+            answer = await self._stub.CancelEvalRun(pb.CancelEvalRunRequest(eval_id=eval_id, run_id=run_id))
+        run: pb.EvalRun = answer.run
         return self._run(run)
 
     async def delete_run(self, caller: Caller, eval_id: str, run_id: str) -> DeletedEvalRun:
@@ -123,7 +121,7 @@ class OpenAIServingEvals:
     # -- output items: shown with the run's sampling parameters, which every item was sampled with --
 
     async def _sampling_params(self, eval_id: str, run_id: str) -> pb.EvalSamplingParams:
-        run: pb.EvalRun = await self._stub.GetEvalRun(pb.GetEvalRunRequest(eval_id=eval_id, run_id=run_id))
+        run: pb.EvalRun = (await self._stub.GetEvalRun(pb.GetEvalRunRequest(eval_id=eval_id, run_id=run_id))).run
         return run.sampling_params
 
     async def list_output_items(
@@ -159,5 +157,5 @@ class OpenAIServingEvals:
         )
         with caller.rpc_context():
             params = await self._sampling_params(eval_id, run_id)
-            item: pb.EvalRunOutputItem = await self._stub.GetEvalRunOutputItem(request)
+            item: pb.EvalRunOutputItem = (await self._stub.GetEvalRunOutputItem(request)).output_item
         return EvalRunOutputItem.from_proto(item, params)

@@ -21,11 +21,13 @@ class EvalServicer(eval_grpc.EvalServiceServicer):
         self._runs = runs
         self._sampling = sampling
 
-    async def CreateEval(self, request: eval_pb2.CreateEvalRequest, context: Context) -> eval_pb2.Eval:
-        return await self._evals.create(request)
+    async def CreateEval(
+        self, request: eval_pb2.CreateEvalRequest, context: Context
+    ) -> eval_pb2.CreateEvalResponse:
+        return eval_pb2.CreateEvalResponse(eval=await self._evals.create(request))
 
-    async def GetEval(self, request: eval_pb2.GetEvalRequest, context: Context) -> eval_pb2.Eval:
-        return await self._evals.get(request.eval_id)
+    async def GetEval(self, request: eval_pb2.GetEvalRequest, context: Context) -> eval_pb2.GetEvalResponse:
+        return eval_pb2.GetEvalResponse(eval=await self._evals.get(request.eval_id))
 
     async def ListEvals(
         self, request: eval_pb2.ListEvalsRequest, context: Context
@@ -33,8 +35,10 @@ class EvalServicer(eval_grpc.EvalServiceServicer):
         evals, has_more = await self._evals.list(request)
         return eval_pb2.ListEvalsResponse(evals=evals, has_more=has_more)
 
-    async def UpdateEval(self, request: eval_pb2.UpdateEvalRequest, context: Context) -> eval_pb2.Eval:
-        return await self._evals.update(request)
+    async def UpdateEval(
+        self, request: eval_pb2.UpdateEvalRequest, context: Context
+    ) -> eval_pb2.UpdateEvalResponse:
+        return eval_pb2.UpdateEvalResponse(eval=await self._evals.update(request))
 
     async def DeleteEval(
         self, request: eval_pb2.DeleteEvalRequest, context: Context
@@ -44,11 +48,13 @@ class EvalServicer(eval_grpc.EvalServiceServicer):
 
     async def CreateEvalRun(
         self, request: eval_pb2.CreateEvalRunRequest, context: Context
-    ) -> eval_pb2.EvalRun:
-        return await self._runs.create(request)
+    ) -> eval_pb2.CreateEvalRunResponse:
+        return eval_pb2.CreateEvalRunResponse(run=await self._runs.create(request))
 
-    async def GetEvalRun(self, request: eval_pb2.GetEvalRunRequest, context: Context) -> eval_pb2.EvalRun:
-        return await self._runs.get(request.eval_id, request.run_id)
+    async def GetEvalRun(
+        self, request: eval_pb2.GetEvalRunRequest, context: Context
+    ) -> eval_pb2.GetEvalRunResponse:
+        return eval_pb2.GetEvalRunResponse(run=await self._runs.get(request.eval_id, request.run_id))
 
     async def ListEvalRuns(
         self, request: eval_pb2.ListEvalRunsRequest, context: Context
@@ -58,8 +64,8 @@ class EvalServicer(eval_grpc.EvalServiceServicer):
 
     async def CancelEvalRun(
         self, request: eval_pb2.CancelEvalRunRequest, context: Context
-    ) -> eval_pb2.EvalRun:
-        return await self._runs.cancel(request.eval_id, request.run_id)
+    ) -> eval_pb2.CancelEvalRunResponse:
+        return eval_pb2.CancelEvalRunResponse(run=await self._runs.cancel(request.eval_id, request.run_id))
 
     async def DeleteEvalRun(
         self, request: eval_pb2.DeleteEvalRunRequest, context: Context
@@ -75,8 +81,8 @@ class EvalServicer(eval_grpc.EvalServiceServicer):
 
     async def GetEvalRunOutputItem(
         self, request: eval_pb2.GetEvalRunOutputItemRequest, context: Context
-    ) -> eval_pb2.EvalRunOutputItem:
-        return await self._runs.get_output_item(request)
+    ) -> eval_pb2.GetEvalRunOutputItemResponse:
+        return eval_pb2.GetEvalRunOutputItemResponse(output_item=await self._runs.get_output_item(request))
 
     async def ClaimEvalSamples(
         self, request: eval_pb2.ClaimEvalSamplesRequest, context: Context

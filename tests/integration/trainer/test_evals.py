@@ -76,8 +76,13 @@ class EvalCalls:
         self.stub = stub
 
     async def call(self, organization: str | None, method: str, request: Any) -> Any:
+        """The answer; for a Create/Get/Update/Cancel call, the one resource it holds."""
         with call_context(organization, None):
-            return await getattr(self.stub, method)(request)
+            answer = await getattr(self.stub, method)(request)
+        fields = answer.DESCRIPTOR.fields
+        if len(fields) == 1 and fields[0].name in ("eval", "run", "output_item"):
+            return getattr(answer, fields[0].name)
+        return answer
 
     async def create_eval(self, organization: str = ORG, **fields: Any) -> pb.Eval:
         fields.setdefault("name", "arithmetic")

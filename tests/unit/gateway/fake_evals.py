@@ -95,10 +95,10 @@ class FakeEvals(eval_grpc.EvalServiceServicer):
             testing_criteria=request.testing_criteria,
         )
         self.evals[record.id] = (current_organization(), record)
-        return record
+        return pb.CreateEvalResponse(eval=record)
 
     async def GetEval(self, request, context):  # type: ignore[no-untyped-def]
-        return self._eval(request.eval_id)
+        return pb.GetEvalResponse(eval=self._eval(request.eval_id))
 
     async def ListEvals(self, request, context):  # type: ignore[no-untyped-def]
         mine = [record for org, record in self.evals.values() if org == current_organization()]
@@ -112,7 +112,7 @@ class FakeEvals(eval_grpc.EvalServiceServicer):
         if request.set_metadata:
             record.metadata.clear()
             record.metadata.update(request.metadata)
-        return record
+        return pb.UpdateEvalResponse(eval=record)
 
     async def DeleteEval(self, request, context):  # type: ignore[no-untyped-def]
         self._eval(request.eval_id)
@@ -150,10 +150,10 @@ class FakeEvals(eval_grpc.EvalServiceServicer):
             result_counts=pb.EvalResultCounts(total=len(rows)),
         )
         self.runs[record.id] = FakeRun(current_organization(), record, [row["item"] for row in rows])
-        return record
+        return pb.CreateEvalRunResponse(run=record)
 
     async def GetEvalRun(self, request, context):  # type: ignore[no-untyped-def]
-        return self._run(request.eval_id, request.run_id).record
+        return pb.GetEvalRunResponse(run=self._run(request.eval_id, request.run_id).record)
 
     async def ListEvalRuns(self, request, context):  # type: ignore[no-untyped-def]
         self._eval(request.eval_id)
@@ -168,7 +168,7 @@ class FakeEvals(eval_grpc.EvalServiceServicer):
         if run.record.status in _FINISHED:
             raise FailedPrecondition(f"Run {run.record.id} has already finished.", param="run_id")
         run.record.status = pb.EVAL_RUN_STATUS_CANCELED
-        return run.record
+        return pb.CancelEvalRunResponse(run=run.record)
 
     async def DeleteEvalRun(self, request, context):  # type: ignore[no-untyped-def]
         self._run(request.eval_id, request.run_id)
@@ -184,7 +184,7 @@ class FakeEvals(eval_grpc.EvalServiceServicer):
     async def GetEvalRunOutputItem(self, request, context):  # type: ignore[no-untyped-def]
         for item in self._run(request.eval_id, request.run_id).output_items:
             if item.id == request.output_item_id:
-                return item
+                return pb.GetEvalRunOutputItemResponse(output_item=item)
         raise NotFound("Output item not found.", param="output_item_id", code="not_found")
 
     # -- the sampler's side --

@@ -22,7 +22,7 @@ from services.common.protogen import PROTO_ROOT, generate, generated_files, prot
 
 VERBS = {
     "Create", "Get", "List", "Delete", "Update", "Upload", "Download", "Cancel", "Pause",
-    "Resume", "Resolve", "Generate", "Load", "Unload", "Claim", "Report",
+    "Resume", "Resolve", "Generate", "Load", "Unload", "Claim", "Report", "Record",
 }  # fmt: skip
 
 

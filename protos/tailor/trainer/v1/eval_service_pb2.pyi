@@ -263,11 +263,23 @@ class CreateEvalRequest(_message.Message):
     testing_criteria: _containers.RepeatedCompositeFieldContainer[TestingCriterion]
     def __init__(self, name: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., item_schema_json: _Optional[str] = ..., include_sample_schema: _Optional[bool] = ..., testing_criteria: _Optional[_Iterable[_Union[TestingCriterion, _Mapping]]] = ...) -> None: ...
 
+class CreateEvalResponse(_message.Message):
+    __slots__ = ("eval",)
+    EVAL_FIELD_NUMBER: _ClassVar[int]
+    eval: Eval
+    def __init__(self, eval: _Optional[_Union[Eval, _Mapping]] = ...) -> None: ...
+
 class GetEvalRequest(_message.Message):
     __slots__ = ("eval_id",)
     EVAL_ID_FIELD_NUMBER: _ClassVar[int]
     eval_id: str
     def __init__(self, eval_id: _Optional[str] = ...) -> None: ...
+
+class GetEvalResponse(_message.Message):
+    __slots__ = ("eval",)
+    EVAL_FIELD_NUMBER: _ClassVar[int]
+    eval: Eval
+    def __init__(self, eval: _Optional[_Union[Eval, _Mapping]] = ...) -> None: ...
 
 class ListEvalsRequest(_message.Message):
     __slots__ = ("limit", "after", "ascending")
@@ -305,6 +317,12 @@ class UpdateEvalRequest(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     set_metadata: bool
     def __init__(self, eval_id: _Optional[str] = ..., name: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., set_metadata: _Optional[bool] = ...) -> None: ...
+
+class UpdateEvalResponse(_message.Message):
+    __slots__ = ("eval",)
+    EVAL_FIELD_NUMBER: _ClassVar[int]
+    eval: Eval
+    def __init__(self, eval: _Optional[_Union[Eval, _Mapping]] = ...) -> None: ...
 
 class DeleteEvalRequest(_message.Message):
     __slots__ = ("eval_id",)
@@ -353,6 +371,12 @@ class InlineItems(_message.Message):
     rows_json: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, rows_json: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class CreateEvalRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: EvalRun
+    def __init__(self, run: _Optional[_Union[EvalRun, _Mapping]] = ...) -> None: ...
+
 class GetEvalRunRequest(_message.Message):
     __slots__ = ("eval_id", "run_id")
     EVAL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -360,6 +384,12 @@ class GetEvalRunRequest(_message.Message):
     eval_id: str
     run_id: str
     def __init__(self, eval_id: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+
+class GetEvalRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: EvalRun
+    def __init__(self, run: _Optional[_Union[EvalRun, _Mapping]] = ...) -> None: ...
 
 class ListEvalRunsRequest(_message.Message):
     __slots__ = ("eval_id", "limit", "after", "ascending", "status")
@@ -390,6 +420,12 @@ class CancelEvalRunRequest(_message.Message):
     eval_id: str
     run_id: str
     def __init__(self, eval_id: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+
+class CancelEvalRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: EvalRun
+    def __init__(self, run: _Optional[_Union[EvalRun, _Mapping]] = ...) -> None: ...
 
 class DeleteEvalRunRequest(_message.Message):
     __slots__ = ("eval_id", "run_id")
@@ -438,6 +474,12 @@ class GetEvalRunOutputItemRequest(_message.Message):
     run_id: str
     output_item_id: str
     def __init__(self, eval_id: _Optional[str] = ..., run_id: _Optional[str] = ..., output_item_id: _Optional[str] = ...) -> None: ...
+
+class GetEvalRunOutputItemResponse(_message.Message):
+    __slots__ = ("output_item",)
+    OUTPUT_ITEM_FIELD_NUMBER: _ClassVar[int]
+    output_item: EvalRunOutputItem
+    def __init__(self, output_item: _Optional[_Union[EvalRunOutputItem, _Mapping]] = ...) -> None: ...
 
 class ClaimEvalSamplesRequest(_message.Message):
     __slots__ = ("sampler", "max_items", "lease_s")

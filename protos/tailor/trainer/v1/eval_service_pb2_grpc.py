@@ -38,12 +38,12 @@ class EvalServiceStub:
         self.CreateEval = channel.unary_unary(
                 '/tailor.trainer.v1.EvalService/CreateEval',
                 request_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CreateEvalRequest.SerializeToString,
-                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.Eval.FromString,
+                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CreateEvalResponse.FromString,
                 _registered_method=True)
         self.GetEval = channel.unary_unary(
                 '/tailor.trainer.v1.EvalService/GetEval',
                 request_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRequest.SerializeToString,
-                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.Eval.FromString,
+                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalResponse.FromString,
                 _registered_method=True)
         self.ListEvals = channel.unary_unary(
                 '/tailor.trainer.v1.EvalService/ListEvals',
@@ -53,7 +53,7 @@ class EvalServiceStub:
         self.UpdateEval = channel.unary_unary(
                 '/tailor.trainer.v1.EvalService/UpdateEval',
                 request_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.UpdateEvalRequest.SerializeToString,
-                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.Eval.FromString,
+                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.UpdateEvalResponse.FromString,
                 _registered_method=True)
         self.DeleteEval = channel.unary_unary(
                 '/tailor.trainer.v1.EvalService/DeleteEval',
@@ -63,12 +63,12 @@ class EvalServiceStub:
         self.CreateEvalRun = channel.unary_unary(
                 '/tailor.trainer.v1.EvalService/CreateEvalRun',
                 request_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CreateEvalRunRequest.SerializeToString,
-                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.EvalRun.FromString,
+                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CreateEvalRunResponse.FromString,
                 _registered_method=True)
         self.GetEvalRun = channel.unary_unary(
                 '/tailor.trainer.v1.EvalService/GetEvalRun',
                 request_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRunRequest.SerializeToString,
-                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.EvalRun.FromString,
+                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRunResponse.FromString,
                 _registered_method=True)
         self.ListEvalRuns = channel.unary_unary(
                 '/tailor.trainer.v1.EvalService/ListEvalRuns',
@@ -78,7 +78,7 @@ class EvalServiceStub:
         self.CancelEvalRun = channel.unary_unary(
                 '/tailor.trainer.v1.EvalService/CancelEvalRun',
                 request_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CancelEvalRunRequest.SerializeToString,
-                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.EvalRun.FromString,
+                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CancelEvalRunResponse.FromString,
                 _registered_method=True)
         self.DeleteEvalRun = channel.unary_unary(
                 '/tailor.trainer.v1.EvalService/DeleteEvalRun',
@@ -93,7 +93,7 @@ class EvalServiceStub:
         self.GetEvalRunOutputItem = channel.unary_unary(
                 '/tailor.trainer.v1.EvalService/GetEvalRunOutputItem',
                 request_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRunOutputItemRequest.SerializeToString,
-                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.EvalRunOutputItem.FromString,
+                response_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRunOutputItemResponse.FromString,
                 _registered_method=True)
         self.ClaimEvalSamples = channel.unary_unary(
                 '/tailor.trainer.v1.EvalService/ClaimEvalSamples',
@@ -229,12 +229,12 @@ def add_EvalServiceServicer_to_server(servicer, server):
             'CreateEval': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateEval,
                     request_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CreateEvalRequest.FromString,
-                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.Eval.SerializeToString,
+                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CreateEvalResponse.SerializeToString,
             ),
             'GetEval': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEval,
                     request_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRequest.FromString,
-                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.Eval.SerializeToString,
+                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalResponse.SerializeToString,
             ),
             'ListEvals': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEvals,
@@ -244,7 +244,7 @@ def add_EvalServiceServicer_to_server(servicer, server):
             'UpdateEval': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateEval,
                     request_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.UpdateEvalRequest.FromString,
-                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.Eval.SerializeToString,
+                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.UpdateEvalResponse.SerializeToString,
             ),
             'DeleteEval': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteEval,
@@ -254,12 +254,12 @@ def add_EvalServiceServicer_to_server(servicer, server):
             'CreateEvalRun': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateEvalRun,
                     request_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CreateEvalRunRequest.FromString,
-                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.EvalRun.SerializeToString,
+                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CreateEvalRunResponse.SerializeToString,
             ),
             'GetEvalRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEvalRun,
                     request_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRunRequest.FromString,
-                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.EvalRun.SerializeToString,
+                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRunResponse.SerializeToString,
             ),
             'ListEvalRuns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEvalRuns,
@@ -269,7 +269,7 @@ def add_EvalServiceServicer_to_server(servicer, server):
             'CancelEvalRun': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelEvalRun,
                     request_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CancelEvalRunRequest.FromString,
-                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.EvalRun.SerializeToString,
+                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CancelEvalRunResponse.SerializeToString,
             ),
             'DeleteEvalRun': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteEvalRun,
@@ -284,7 +284,7 @@ def add_EvalServiceServicer_to_server(servicer, server):
             'GetEvalRunOutputItem': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEvalRunOutputItem,
                     request_deserializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRunOutputItemRequest.FromString,
-                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.EvalRunOutputItem.SerializeToString,
+                    response_serializer=tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRunOutputItemResponse.SerializeToString,
             ),
             'ClaimEvalSamples': grpc.unary_unary_rpc_method_handler(
                     servicer.ClaimEvalSamples,
@@ -324,7 +324,7 @@ class EvalService:
             target,
             '/tailor.trainer.v1.EvalService/CreateEval',
             tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CreateEvalRequest.SerializeToString,
-            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.Eval.FromString,
+            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CreateEvalResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -351,7 +351,7 @@ class EvalService:
             target,
             '/tailor.trainer.v1.EvalService/GetEval',
             tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRequest.SerializeToString,
-            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.Eval.FromString,
+            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -405,7 +405,7 @@ class EvalService:
             target,
             '/tailor.trainer.v1.EvalService/UpdateEval',
             tailor_dot_trainer_dot_v1_dot_eval__service__pb2.UpdateEvalRequest.SerializeToString,
-            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.Eval.FromString,
+            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.UpdateEvalResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -459,7 +459,7 @@ class EvalService:
             target,
             '/tailor.trainer.v1.EvalService/CreateEvalRun',
             tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CreateEvalRunRequest.SerializeToString,
-            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.EvalRun.FromString,
+            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CreateEvalRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -486,7 +486,7 @@ class EvalService:
             target,
             '/tailor.trainer.v1.EvalService/GetEvalRun',
             tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRunRequest.SerializeToString,
-            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.EvalRun.FromString,
+            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -540,7 +540,7 @@ class EvalService:
             target,
             '/tailor.trainer.v1.EvalService/CancelEvalRun',
             tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CancelEvalRunRequest.SerializeToString,
-            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.EvalRun.FromString,
+            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.CancelEvalRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -621,7 +621,7 @@ class EvalService:
             target,
             '/tailor.trainer.v1.EvalService/GetEvalRunOutputItem',
             tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRunOutputItemRequest.SerializeToString,
-            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.EvalRunOutputItem.FromString,
+            tailor_dot_trainer_dot_v1_dot_eval__service__pb2.GetEvalRunOutputItemResponse.FromString,
             options,
             channel_credentials,
             insecure,
