@@ -146,7 +146,11 @@ async def test_a_dead_worker_fails_the_upload_with_unavailable_and_the_pool_is_r
         ]
         assert len(workers) == 2, workers
         workers[0].kill()
-        workers[0].wait(timeout=10)
+        # Not psutil's wait(): it would reap the child, and multiprocessing, finding no child to
+        # reap, would take the dead worker for alive forever (its pool's thread then spins at exit).
+        deadline = time.monotonic() + 10
+        while not _ended(workers[0]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         deadline = time.monotonic() + 10
         with pytest.raises(Unavailable, match="validation worker stopped unexpectedly"):
             # The pool learns of the death from its own thread: an upload or two may pass first.
@@ -158,3 +162,11 @@ async def test_a_dead_worker_fails_the_upload_with_unavailable_and_the_pool_is_r
         assert not any(segment.exists() for segment in old_segments)
     finally:
         pool.close()
+
+
+def _ended(process: psutil.Process) -> bool:
+    """Dead: a zombie its parent has yet to reap, or reaped already."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
