@@ -130,6 +130,7 @@ def train_fixed_reply_adapter(
     seed: int = 0,
     probes: tuple[str, ...] = PROBE_PROMPTS,
     tools: list[dict] | None = None,
+    restarts: int = 3,
 ) -> Path:
     """Train a LoRA on ``base_dir`` that answers every user message with ``reply``; return ``output_dir``.
 
@@ -141,7 +142,34 @@ def train_fixed_reply_adapter(
     the replies that were wrong, instead of leaving a half-trained adapter to the tests.
     ``tools``: every conversation offers them (in the template's words), as a request with
     tools does; a reply that is a tool call then comes back as one.
+
+    A run can also settle at a low loss with one greedy token wrong (seen: tiny-phi3's tool
+    call, `"name": "f", "f", ...` after 1,200 steps at loss 0.007 on one machine's float
+    rounding, learnt in 100 steps from another seed): up to ``restarts`` runs start from
+    seeds ``seed``, ``seed + 1``, ... before :class:`AdapterDidNotLearn` is raised.
     """
+    for attempt in range(restarts):
+        try:
+            return _train_fixed_reply(base_dir, reply, output_dir, steps_per_round, max_steps, rank,
+                                      seed + attempt, probes, tools)  # fmt: skip
+        except AdapterDidNotLearn:
+            if attempt == restarts - 1:
+                raise
+    raise AssertionError("unreachable")  # restarts >= 1
+
+
+def _train_fixed_reply(  # type: ignore[no-untyped-def]
+    base_dir: Path,
+    reply: str,
+    output_dir: Path,
+    steps_per_round: int,
+    max_steps: int,
+    rank: int,
+    seed: int,
+    probes: tuple[str, ...],
+    tools,
+) -> Path:
+    """One run of :func:`train_fixed_reply_adapter` from ``seed``."""
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -296,12 +296,13 @@ async def test_ended_deliveries_are_pruned_after_the_retention_and_pending_ones_
         answered = await webhooks.create(ORG, receiver.url)
         refused = await webhooks.create(ORG, "http://127.0.0.1:9/hook")  # nothing listens: retried
         await cancelled_job(trainer, files, ORG)
-        await received(receiver, 1)
 
-        async def both_tried() -> bool:
-            return bool(await webhooks.attempts(ORG, refused.endpoint.id)) or None
+        async def both_tried() -> bool | None:
+            delivered = (await webhooks.get(ORG, answered.endpoint.id)).delivery_stats.delivered
+            return (delivered == 1 and bool(await webhooks.attempts(ORG, refused.endpoint.id))) or None
 
-        await eventually(both_tried, timeout=30, what="an attempt at the refusing endpoint")
+        # The receiver's answer is recorded after it is sent: wait for the record, not the request.
+        await eventually(both_tried, timeout=30, what="a recorded delivery, and an attempt at the refusing endpoint")
 
     records = TrainerRecords.open(settings)
     pruner = WebhookDelivery(settings, records)
