@@ -47,6 +47,8 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.backoff import doubling_delay
+
 HEALTH_POLL_S = 0.2
 EXIT_POLL_S = 0.2
 
@@ -105,7 +107,7 @@ class CrashRecord:
             self._times.popleft()
         if len(self._times) >= policy.max_crashes:
             return None
-        return min(policy.max_delay_s, policy.first_delay_s * 2 ** (self._in_a_row - 1))
+        return doubling_delay(self._in_a_row, policy.first_delay_s, policy.max_delay_s)
 
 
 def describe_exit(returncode: int) -> str:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import grpc
 import structlog
 
+from services.common.backoff import doubling_delay
 from services.common.errors import TailorError
 from services.gateway.auth import Caller
 from services.gateway.chat.protocol import sampling_params
@@ -123,7 +124,7 @@ class EvalSampler:
         self._settings = settings
         self._name = f"{socket.gethostname()}:{os.getpid()}"
         self._slots = asyncio.Semaphore(settings.gateway_eval_sampler_concurrency)
-        self._pause_s = settings.gateway_eval_sampler_idle_s
+        self._idle_rounds = 0  # claims in a row that found no work (or no trainer)
         # observable by tests and logs: runs this sampler stopped on a cancellation
         self.cancelled_runs: list[str] = []
 
@@ -137,10 +138,10 @@ class EvalSampler:
                 log.exception("eval sampler step failed")
                 worked = False
             if worked:
-                self._pause_s = self._settings.gateway_eval_sampler_idle_s
+                self._idle_rounds = 0
             else:
-                await asyncio.sleep(self._pause_s)
-                self._pause_s = min(self._pause_s * 2, self._settings.gateway_eval_sampler_max_idle_s)
+                self._idle_rounds += 1
+                await asyncio.sleep(self._pause(self._idle_rounds))
 
     async def step(self) -> bool:
         """One claim and its batch; whether there was work (False also when the trainer failed)."""
@@ -205,8 +206,10 @@ class EvalSampler:
         request = pb.RecordEvalSamplesRequest(run_id=run_id, items=items)
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self._settings.gateway_eval_sampler_lease_s
-        pause_s = self._settings.gateway_eval_sampler_idle_s
+        attempt = 0
         while True:
+            attempt += 1
+            pause_s = self._pause(attempt)
             try:
                 response: pb.RecordEvalSamplesResponse = await self._stub.RecordEvalSamples(request)
                 return not response.run_cancelled
@@ -217,7 +220,12 @@ class EvalSampler:
                 if error.code() not in _TRANSIENT or loop.time() + pause_s > give_up_at:
                     return True  # the lease hands these items out again; go on with the rest
             await asyncio.sleep(pause_s)
-            pause_s = min(pause_s * 2, self._settings.gateway_eval_sampler_max_idle_s)
+
+    def _pause(self, attempt: int) -> float:
+        """The wait after ``attempt`` idle claims or failed records in a row."""
+        settings = self._settings
+        first_s, cap_s = settings.gateway_eval_sampler_idle_s, settings.gateway_eval_sampler_max_idle_s
+        return doubling_delay(attempt, first_s, cap_s)
 
     @staticmethod
     def _trainer_failed(what: str, error: grpc.aio.AioRpcError) -> None:

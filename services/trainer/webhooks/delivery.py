@@ -39,6 +39,7 @@ import httpx
 import structlog
 from sqlalchemy import delete, exists, or_, select, update
 
+from services.common.backoff import doubling_delay
 from services.common.ids import random_token
 from services.trainer.config import TrainerSettings
 from services.trainer.records import (
@@ -132,17 +133,16 @@ class WebhookDelivery:
         and the fanned-out events before it that no delivery refers to any more. Returns how many
         deliveries went."""
         ended = WebhookDeliveryRecord.state.in_((DELIVERED, FAILED))
-        old = or_(
-            WebhookDeliveryRecord.last_attempt_at < ended_before,
-            # failed without an attempt (its endpoint's target was never allowed): by its event
-            WebhookDeliveryRecord.last_attempt_at.is_(None) & (WebhookDeliveryRecord.event_created_at < ended_before),
-        )
+        # A delivery ends only by an attempt (_record), so its last attempt dates its end.
+        old = WebhookDeliveryRecord.last_attempt_at < ended_before
         async with self._records.write() as session:
             gone = (await session.scalars(select(WebhookDeliveryRecord.id).where(ended, old))).all()
             for start in range(0, len(gone), 500):
                 batch = gone[start : start + 500]
-                await session.execute(delete(WebhookAttemptRecord).where(WebhookAttemptRecord.delivery_id.in_(batch)))
-                await session.execute(delete(WebhookDeliveryRecord).where(WebhookDeliveryRecord.id.in_(batch)))
+                attempts = delete(WebhookAttemptRecord).where(WebhookAttemptRecord.delivery_id.in_(batch))
+                await session.execute(attempts)
+                deliveries = delete(WebhookDeliveryRecord).where(WebhookDeliveryRecord.id.in_(batch))
+                await session.execute(deliveries)
             referred = exists().where(WebhookDeliveryRecord.event_id == WebhookEventRecord.id)
             await session.execute(
                 delete(WebhookEventRecord)
@@ -300,7 +300,7 @@ class WebhookDelivery:
 def retry_delay(attempts: int, first_s: float, cap_s: float) -> float:
     """Seconds until the next attempt after ``attempts`` failed ones: doubling from ``first_s`` up to
     ``cap_s``, then a random 50-100% of it (jitter, so that retries to an endpoint coming back spread)."""
-    return min(cap_s, first_s * 2 ** min(attempts - 1, 64)) * random.uniform(0.5, 1.0)
+    return doubling_delay(attempts, first_s, cap_s) * random.uniform(0.5, 1.0)
 
 
 def _delivery(event: WebhookEventRecord, endpoint: WebhookEndpointRecord) -> WebhookDeliveryRecord:
