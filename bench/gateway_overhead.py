@@ -1,6 +1,6 @@
 """Gateway overhead: streamed chat through the gateway vs the same requests on inference's gRPC, same run.
 
-Three processes on 127.0.0.1:
+Four processes on 127.0.0.1:
 
 - upstream: a gRPC server with the model registry (one fine-tuned model registered) and
   an InferenceService whose GenerateCompletion streams ``--tokens`` canned deltas, with
@@ -9,12 +9,14 @@ Three processes on 127.0.0.1:
   gateway itself costs;
 - gateway: ``python -m services.gateway`` as deployed (access log at info to /dev/null,
   rate limit off), over that upstream;
+- floor: ``bench/gateway_floor.py``, a bare ASGI proxy on the same server stack doing only
+  what no gateway can skip (parse, one gRPC stream, encode), over the same upstream;
 - this process, the client: for each request it either POSTs a streamed chat completion
-  for the fine-tuned model to the gateway (httpx, reading the SSE body to ``[DONE]``) or
-  calls GenerateCompletion directly with the same messages, sampling and adapter, reading
+  for the fine-tuned model to the gateway or the floor (httpx, reading the SSE body to
+  ``[DONE]``) or calls GenerateCompletion directly with the same messages, sampling and adapter, reading
   the stream to its end.
 
-Latency: sequential requests, the two paths alternating in blocks so that drift in the
+Latency: sequential requests, the three paths alternating in blocks so that drift in the
 machine's load hits both; p50/p99 of the time to the last byte. Throughput: ``--concurrency``
 requests in flight, requests per second, alternating runs, median. Prints the table with
 the added latency and the throughput ratio and writes it to docs/benchmarks.md.
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import os
 import socket
 import statistics
@@ -60,6 +64,7 @@ MESSAGES = [
     {"role": "user", "content": "Write a short poem about the sea."},
 ]
 BLOCK = 50  # requests per alternating block in the latency phase
+FLOOR = REPO / "bench" / "gateway_floor.py"
 
 Call = Callable[[], Awaitable[float]]
 
@@ -79,28 +84,31 @@ main()
 """
 
 
-# Where the gateway's CPU goes, from `--profile` (cProfile) and `--tokens 1` vs `--tokens 32`
-# runs (2026-12-05, the shared 2-core machine at load 5-10); written under the figures.
+# Where the gateway's CPU goes: py-spy (400 Hz, 12 s of the throughput phase, 2026-12-06) on the
+# gateway, and the floor measured beside it; written under the figures.
 WHERE_IT_GOES = (
-    "Where the time goes (cProfile of the gateway under `--profile`, 931 streams of 32 deltas, "
-    "before this round's changes; own time): gRPC aio reading the stream's messages 2.33 s "
-    "(63,480 reads), uvicorn/httptools `send` 1.08 s (32,202 writes: one per delta), starting "
-    "the two gRPC calls of a request (the registry's ResolveModel and GenerateCompletion) "
-    "0.71 + 0.70 s, turning messages into events 0.44 s, `json.dumps` of the chunks 0.40 s "
-    "cumulative, FastAPI's route matching 0.54 s cumulative, the access line 0.32 s cumulative "
-    "(about 29 us per emitted line, 4.5 us when its level filters it out). Changes: the "
-    "registry's answer kept per (organization, model) for 2 s and forgotten on this gateway's "
-    "delete (one gRPC call less), chunks encoded with msgspec, and deltas that arrive together "
-    "written together (about 20 writes per stream instead of 35). What remains, from runs of "
-    "1 and 32 deltas: about 1.4 ms per request whatever its length (HTTP, FastAPI's routing "
-    "and validation, starting the gRPC stream, Starlette's disconnect listener) plus about "
-    "65 us per delta, of which about 42 us is gRPC aio's own cost of reading one message "
-    "(measured in a bare asyncio client: 1.3-1.8 ms per 33-message stream, the direct path's "
-    "floor too). So the 2.0 ms target needs the per-delta gRPC read or FastAPI's per-request "
-    "routing to go, not more work in the gateway's own code; `services.common.ids.random_token` "
-    "(one `secrets.choice` per character, about 50 us per chunk id) is the next cheap cut. "
-    "Latency: on a 2-core machine shared with other work (see the load above) the added p50 "
-    "mostly measures waiting for a core; the +2 ms target can only be judged on a quiet machine."
+    "Where the time goes (py-spy, 400 samples/s over 12 s of the 16-way phase, share of the "
+    "gateway's samples, inclusive): gRPC's completion-queue poller thread 25.6%, reading the "
+    "stream's messages (grpc.aio's `_read` under the client interceptor's iterator) 14%, "
+    "starting the call 3%; the HTTP side: uvicorn, Starlette's and FastAPI's middleware and "
+    "routing layers (ProxyHeaders, ServerError, ExceptionTelemetry, AppBodyLimit, Exception, "
+    "AsyncExitStack, the router) around the route, FastAPI's dependencies and body validation "
+    "4.2%, uvicorn's `send` 3.9% (about 20 writes a stream), Starlette's StreamingResponse "
+    "listening for a disconnect in an anyio task group about 3% (its CancelScope.cancel formats "
+    "a task's repr on every stream: 0.6%), the access line 1.1%, the chunks' encoding 0.5%. "
+    "The floor column is `bench/gateway_floor.py`, measured in the same run against the same "
+    "upstream: a bare ASGI app on the same uvicorn/uvloop/httptools that parses the body, starts "
+    "the same signed GenerateCompletion stream and writes each message as a msgspec-encoded "
+    "chunk, with no key, registry, routing, validation, log or metrics: what no gateway on this "
+    "stack can do without. On this machine it costs 1.9-2.8 ms of CPU per 32-delta stream "
+    "(the machine's speed drifts by a third between runs; the ratio to the gateway holds), so "
+    "the 2.0 ms target is at or under the floor of uvicorn plus one grpc.aio stream here: about "
+    "40 us per message of grpc.aio's own (its poller thread hands every message to the event "
+    "loop), measured alone in a bare client at 1.0-1.5 ms per 33-message stream. What the "
+    "gateway adds over the floor is spread over the layers above, none over 5%; this round "
+    "removed Starlette's task group (the response's own asyncio task now cancels the generation "
+    "when the client leaves). Latency: the floor adds about as much over direct gRPC as the "
+    "gateway adds over the floor, so the +2 ms target is under the floor here too."
 )
 
 
@@ -253,32 +261,36 @@ def cpu_seconds(pid: int) -> float:
 
 async def measure(
     upstream_port: int,
-    gateway_url: str,
-    gateway_pid: int,
+    servers: dict[str, tuple[str, int]],
     tokens: int,
     minter: TokenMinter,
     args: argparse.Namespace,
 ) -> dict[str, float]:
+    """Latency, throughput and CPU per request of each HTTP server in ``servers`` (name: url, pid)
+    and of the direct gRPC path, against the same upstream."""
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     headers = {"Authorization": f"Bearer {API_KEY}"}
-    async with httpx.AsyncClient(base_url=gateway_url, headers=headers, limits=limits, timeout=60) as http:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{upstream_port}") as channel:
-            stub = pb_grpc.InferenceServiceStub(channel)
-            request = direct_request(tokens)
-            calls: dict[str, Call] = {
-                "gateway": lambda: gateway_call(http, tokens),
-                "direct": lambda: direct_call(stub, request, minter),
-            }
-            timed = await latencies(calls, args.requests)
-            rates: dict[str, list[float]] = {name: [] for name in calls}
-            gateway_cpu_s = 0.0
-            for _ in range(args.rounds):
-                for name, call in calls.items():
-                    before = cpu_seconds(gateway_pid)
-                    rates[name].append(await throughput(call, args.concurrency, args.requests))
-                    if name == "gateway":
-                        gateway_cpu_s += cpu_seconds(gateway_pid) - before
-    result = {"gateway_cpu_ms": gateway_cpu_s / (args.rounds * args.requests) * 1000}
+    async with contextlib.AsyncExitStack() as stack:
+        calls: dict[str, Call] = {}
+        for name, (url, _) in servers.items():
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60)
+            )
+            calls[name] = functools.partial(gateway_call, http, tokens)
+        channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{upstream_port}"))
+        stub = pb_grpc.InferenceServiceStub(channel)
+        calls["direct"] = functools.partial(direct_call, stub, direct_request(tokens), minter)
+        timed = await latencies(calls, args.requests)
+        rates: dict[str, list[float]] = {name: [] for name in calls}
+        cpu_s = dict.fromkeys(servers, 0.0)
+        for _ in range(args.rounds):
+            for name, call in calls.items():
+                pid = servers[name][1] if name in servers else None
+                before = cpu_seconds(pid) if pid else 0.0
+                rates[name].append(await throughput(call, args.concurrency, args.requests))
+                if pid:
+                    cpu_s[name] += cpu_seconds(pid) - before
+    result = {f"{name}_cpu_ms": cpu / (args.rounds * args.requests) * 1000 for name, cpu in cpu_s.items()}
     for name in calls:
         result[f"{name}_p50_ms"] = percentile(timed[name], 0.50) * 1000
         result[f"{name}_p99_ms"] = percentile(timed[name], 0.99) * 1000
@@ -290,24 +302,25 @@ def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError("the gateway exited while starting")
+            raise RuntimeError(f"the server of {url} exited while starting")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise RuntimeError("the gateway never became ready")
+    raise RuntimeError(f"the server of {url} never became ready")
 
 
 def run_for(
     tokens: int, interval_ms: float, args: argparse.Namespace, gateway_repo: Path = REPO
 ) -> dict[str, float]:
     """One upstream and one gateway (the code in ``gateway_repo``), measured against each other."""
-    upstream_port, gateway_port = free_port(), free_port()
+    upstream_port, gateway_port, floor_port = free_port(), free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     upstream: subprocess.Popen[bytes] | None = None
     gateway: subprocess.Popen[bytes] | None = None
+    floor: subprocess.Popen[bytes] | None = None
     with tempfile.TemporaryDirectory() as data_dir:
         # Internal auth as deployed: the gateway signs every call as "gateway", the upstream
         # verifies; the direct client presents a token signed with the same key.
@@ -349,12 +362,26 @@ def run_for(
                 env=gateway_env,
                 stdout=subprocess.DEVNULL,
             )
-            url = f"http://127.0.0.1:{gateway_port}"
-            wait_ready(url, gateway)
+            floor = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(FLOOR),
+                    *("--port", str(floor_port), "--upstream", address, "--key", str(keys / "gateway.pem")),
+                    *("--adapter", MODEL, "--base-model", BASE_MODEL),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            servers = {
+                "gateway": (f"http://127.0.0.1:{gateway_port}", gateway.pid),
+                "floor": (f"http://127.0.0.1:{floor_port}", floor.pid),
+            }
+            for url, process in ((servers["gateway"][0], gateway), (servers["floor"][0], floor)):
+                wait_ready(url, process)
             minter = TokenMinter("gateway", key)
-            return asyncio.run(measure(upstream_port, url, gateway.pid, tokens, minter, args))
+            return asyncio.run(measure(upstream_port, servers, tokens, minter, args))
         finally:
-            for process in (gateway, upstream):
+            for process in (floor, gateway, upstream):
                 if process is not None:
                     process.terminate()
                     process.wait(timeout=30)
@@ -402,18 +429,20 @@ def main() -> int:
     load_after = os.getloadavg()[0]
 
     lines = [
-        "| upstream pacing | p50 ms gateway / direct (added) | p99 ms gateway / direct "
-        "| req/s gateway / direct (ratio) | gateway CPU ms/request |",
+        "| upstream pacing | p50 ms gateway / floor / direct (gateway added) | p99 ms gateway / floor / direct "
+        "| req/s gateway / floor / direct (gateway ratio) | CPU ms/request gateway / floor |",
         "|---|---|---|---|---|",
     ]
     for interval, label, r in rows:
         pacing = "as fast as possible" if interval == 0 else f"{interval:g} ms per delta"
         lines.append(
             f"| {args.tokens} deltas, {pacing}{f' ({label})' if label else ''} "
-            f"| {r['gateway_p50_ms']:.2f} / {r['direct_p50_ms']:.2f} (+{r['gateway_p50_ms'] - r['direct_p50_ms']:.2f}) "
-            f"| {r['gateway_p99_ms']:.2f} / {r['direct_p99_ms']:.2f} "
-            f"| {r['gateway_rps']:.0f} / {r['direct_rps']:.0f} ({r['gateway_rps'] / r['direct_rps']:.2f}x) "
-            f"| {r['gateway_cpu_ms']:.2f} |"
+            f"| {r['gateway_p50_ms']:.2f} / {r['floor_p50_ms']:.2f} / {r['direct_p50_ms']:.2f} "
+            f"(+{r['gateway_p50_ms'] - r['direct_p50_ms']:.2f}) "
+            f"| {r['gateway_p99_ms']:.2f} / {r['floor_p99_ms']:.2f} / {r['direct_p99_ms']:.2f} "
+            f"| {r['gateway_rps']:.0f} / {r['floor_rps']:.0f} / {r['direct_rps']:.0f} "
+            f"({r['gateway_rps'] / r['direct_rps']:.2f}x) "
+            f"| {r['gateway_cpu_ms']:.2f} / {r['floor_cpu_ms']:.2f} |"
         )
     table = "\n".join(lines)
     print(table)
@@ -427,9 +456,10 @@ def main() -> int:
         write_section(
             "gateway_overhead",
             "Gateway: streamed chat through the gateway vs direct gRPC to inference",
-            "Both paths stream the same chat request for a fine-tuned model to a canned "
+            "The gateway, the floor (a bare HTTP-to-gRPC proxy, see below) and a direct gRPC "
+            "client stream the same chat request for a fine-tuned model from a canned "
             "InferenceService (no model runs; it streams the deltas from memory), so the difference "
-            "is the gateway's own cost: HTTP and JSON parsing, the API key, resolving the model in "
+            "between gateway and direct is the gateway's own cost: HTTP and JSON parsing, the API key, resolving the model in "
             "the registry (a gRPC call, now kept for TAILOR_GATEWAY_MODEL_CACHE_TTL_S), the gRPC "
             "stream and the SSE encoding of every delta; the gateway logs its access line at info "
             "and signs its internal calls as deployed (the upstream verifies the tokens of both "
@@ -438,11 +468,11 @@ def main() -> int:
             f"byte of {args.requests} sequential requests per path, alternating in blocks of {BLOCK}. "
             f"Throughput: {args.concurrency} requests in flight, median of {args.rounds} runs of "
             f"{args.requests}; the gateway's CPU per request is its process's user + system time "
-            f"over those runs. Client, gateway and upstream share the machine's cores, so on a small "
+            f"over those runs, and the floor's the same way. Client, servers and upstream share the machine's cores, so on a small "
             f"machine the throughput ratio mostly measures the CPU the gateway takes from the other "
             f"two; the CPU column is the figure that carries over to a gateway with cores of its own. "
             f"Load average (1 min): {load_before:.2f} before the run (other work on the machine), "
-            f"{load_after:.2f} at its end (the benchmark's own three processes included).\n\n"
+            f"{load_after:.2f} at its end (the benchmark's own processes included).\n\n"
             + WHERE_IT_GOES,
             table,
             command,
