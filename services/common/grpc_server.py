@@ -136,13 +136,9 @@ class GrpcServer:
             await self._update_readiness()
 
 
-async def serve_until_signalled(
-    server: GrpcServer,
-    *,
-    metrics_port: int | None = None,
-    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
-) -> None:
-    """Runs ``server`` until SIGTERM or SIGINT, then shuts down gracefully and runs ``on_stop``."""
+async def serve_until_signalled(server: GrpcServer, *, metrics_port: int | None = None) -> None:
+    """Runs ``server`` until SIGTERM or SIGINT, then shuts it down gracefully (a service's own
+    resources close in its server's ``stop``)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -153,8 +149,6 @@ async def serve_until_signalled(
     await stop.wait()
     log.info("shutting down", grace_s=server.settings.grpc_shutdown_grace_s)
     await server.stop()
-    for hook in on_stop:
-        await hook()
 
 
 def run_service(
