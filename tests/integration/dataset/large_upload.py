@@ -12,16 +12,21 @@ for why not ru_maxrss) is the service's alone; its validation worker processes a
 reported separately. The file is valid chat fine-tuning data,
 generated on the fly from a block of distinct examples repeated as often as needed and
 cut into 1 MiB chunks at arbitrary points (so lines straddle chunks, as from a real
-client); neither side ever holds the whole file. Prints one JSON line.
+client); neither side ever holds the whole file. The measured upload follows one small
+upload that starts the service's validation workers; its time and the CPU time of each
+process (this client, the service, its workers) are those of the measured upload alone.
+Prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -173,9 +178,14 @@ async def measure(environment: dict[str, str], size_mib: int) -> dict[str, objec
     try:
         await service.wait_until_serving()
         idle_rss_kib = peak_rss_kib(service.process.pid)
+        # One block first: the service starts its validation workers at its first fine-tuning
+        # upload, which would otherwise count their start-up in the measured upload's time and CPU.
+        await upload(service.address, jsonl_chunks(block, 1), "warm-up.jsonl")
+        cpu_before = cpu_seconds_by_process(service.process.pid)
         started = time.perf_counter()
         record = await upload(service.address, jsonl_chunks(block, repeats), f"large-{size_mib}mib.jsonl")
         seconds = time.perf_counter() - started
+        cpu_after = cpu_seconds_by_process(service.process.pid)
         service_peak_kib = peak_rss_kib(service.process.pid)
         worker_peaks_kib = [
             peak_rss_kib(worker.pid) for worker in psutil.Process(service.process.pid).children()
@@ -195,6 +205,27 @@ async def measure(environment: dict[str, str], size_mib: int) -> dict[str, objec
         "service_peak_rss_kib": service_peak_kib,
         # The validation worker processes (see services/dataset/parallel_validation.py).
         "worker_peak_rss_kib": worker_peaks_kib,
+        # CPU time (user + system) spent during the upload, by process: where a machine's cores go.
+        "cpu_seconds": {
+            name: round(cpu_after[name] - cpu_before.get(name, 0.0), 3) for name in cpu_after
+        },
+    }
+
+
+def cpu_seconds_by_process(service_pid: int) -> dict[str, float]:
+    """User + system CPU seconds so far of this process (the client), the service and its children."""
+    client = resource.getrusage(resource.RUSAGE_SELF)
+    service = psutil.Process(service_pid)
+    children = 0.0
+    for child in service.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            children += times.user + times.system
+    times = service.cpu_times()
+    return {
+        "client": client.ru_utime + client.ru_stime,
+        "service": times.user + times.system,
+        "workers": children,
     }
 
 
