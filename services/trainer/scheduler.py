@@ -421,14 +421,14 @@ class Scheduler:
                 .with_for_update(skip_locked=True)
             )
             job_files: dict[str, list[str]] = {}
-            tracked_jobs: set[str] = set()  # jobs with integrations: their workers get the W&B variables
+            # the trackers each job's integrations name: its worker gets their variables, no others'
+            job_trackers: dict[str, frozenset[str]] = {}
             for job in (await session.execute(query)).scalars().all():
                 attempt_id = new_attempt_id()
                 if await _claim(session, job.id, attempt_id):
                     launches.append(WorkerLaunch(job.id, attempt_id, job.organization_id))
                     job_files[job.id] = [job.training_file, job.validation_file or ""]
-                    if job.integrations:
-                        tracked_jobs.add(job.id)
+                    job_trackers[job.id] = frozenset(str(i.get("type", "")) for i in job.integrations or ())
         for launch in launches:
             active = ActiveWorker(launch, launched_at=time.monotonic())
             self._active[launch.job_id] = active
@@ -441,10 +441,9 @@ class Scheduler:
                 overrides=tracker_environment(
                     self._settings,
                     launch.organization_id,
+                    trackers=job_trackers[launch.job_id],
                     include_secrets=self._settings.trainer_executor == "local",
-                )
-                if launch.job_id in tracked_jobs
-                else None,
+                ),
             )
             try:
                 await self._executor.launch(launch, environment)

@@ -2,8 +2,8 @@
 
 An organization provides its W&B API key as a file named by its organization id in
 ``trainer_wandb_keys_dir`` (an operator writes it, or mounts a Secret there), and its MLflow
-credentials the same way in ``trainer_mlflow_credentials_dir``. They go to the worker of a
-job with integrations in the worker's environment (``WANDB_API_KEY``; mlflow's own
+credentials the same way in ``trainer_mlflow_credentials_dir``. Each goes only to the workers
+of jobs with an integration of its tracker, in the worker's environment (``WANDB_API_KEY``; mlflow's own
 ``MLFLOW_TRACKING_TOKEN`` or ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``), never in the job's
 records, events, logs or the worker's argv. A Kubernetes manifest would expose them, so pods
 get none (their W&B runs are written offline, their MLflow servers must take them unauthenticated).
@@ -15,6 +15,7 @@ otherwise any user of the organization could have them sent to a server of their
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import structlog
@@ -37,18 +38,18 @@ MLFLOW_CREDENTIAL_VARIABLES = {
 
 
 def tracker_environment(
-    settings: TrainerSettings, organization_id: str, *, include_secrets: bool
+    settings: TrainerSettings, organization_id: str, *, trackers: Collection[str], include_secrets: bool
 ) -> dict[str, str]:
-    """The tracker variables a worker of ``organization_id``'s tracked job starts with."""
+    """The tracker variables a worker of ``organization_id``'s job starts with, for the ``trackers``
+    its integrations name (``wandb``, ``mlflow``): a job gets no credential of a tracker it does not use."""
     environment: dict[str, str] = {}
-    if settings.trainer_wandb_base_url:
-        environment[BASE_URL_VARIABLE] = settings.trainer_wandb_base_url
-    if not include_secrets:
-        return environment
-    key = organization_key(settings, organization_id)
-    if key:
-        environment[API_KEY_VARIABLE] = key
-    if settings.trainer_mlflow_allowed_targets:
+    if "wandb" in trackers:
+        if settings.trainer_wandb_base_url:
+            environment[BASE_URL_VARIABLE] = settings.trainer_wandb_base_url
+        key = organization_key(settings, organization_id) if include_secrets else ""
+        if key:
+            environment[API_KEY_VARIABLE] = key
+    if "mlflow" in trackers and include_secrets and settings.trainer_mlflow_allowed_targets:
         environment.update(mlflow_credentials(settings, organization_id))
     return environment
 

@@ -23,19 +23,19 @@ def settings(tmp_path: Path, **values: object) -> TrainerSettings:
 
 def test_a_token_or_a_username_and_password_become_mlflows_variables(tmp_path: Path) -> None:
     configured = settings(tmp_path, trainer_mlflow_allowed_targets=ALLOWED)
-    assert tracker_environment(configured, "org-token", include_secrets=True) == {"MLFLOW_TRACKING_TOKEN": "t0ken"}
-    assert tracker_environment(configured, "org-basic", include_secrets=True) == {
+    assert tracker_environment(configured, "org-token", trackers={"mlflow"}, include_secrets=True) == {"MLFLOW_TRACKING_TOKEN": "t0ken"}
+    assert tracker_environment(configured, "org-basic", trackers={"mlflow"}, include_secrets=True) == {
         "MLFLOW_TRACKING_USERNAME": "ci",
         "MLFLOW_TRACKING_PASSWORD": "p=ss word",
     }
-    assert tracker_environment(configured, "org-odd", include_secrets=True) == {}  # no name: not guessed
+    assert tracker_environment(configured, "org-odd", trackers={"mlflow"}, include_secrets=True) == {}  # no name: not guessed
 
 
 def test_without_an_allow_list_manifests_or_a_file_no_credentials_are_handed_out(tmp_path: Path) -> None:
     # any user could name their own server and receive the organization's credentials
-    assert tracker_environment(settings(tmp_path), "org-token", include_secrets=True) == {}
+    assert tracker_environment(settings(tmp_path), "org-token", trackers={"mlflow"}, include_secrets=True) == {}
     configured = settings(tmp_path, trainer_mlflow_allowed_targets=ALLOWED)
-    assert tracker_environment(configured, "org-token", include_secrets=False) == {}  # Kubernetes manifests
-    assert tracker_environment(configured, "org-none", include_secrets=True) == {}
+    assert tracker_environment(configured, "org-token", trackers={"mlflow"}, include_secrets=False) == {}  # Kubernetes manifests
+    assert tracker_environment(configured, "org-none", trackers={"mlflow"}, include_secrets=True) == {}
     for crafted in ("../secret", "..", ""):
-        assert tracker_environment(configured, crafted, include_secrets=True) == {}
+        assert tracker_environment(configured, crafted, trackers={"mlflow"}, include_secrets=True) == {}
