@@ -154,8 +154,12 @@ async def test_each_outcome_delivers_one_event_the_sdk_verifies(
             failed: "fine_tuning.job.failed",
             cancelled: "fine_tuning.job.cancelled",
         }
-        endpoint = await webhooks.get(ORG, created.endpoint.id)
-        assert (endpoint.delivery_stats.delivered, endpoint.delivery_stats.pending) == (3, 0)
+        # The receiver has its 200 answers before the trainer records them: wait for the records.
+        async def all_recorded() -> bool | None:
+            endpoint = await webhooks.get(ORG, created.endpoint.id)
+            return (endpoint.delivery_stats.delivered, endpoint.delivery_stats.pending) == (3, 0) or None
+
+        await eventually(all_recorded, timeout=30, what="3 deliveries recorded as delivered")
         attempts = await webhooks.attempts(ORG, created.endpoint.id)
         assert sorted((a.status_code, a.state) for a in attempts) == [(200, "delivered")] * 3
     assert len(receiver.requests) == 3  # nothing sent twice
