@@ -10,7 +10,6 @@ import pytest
 
 from services.common.errors import NotFound, Unavailable
 from services.common.tenancy import current_organization
-from services.inference import registry as registry_module
 from services.inference.registry import RegistryResolver
 from tailor.trainer.v1 import model_registry_service_pb2 as registry_pb
 
@@ -122,16 +121,3 @@ async def test_a_base_model_is_no_adapter() -> None:
     registry.register("org-a", "tailor-tiny", "", kind=registry_pb.MODEL_KIND_BASE)
     with pytest.raises(NotFound):
         await resolver(registry).resolve("org-a", "tailor-tiny")
-
-
-async def test_expired_resolutions_are_swept_once_many_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_module, "SWEEP_ABOVE", 3)
-    registry, clock = StandInRegistry(), Clock()
-    for name in "abcd":
-        registry.register("org-a", name, f"orgs/org-a/{name}/")
-    r = resolver(registry, clock)
-    for name in "abc":
-        await r.resolve("org-a", name)
-    clock.now += 11  # a, b and c expire
-    await r.resolve("org-a", "d")
-    assert list(r._resolved) == [("org-a", "d")]
