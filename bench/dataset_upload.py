@@ -88,7 +88,7 @@ def validate_line_by_line(chunks: list[bytes]) -> int:
 
 
 def parse_only(chunks: list[bytes]) -> int:
-    """The floor under the batch reader: each line decoded by its msgspec decoder, nothing checked or counted."""
+    """The floor under the batch reader: each line decoded by its msgspec decoder, nothing else done."""
     decode = _DECODERS[ExampleFormat.CHAT].decode  # the batch reader's own decoder of chat lines
     splitter, decoded = LineSplitter(16 * MiB), 0
     for chunk in [*chunks, None]:
@@ -261,14 +261,19 @@ def measure(backend: str, size_mib: int, root: str, endpoint: str) -> dict[str, 
 
 def cpu_ms_per_mib(runs: list[dict[str, dict[str, object]]], side: str) -> dict[str, float]:
     """Median CPU milliseconds per MiB of each process of one side's runs (client, service, ...)."""
-    cpu = [run[side]["cpu_seconds"] for run in runs]
-    mib = [float(run[side]["size_bytes" if side == "service" else "bytes"]) / MiB for run in runs]  # type: ignore[arg-type]
-    names = list(cpu[0])  # type: ignore[arg-type]
+    cpu: list[dict[str, float]] = [run[side]["cpu_seconds"] for run in runs]  # type: ignore[misc]
+    size_key = "size_bytes" if side == "service" else "bytes"
+    mib = [float(run[side][size_key]) / MiB for run in runs]  # type: ignore[arg-type]
     return {
-        name: statistics.median(float(c[name]) * 1000 / m for c, m in zip(cpu, mib, strict=True))  # type: ignore[index]
-        for name in names
-        if any(float(c[name]) > 0.005 for c in cpu)  # type: ignore[index]
+        name: statistics.median(c[name] * 1000 / m for c, m in zip(cpu, mib, strict=True))
+        for name in cpu[0]
+        if any(c[name] > 0.005 for c in cpu)
     }
+
+
+def cpu_cell(cpu: dict[str, float]) -> str:
+    """``total (process x, ...)`` in ms/MiB."""
+    return f"{sum(cpu.values()):.1f} ({', '.join(f'{name} {ms:.1f}' for name, ms in cpu.items())})"
 
 
 @contextlib.contextmanager
@@ -327,8 +332,7 @@ def main() -> int:
                 rows.append(
                     f"| {backend} | {size} MiB | {service_mib_s:.0f} | {direct_mib_s:.0f} "
                     f"| {service_mib_s / direct_mib_s:.2f}x "
-                    f"| {sum(service_cpu.values()):.1f} ({', '.join(f'{k} {v:.1f}' for k, v in service_cpu.items())}) "
-                    f"| {sum(direct_cpu.values()):.1f} ({', '.join(f'{k} {v:.1f}' for k, v in direct_cpu.items())}) "
+                    f"| {cpu_cell(service_cpu)} | {cpu_cell(direct_cpu)} "
                     f"| {median('service', 'service_peak_rss_kib') / 1024:.0f} "
                     f"({median('service', 'service_idle_rss_kib') / 1024:.0f} idle) "
                     f"| {statistics.median(workers) / 1024:.0f} |"

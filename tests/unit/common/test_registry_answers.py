@@ -1,4 +1,4 @@
-"""The registry answers' one cache (gateway and inference replicas): kept briefly, shared, forgotten at once."""
+"""The registry answers' one cache, the gateway's and inference's: kept briefly, shared, forgotten at once."""
 
 from __future__ import annotations
 

@@ -21,21 +21,28 @@ def settings(tmp_path: Path, **values: object) -> TrainerSettings:
     return TrainerSettings(data_dir=tmp_path, trainer_mlflow_credentials_dir=credentials, **values)
 
 
+def mlflow_environment(
+    configured: TrainerSettings, organization: str, *, include_secrets: bool = True
+) -> dict[str, str]:
+    """What the worker of ``organization``'s job with an MLflow integration gets."""
+    return tracker_environment(configured, organization, trackers={"mlflow"}, include_secrets=include_secrets)
+
+
 def test_a_token_or_a_username_and_password_become_mlflows_variables(tmp_path: Path) -> None:
     configured = settings(tmp_path, trainer_mlflow_allowed_targets=ALLOWED)
-    assert tracker_environment(configured, "org-token", trackers={"mlflow"}, include_secrets=True) == {"MLFLOW_TRACKING_TOKEN": "t0ken"}
-    assert tracker_environment(configured, "org-basic", trackers={"mlflow"}, include_secrets=True) == {
+    assert mlflow_environment(configured, "org-token") == {"MLFLOW_TRACKING_TOKEN": "t0ken"}
+    assert mlflow_environment(configured, "org-basic") == {
         "MLFLOW_TRACKING_USERNAME": "ci",
         "MLFLOW_TRACKING_PASSWORD": "p=ss word",
     }
-    assert tracker_environment(configured, "org-odd", trackers={"mlflow"}, include_secrets=True) == {}  # no name: not guessed
+    assert mlflow_environment(configured, "org-odd") == {}  # no name: not guessed
 
 
 def test_without_an_allow_list_manifests_or_a_file_no_credentials_are_handed_out(tmp_path: Path) -> None:
     # any user could name their own server and receive the organization's credentials
-    assert tracker_environment(settings(tmp_path), "org-token", trackers={"mlflow"}, include_secrets=True) == {}
+    assert mlflow_environment(settings(tmp_path), "org-token") == {}
     configured = settings(tmp_path, trainer_mlflow_allowed_targets=ALLOWED)
-    assert tracker_environment(configured, "org-token", trackers={"mlflow"}, include_secrets=False) == {}  # Kubernetes manifests
-    assert tracker_environment(configured, "org-none", trackers={"mlflow"}, include_secrets=True) == {}
+    assert mlflow_environment(configured, "org-token", include_secrets=False) == {}  # Kubernetes manifests
+    assert mlflow_environment(configured, "org-none") == {}
     for crafted in ("../secret", "..", ""):
-        assert tracker_environment(configured, crafted, trackers={"mlflow"}, include_secrets=True) == {}
+        assert mlflow_environment(configured, crafted) == {}

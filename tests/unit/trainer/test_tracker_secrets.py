@@ -31,7 +31,8 @@ def test_an_organization_with_a_key_file_gets_its_key_and_the_server(tmp_path: P
 def test_no_key_file_no_keys_dir_or_a_manifest_means_no_key(tmp_path: Path) -> None:
     configured = settings(tmp_path)
     assert tracker_environment(configured, "org-b", trackers={"wandb"}, include_secrets=True) == {}
-    assert tracker_environment(configured, "org-a", trackers={"wandb"}, include_secrets=False) == {}  # Kubernetes manifests
+    # Kubernetes manifests
+    assert tracker_environment(configured, "org-a", trackers={"wandb"}, include_secrets=False) == {}
     unconfigured = TrainerSettings(data_dir=tmp_path)
     assert tracker_environment(unconfigured, "org-a", trackers={"wandb"}, include_secrets=True) == {}
 
