@@ -14,7 +14,8 @@ organization in its metadata), after ``WorkerService.ClaimJob`` gave the plan (:
    and at epoch ends. At each epoch end the adapter and the training state are uploaded to
    ``{output_prefix}checkpoints/step-{N}/{adapter,state}/``, then ``ReportCheckpoint``.
 5. The final adapter is uploaded to ``{output_prefix}adapter/``, the results CSV with
-   ``DatasetService.UploadFile`` (purpose FINE_TUNE_RESULTS), then ``ReportSucceeded``.
+   ``DatasetService.UploadFile`` (purpose FINE_TUNE_RESULTS); the trackers' runs are closed;
+   then ``ReportSucceeded``, the attempt's last report (the heartbeats stop with it).
 
 Directives: CANCEL stops at once and uploads nothing more; PAUSE saves and reports a checkpoint
 (unless nothing was trained since the last one), then exits. Loading and training run in a
@@ -109,10 +110,10 @@ class JobAttempt:
         failed = True
         try:
             if await asyncio.to_thread(self._train, prepared, trackers):
-                await self._finish(prepared)
+                await self._finish(prepared, trackers)
             failed = False  # finished, or stopped by a pause or cancel
         finally:
-            await asyncio.to_thread(trackers.finish, failed=failed)
+            await asyncio.to_thread(trackers.finish, failed=failed)  # the runs still open
 
     def _tracked_config(self, prepared: Prepared) -> dict[str, Any]:
         """What a tracker's run records as its config: the job, its resolved hyperparameters."""
@@ -224,13 +225,16 @@ class JobAttempt:
 
     # Step 5: results.
 
-    async def _finish(self, prepared: Prepared) -> None:
+    async def _finish(self, prepared: Prepared, trackers: Trackers) -> None:
         final = await asyncio.to_thread(self._save_adapter, prepared, self.scratch / "final-adapter")
         adapter_prefix = final_adapter_prefix(self.plan.output_prefix)
         await upload_directory(self.checkpoints, final, adapter_prefix)
         self._check_stop()
         results_file = await upload_results_file(self.datasets, RESULTS_FILENAME, prepared.results.to_csv())
         self._check_stop()
+        # The trackers' runs end before the outcome is reported: what they say on closing (a run
+        # written offline, an upload that failed) is then among the job's events, not refused after them.
+        await asyncio.to_thread(trackers.finish, failed=False)
         await self.link.succeeded(
             adapter_uri=adapter_prefix,
             trained_tokens=prepared.loop.trained_tokens,

@@ -75,6 +75,9 @@ class TrainerLink:
         self._events: collections.deque[worker_service_pb2.WorkerEvent] = collections.deque()
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
+        # Set once ReportSucceeded or ReportFailed was taken: the attempt is over for the trainer,
+        # which refuses its reports from then on, so the heartbeats stop.
+        self._outcome_reported = False
         self.heartbeat_interval_s = 10.0
         # Both are also read and written by the training thread: single reference assignments, atomic in CPython.
         self.current_step = 0
@@ -155,6 +158,7 @@ class TrainerLink:
             lora_rank=lora_rank,
         )
         await self._call(self._stub.ReportSucceeded, request)
+        self._outcome_is_reported()
 
     async def failed(self, error: job_pb2.JobError, *, retryable: bool) -> None:
         """ReportFailed. Queued events are sent first when the trainer takes them; the failure matters more."""
@@ -166,6 +170,11 @@ class TrainerLink:
             worker=self._identity, error=error, retryable=retryable
         )
         await self._call(self._stub.ReportFailed, request)
+        self._outcome_is_reported()
+
+    def _outcome_is_reported(self) -> None:
+        self._outcome_reported = True
+        self._wake.set()  # the heartbeat task ends at once instead of at its next beat
 
     async def _call(
         self,
@@ -215,8 +224,9 @@ class TrainerLink:
             self._obey(response.directive)
 
     async def heartbeats(self) -> None:
-        """Run until cancelled: send queued events as they come, and a heartbeat at least every interval."""
-        while True:
+        """Run until cancelled or the outcome is reported: send queued events as they come, and a
+        heartbeat at least every interval."""
+        while not self._outcome_reported:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
             # arrives as the event is set, and then this loop never ends when run.py stops it.
             try:
@@ -225,6 +235,8 @@ class TrainerLink:
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._outcome_reported:
+                return
             try:
                 await self.flush()
             except ReportRefused:

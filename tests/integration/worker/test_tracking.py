@@ -3,12 +3,14 @@ failing tracker costs the job nothing but one warn event."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import wandb
 
 from services.trainer.worker.run import run_worker
+from services.trainer.worker.tracking.wandb import WandbTracker
 from tailor.trainer.v1 import job_pb2
 from tests.integration.worker.conftest import (
     JOB_ID,
@@ -122,3 +124,32 @@ async def test_an_unreachable_wandb_server_is_a_warning_and_the_run_is_written_o
     (run,) = offline_runs(data_dir / "wandb" / ORGANIZATION / JOB_ID)
     assert run.run_id == f"{JOB_ID}-offline"
     assert [row["_step"] for row in run.history] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_what_a_tracker_says_on_closing_comes_before_the_outcome_the_last_report(
+    tmp_path: Path,
+    fakes: FakeServices,
+    tailor_tiny_dir: Path,
+    worker_settings: WorkerSettingsFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A run whose closing takes longer than a heartbeat interval (1 s here), then fails; no real
+    # W&B run, whose id would stay taken in this process after the test above.
+    def slow_failing_finish(self: WandbTracker, *, failed: bool) -> None:
+        time.sleep(1.5)
+        raise wandb.errors.CommError("upload interrupted")
+
+    monkeypatch.setattr(WandbTracker, "start", lambda self, config: None)
+    monkeypatch.setattr(WandbTracker, "log", lambda self, values, step: None)
+    monkeypatch.setattr(WandbTracker, "finish", slow_failing_finish)
+    tracked_plan(tailor_tiny_dir, fakes)
+
+    assert await run_worker(worker_settings(tmp_path / "data", fakes), handle_signals=False) == 0
+
+    # nothing after the outcome: no heartbeat, no event the trainer would refuse
+    assert fakes.trainer.methods()[-1] == "ReportSucceeded"
+    warnings = [event.message for event in fakes.trainer.events() if event.level == job_pb2.EVENT_LEVEL_WARN]
+    assert warnings == [
+        "Weights & Biases reporting to project 'tailor-tests' stopped "
+        "(finish failed: CommError: upload interrupted); training continues."
+    ]
