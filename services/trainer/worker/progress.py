@@ -148,8 +148,7 @@ class TrainerLink:
     async def succeeded(
         self, *, adapter_uri: str, trained_tokens: int, result_files: list[str], lora_rank: int
     ) -> None:
-        """ReportSucceeded, after the queued events."""
-        await self.flush()
+        """ReportSucceeded, after the queued events; no report follows it (see :meth:`_send_events`)."""
         request = worker_service_pb2.ReportSucceededRequest(
             worker=self._identity,
             adapter_uri=adapter_uri,
@@ -157,20 +156,23 @@ class TrainerLink:
             result_files=result_files,
             lora_rank=lora_rank,
         )
-        await self._call(self._stub.ReportSucceeded, request)
-        self._outcome_is_reported()
+        async with self._send_lock:
+            await self._send_events()
+            await self._call(self._stub.ReportSucceeded, request)
+            self._outcome_is_reported()
 
     async def failed(self, error: job_pb2.JobError, *, retryable: bool) -> None:
         """ReportFailed. Queued events are sent first when the trainer takes them; the failure matters more."""
-        try:
-            await self.flush()
-        except (grpc.aio.AioRpcError, ReportRefused):
-            pass
         request = worker_service_pb2.ReportFailedRequest(
             worker=self._identity, error=error, retryable=retryable
         )
-        await self._call(self._stub.ReportFailed, request)
-        self._outcome_is_reported()
+        async with self._send_lock:
+            try:
+                await self._send_events()
+            except (grpc.aio.AioRpcError, ReportRefused):
+                pass
+            await self._call(self._stub.ReportFailed, request)
+            self._outcome_is_reported()
 
     def _outcome_is_reported(self) -> None:
         self._outcome_reported = True
@@ -207,21 +209,28 @@ class TrainerLink:
     async def flush(self) -> None:
         """Send the queued events now (an empty list is a heartbeat). Kept queued if the call fails."""
         async with self._send_lock:
-            events = []
-            while self._events:
-                events.append(self._events.popleft())
-            request = worker_service_pb2.ReportEventsRequest(
-                worker=self._identity, events=events, current_step=self.current_step
-            )
-            try:
-                response = await self._stub.ReportEvents(request, timeout=max(self.heartbeat_interval_s, 5.0))
-            except grpc.aio.AioRpcError as error:
-                if error.code() in _REFUSALS:
-                    self.request_stop(Stop.REFUSED)
-                    raise ReportRefused(error.details() or error.code().name) from error
-                self._events.extendleft(reversed(events))
-                raise
-            self._obey(response.directive)
+            await self._send_events()
+
+    async def _send_events(self) -> None:
+        """:meth:`flush` under the send lock, which the outcome reports hold too: a heartbeat that
+        was waiting for it when the outcome went out finds the attempt over and sends nothing."""
+        if self._outcome_reported:
+            return
+        events = []
+        while self._events:
+            events.append(self._events.popleft())
+        request = worker_service_pb2.ReportEventsRequest(
+            worker=self._identity, events=events, current_step=self.current_step
+        )
+        try:
+            response = await self._stub.ReportEvents(request, timeout=max(self.heartbeat_interval_s, 5.0))
+        except grpc.aio.AioRpcError as error:
+            if error.code() in _REFUSALS:
+                self.request_stop(Stop.REFUSED)
+                raise ReportRefused(error.details() or error.code().name) from error
+            self._events.extendleft(reversed(events))
+            raise
+        self._obey(response.directive)
 
     async def heartbeats(self) -> None:
         """Run until cancelled or the outcome is reported: send queued events as they come, and a
