@@ -306,7 +306,9 @@ async def test_ended_deliveries_are_pruned_after_the_retention_and_pending_ones_
             return (delivered == 1 and bool(await webhooks.attempts(ORG, refused.endpoint.id))) or None
 
         # The receiver's answer is recorded after it is sent: wait for the record, not the request.
-        await eventually(both_tried, timeout=30, what="a recorded delivery, and an attempt at the refusing endpoint")
+        await eventually(
+            both_tried, timeout=30, what="a recorded delivery, and an attempt at the refusing endpoint"
+        )
 
     records = TrainerRecords.open(settings)
     pruner = WebhookDelivery(settings, records)
