@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,7 @@ from services.common.internal_auth.keys import write_key_pair  # noqa: E402
 from services.common.internal_auth.tokens import TokenMinter  # noqa: E402
 from tailor.inference.v1 import inference_service_pb2 as pb  # noqa: E402
 from tailor.inference.v1 import inference_service_pb2_grpc as pb_grpc  # noqa: E402
+from tests.support.processes import free_port  # noqa: E402
 
 API_KEY = "sk-bench-gateway-0001"
 ORGANIZATION = "bench"
@@ -112,12 +112,6 @@ WHERE_IT_GOES = (
     "1.8-3.5 ms at p50 over direct gRPC in these runs, so the +2 ms target is at or under the "
     "floor here too."
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the upstream child ---------------------------------------------------------------------

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from services.common.object_store import (
 )
 from services.common.settings import CommonSettings
 from tests.integration.conftest import S3_SERVERS
+from tests.support.processes import free_port
 from tests.support.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, moto_s3_server_process
 from tests.support.seaweedfs_server import READINESS_BUCKET
 
@@ -328,14 +328,8 @@ async def test_check_passes_on_a_live_store(object_store: ObjectStore) -> None:
     await object_store.check()
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 async def test_s3_unreachable_is_unavailable_quickly() -> None:
-    store = S3ObjectStore(f"127.0.0.1:{_closed_port()}", "bucket", access_key="k", secret_key="s")
+    store = S3ObjectStore(f"127.0.0.1:{free_port()}", "bucket", access_key="k", secret_key="s")
     try:
         for attempt in (store.check(), store.stat("some/key"), store.put_bytes("some/key", b"data")):
             started = time.monotonic()

@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sysconfig
 import tempfile
@@ -41,6 +40,7 @@ from pathlib import Path
 import pytest
 
 from services.common.die_with_parent import dying_with
+from tests.support.processes import free_ports
 from tests.support.s3_server import ACCESS_KEY, SECRET_KEY, S3Server
 
 STARTUP_TIMEOUT_S = 60.0
@@ -104,15 +104,6 @@ def weed_version(weed: Path | None = None) -> str:
         [str(weed or weed_binary()), "version"], capture_output=True, text=True, timeout=30, check=True
     )
     return completed.stdout.strip().splitlines()[0]
-
-
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 (all held open together while chosen)."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
 
 
 def _write_identities(path: Path) -> None:
@@ -209,7 +200,7 @@ def seaweedfs_s3_server() -> Iterator[S3Server]:
         directory = Path(temp)
         _write_identities(directory / "s3-identities.json")
         for attempt in range(1, _START_ATTEMPTS + 1):
-            ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
+            ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
             server = S3Server("127.0.0.1", ports["s3.port"])
             log_path = directory / f"weed-{attempt}.log"
             with open(log_path, "wb") as log:

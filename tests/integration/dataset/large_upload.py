@@ -28,7 +28,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -48,6 +47,7 @@ from services.common.tenancy import call_context  # noqa: E402
 from tailor.dataset.v1 import dataset_service_pb2 as pb  # noqa: E402
 from tailor.dataset.v1 import dataset_service_pb2_grpc as pb_grpc  # noqa: E402
 from tests.support import internal_auth  # noqa: E402
+from tests.support.processes import free_port  # noqa: E402
 
 # The service verifies, and this process signs, with the test key set (also when run as a script).
 internal_auth.install()
@@ -92,12 +92,6 @@ def jsonl_chunks(block: bytes, repeats: int, chunk_bytes: int = CHUNK_BYTES) -> 
             chunk = (doubled * (size // len(block) + 2))[offset : offset + size]
         position += size
         yield chunk
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def peak_rss_kib(pid: int) -> int:

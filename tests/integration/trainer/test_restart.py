@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -41,17 +40,12 @@ from tests.integration.trainer.harness import (
     eventually,
     running_trainer,
 )
+from tests.support.processes import free_port
 
 # Long enough to be killed mid-run: 3 epochs of 3 steps of 0.3 s.
 SLOW = "steps_per_epoch=3,step_s=0.3"
 STARTUP_TIMEOUT_S = 60.0
 RESTARTED = r"The trainer restarted; the job will continue from the checkpoint at step (\d+)\."
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -19,13 +19,14 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 LOCK_FILE = ROOT / "requirements" / "mlflow-server.lock"
@@ -53,12 +54,6 @@ def server_venv() -> Path:
         subprocess.run(install, check=True, timeout=INSTALL_TIMEOUT_S)
         _INSTALLED_FROM.write_text(digest)
     return VENV / "bin"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from tests.integration.worker.conftest import (
     training_plan,
 )
 from tests.integration.worker.fakes import CANCEL, CONTINUE, PAUSE, FakeServices
+from tests.support.processes import free_port
 
 PREFIX = f"orgs/{ORGANIZATION}/jobs/{JOB_ID}/"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -76,12 +76,6 @@ def slow_steps(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
         monkeypatch.setattr(TrainingLoop, "_train_step", slow_step)
 
     return slow_down
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def test_a_job_trains_checkpoints_every_epoch_and_reports_in_the_agreed_order(
@@ -428,7 +422,7 @@ async def test_an_object_store_outage_fails_the_job_as_retryable(
     fakes.trainer.plan = training_plan(tailor_tiny_dir)
     # The store is the trainer's: the worker learns of the outage from UploadCheckpoint.
     fakes.trainer.store_settings = CommonSettings(
-        data_dir=tmp_path / "data", object_store_endpoint=f"127.0.0.1:{closed_port()}"
+        data_dir=tmp_path / "data", object_store_endpoint=f"127.0.0.1:{free_port()}"
     )
     settings = worker_settings(tmp_path / "data", fakes)
 
@@ -443,7 +437,7 @@ async def test_an_unreachable_dataset_service_fails_the_job_as_retryable(
     tmp_path: Path, fakes: FakeServices, tailor_tiny_dir: Path, worker_settings: WorkerSettingsFactory
 ) -> None:
     fakes.trainer.plan = training_plan(tailor_tiny_dir)
-    settings = worker_settings(tmp_path / "data", fakes, dataset_addr=f"127.0.0.1:{closed_port()}")
+    settings = worker_settings(tmp_path / "data", fakes, dataset_addr=f"127.0.0.1:{free_port()}")
 
     assert await run_worker(settings, handle_signals=False) == 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 
 import grpc
 import openai
@@ -10,6 +9,7 @@ import pytest
 
 from services.gateway.errors import from_rpc_error
 from services.gateway.models.serving import OpenAIServingModels
+from tests.support.processes import free_port
 from tests.unit.gateway.conftest import Gateway, GatewayFactory
 from tests.unit.gateway.fakes import BASE_MODEL
 
@@ -177,9 +177,7 @@ async def test_openapi_document_lists_the_routes_and_no_422(gateway: Gateway) ->
 
 
 async def test_an_unreachable_inference_replica_is_503_and_not_ready(gateway_with: GatewayFactory) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        nobody_listens = f"127.0.0.1:{probe.getsockname()[1]}"
+    nobody_listens = f"127.0.0.1:{free_port()}"
     async with gateway_with(inference_addr=nobody_listens) as gateway:
         with pytest.raises(openai.InternalServerError) as caught:
             await gateway.sdk().chat.completions.create(
