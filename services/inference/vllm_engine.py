@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import itertools
 import os
 from collections.abc import AsyncIterator, Collection
@@ -411,6 +412,11 @@ class VLLMEngine(Engine):
         from vllm.v1.metrics.prometheus import unregister_vllm_metrics
 
         self._llm.shutdown()
+        # AsyncLLM.__del__ shuts down again. Left to the interpreter's exit, it runs once
+        # vLLM's module globals are gone and prints a TypeError traceback on every stop:
+        # let it run now, while they are alive (a cycle holds the engine, hence the collect).
+        del self._llm
+        gc.collect()
         # A stopped engine's gauges would go on being exported with their last values (as
         # the hf engine's collector is unregistered when it stops).
         unregister_vllm_metrics()

@@ -30,9 +30,9 @@ STARTUP_TIMEOUT_S = 240
 class Launcher(OutputWatchedProcess):
     """``python -m services.local_stack`` on free ports and a fresh data directory."""
 
-    def __init__(self, data_dir: Path, ports: dict[str, int] | None = None) -> None:
+    def __init__(self, data_dir: Path, ports: dict[str, int] | None = None, **settings: str) -> None:
         fixed = {f"TAILOR_{name.upper()}_ADDR": f"127.0.0.1:{port}" for name, port in (ports or {}).items()}
-        env = stack_environment(data_dir, **fixed)
+        env = stack_environment(data_dir, **fixed, **settings)
         self.ports = {"gateway": int(env["TAILOR_GATEWAY_PORT"])}
         for name in ("dataset", "trainer", "inference"):
             self.ports[name] = int(env[f"TAILOR_{name.upper()}_ADDR"].rsplit(":", 1)[1])
@@ -96,6 +96,27 @@ def test_make_up_serves_all_four_and_stops_them_on_sigterm(launcher: Launcher, t
     output = launcher.drain()
     assert "stopped" in output
     assert key not in output
+    assert "Traceback" not in output, output
+
+
+def test_make_up_on_vllm_stops_on_sigterm_without_a_traceback(tmp_path: Path) -> None:
+    # vLLM's engine shuts down once more when it is collected; left to the interpreter's
+    # exit, that printed a TypeError traceback on every stop.
+    launcher = Launcher(
+        tmp_path / "data", TAILOR_INFERENCE_ENGINE="vllm", TAILOR_INFERENCE_VLLM_CPU_THREADS="1"
+    )
+    try:
+        launcher.wait_for("all services are up", STARTUP_TIMEOUT_S)
+        assert any('"engine": "vllm"' in line and "engine ready" in line for line in launcher.output)
+        launcher.process.send_signal(signal.SIGTERM)
+        assert launcher.process.wait(timeout=90) == 0, launcher.drain()
+        output = launcher.drain()
+        assert "stopped" in output
+        assert "Traceback" not in output and "Exception ignored" not in output, output
+    finally:
+        if launcher.process.poll() is None:
+            launcher.process.kill()
+            launcher.process.wait()
 
 
 def test_a_crashed_service_is_restarted_and_all_die_with_a_killed_launcher(

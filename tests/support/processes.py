@@ -72,7 +72,8 @@ class OutputWatchedProcess:
         self.process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -95,7 +96,9 @@ class OutputWatchedProcess:
         raise AssertionError(f"never printed {text!r}; output:\n{''.join(self.output[-200:])}")
 
     def drain(self) -> str:
-        """Everything printed so far."""
+        """Everything printed so far: all of it once the process has exited."""
+        if self.process.poll() is not None:
+            self._reader.join(timeout=10)  # the pipe's last lines, read after the exit
         while not self.lines.empty():
             self.output.append(self.lines.get())
         return "".join(self.output)
