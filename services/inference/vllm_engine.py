@@ -227,6 +227,13 @@ def finish_reason_from_vllm(reason: str | None) -> FinishReason | None:
     raise TailorError(f"the engine failed the request (finish reason {reason!r})")
 
 
+# How long vLLM's engine processes get to exit on close before vLLM kills them. Its own
+# default (5 s) is shorter than its CPU worker takes to exit on 2 cores (~4-5 s), so every
+# stop ended with "force killing remaining process EngineCore" warnings. Within the 20 s of
+# margin that deploy/k8s/base/inference.yaml's termination grace leaves after the RPCs' grace.
+ENGINE_SHUTDOWN_TIMEOUT_S = 10.0
+
+
 class VLLMEngine(Engine):
     """vLLM's AsyncLLM with LoRA enabled; see the module docstring."""
 
@@ -411,7 +418,7 @@ class VLLMEngine(Engine):
     async def close(self) -> None:
         from vllm.v1.metrics.prometheus import unregister_vllm_metrics
 
-        self._llm.shutdown()
+        self._llm.shutdown(timeout=ENGINE_SHUTDOWN_TIMEOUT_S)
         # AsyncLLM.__del__ shuts down again. Left to the interpreter's exit, it runs once
         # vLLM's module globals are gone and prints a TypeError traceback on every stop:
         # let it run now, while they are alive (a cycle holds the engine, hence the collect).
