@@ -131,6 +131,17 @@ def assert_unavailable(response: httpx.Response) -> None:
     assert error["type"] == "server_error" and error["message"], error
 
 
+async def get_as_the_sdk_would(client: httpx.AsyncClient, path: str, retries: int = 2) -> httpx.Response:
+    """GET ``path``, retrying a 503 after its ``Retry-After`` as the openai SDK does (2 retries)."""
+    response = await client.get(path)
+    for _ in range(retries):
+        if response.status_code != 503:
+            break
+        await asyncio.sleep(float(response.headers["retry-after"]))
+        response = await client.get(path)
+    return response
+
+
 def wait_until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not condition():
@@ -206,7 +217,9 @@ async def test_a_dataset_service_killed_mid_upload_is_503_and_its_restart_leaves
             assert orphaned and all(".~" in key or "(unfinished)" in key for key in orphaned), orphaned
             await dataset.start()  # reports ready only once the sweep has run
             assert leftovers(settings) == []
-            listed = await client.get("/v1/files")
+            # The gateway's channel may still be waiting to reconnect (at most
+            # grpc.max_reconnect_backoff_ms, 2 s): its 503 says when to come back.
+            listed = await get_as_the_sdk_would(client, "/v1/files")
             assert listed.status_code == 200 and listed.json()["data"] == []
 
 
