@@ -416,6 +416,10 @@ class VLLMEngine(Engine):
             raise Unavailable(f"the vLLM engine is not healthy: {error}") from error
 
     async def close(self) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """:meth:`close` for a caller outside the event loop: stops vLLM's engine processes."""
         from vllm.v1.metrics.prometheus import unregister_vllm_metrics
 
         self._llm.shutdown(timeout=ENGINE_SHUTDOWN_TIMEOUT_S)

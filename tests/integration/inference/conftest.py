@@ -131,10 +131,7 @@ class VLLMEngines:
 
     @staticmethod
     def _stop(engine: Engine) -> None:
-        from vllm.v1.metrics.prometheus import unregister_vllm_metrics
-
-        engine._llm.shutdown()  # type: ignore[attr-defined]  # close() without a loop
-        unregister_vllm_metrics()
+        engine.shutdown()  # type: ignore[attr-defined]  # close() without a loop
 
     async def reset(self, engine: Engine) -> None:
         """Leave the engine as a fresh one: no adapters, nothing queued or paused."""
