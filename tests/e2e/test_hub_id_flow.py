@@ -27,7 +27,7 @@ from services.common.tailor_tiny import ensure_tailor_tiny
 from tests.e2e.conftest import _wait_healthy
 from tests.e2e.jobs import wait_until_succeeded
 from tests.support.hub_cache import populate_hub_cache
-from tests.support.local_stack import running_stack
+from tests.support.local_stack import assert_served_by_vllm, running_stack
 from tests.support.processes import OutputWatchedProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -163,9 +163,7 @@ def test_vllm_serves_the_fine_tune_of_the_hub_id_from_the_same_cache(hub_run: Hu
         TAILOR_INFERENCE_VLLM_CPU_THREADS="1",
         **hub_run.settings,
     ) as platform:
-        assert any('"engine": "vllm"' in line and "engine ready" in line for line in platform.launcher.output), (
-            "the inference service did not start on vLLM"
-        )
+        assert_served_by_vllm(platform.launcher.output)
         reply = _client(platform.url).chat.completions.create(
             model=hub_run.job.fine_tuned_model or "",
             messages=[{"role": "user", "content": "Greet sailor number 3."}],

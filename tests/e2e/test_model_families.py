@@ -36,7 +36,7 @@ from services.common.settings import CommonSettings
 from tests.e2e import tool_calling
 from tests.e2e.jobs import wait_until_succeeded
 from tests.integration.inference.adapter_factory import reference_greedy
-from tests.support.local_stack import running_stack
+from tests.support.local_stack import assert_served_by_vllm, running_stack
 
 pytestmark = pytest.mark.slow
 
@@ -210,9 +210,7 @@ def family_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         TAILOR_INFERENCE_VLLM_CPU_THREADS="1",
         **settings,
     ) as platform:
-        assert any('"engine": "vllm"' in line and "engine ready" in line for line in platform.launcher.output), (
-            "the inference service did not start on vLLM"
-        )
+        assert_served_by_vllm(platform.launcher.output)
         vllm = _ask(_client(platform.url), models)
         vllm_tools = _tool_answers(_client(platform.url), tool_model)
 

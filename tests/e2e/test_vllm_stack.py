@@ -31,7 +31,7 @@ from tests.e2e.test_tool_calls import (  # noqa: F401, I001
     test_the_streamed_answer_accumulates_to_the_same_call,
     test_tool_choice_none_answers_in_text,
 )
-from tests.support.local_stack import running_stack
+from tests.support.local_stack import assert_served_by_vllm, running_stack
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # one core for vLLM's compute threads, the other for training and the other services
         TAILOR_INFERENCE_VLLM_CPU_THREADS="1",
     ) as platform:
-        assert any('"engine": "vllm"' in line and "engine ready" in line for line in platform.launcher.output), (
-            "the inference service did not start on vLLM"
-        )
+        assert_served_by_vllm(platform.launcher.output)
         yield Stack(url=platform.url, rate_limited_url=platform.url)

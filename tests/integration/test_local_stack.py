@@ -21,7 +21,7 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.local_stack import stack_environment
+from tests.support.local_stack import assert_served_by_vllm, stack_environment
 from tests.support.processes import OutputWatchedProcess
 
 STARTUP_TIMEOUT_S = 240
@@ -107,7 +107,7 @@ def test_make_up_on_vllm_stops_on_sigterm_without_a_traceback(tmp_path: Path) ->
     )
     try:
         launcher.wait_for("all services are up", STARTUP_TIMEOUT_S)
-        assert any('"engine": "vllm"' in line and "engine ready" in line for line in launcher.output)
+        assert_served_by_vllm(launcher.output)
         launcher.process.send_signal(signal.SIGTERM)
         assert launcher.process.wait(timeout=90) == 0, launcher.drain()
         output = launcher.drain()

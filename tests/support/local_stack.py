@@ -90,3 +90,10 @@ def running_stack(data_dir: Path, *, inference_replicas: int = 1, **settings: st
         yield RunningStack(url, launcher, environment)
     finally:
         launcher.stop()
+
+
+def assert_served_by_vllm(output: list[str]) -> None:
+    """The launcher's ``output`` says the inference service started on the vLLM engine."""
+    assert any('"engine": "vllm"' in line and "engine ready" in line for line in output), (
+        "the inference service did not start on vLLM"
+    )
